@@ -1,0 +1,150 @@
+"""Every error the broker raises on purpose, in one tree.
+
+    BrokerError                      code               status
+    ├── InvalidInput                 invalid_input      422
+    │   ├── PayloadTooLarge          payload_too_large  413
+    │   └── ReturnUrlNotAllowed      return_url_not_allowed 422
+    ├── AuthenticationRequired       unauthenticated    401
+    ├── PermissionDenied             forbidden          403
+    │   └── OutsideGrant             outside_grant      403
+    ├── NotFound                     not_found          404
+    ├── Conflict                     conflict           409
+    │   └── ConnectionNotActive      connection_not_active 409
+    ├── SessionInvalid               session_invalid    400
+    ├── StateInvalid                 state_invalid      400
+    ├── ManifestError                manifest_invalid   422
+    ├── CatalogError                 catalog_invalid    422
+    ├── VaultError                   vault_error        500
+    ├── ConfigurationError           misconfigured      500
+    └── ProviderError                provider_error     502
+
+Each error carries a stable ``code`` (rendered by the API as
+``{"error": {"code", "message", "details"}}``), a human ``message`` and
+JSON-safe ``details``. Messages never contain tokens or secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthenticationRequired",
+    "BrokerError",
+    "CatalogError",
+    "ConfigurationError",
+    "Conflict",
+    "ConnectionNotActive",
+    "InvalidInput",
+    "ManifestError",
+    "NotFound",
+    "OutsideGrant",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "ProviderError",
+    "ReturnUrlNotAllowed",
+    "SessionInvalid",
+    "StateInvalid",
+    "VaultError",
+]
+
+
+class BrokerError(Exception):
+    code = "broker_error"
+    status = 500
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class InvalidInput(BrokerError):
+    code = "invalid_input"
+    status = 422
+
+
+class PayloadTooLarge(InvalidInput):
+    code = "payload_too_large"
+    status = 413
+
+
+class ReturnUrlNotAllowed(InvalidInput):
+    code = "return_url_not_allowed"
+
+
+class AuthenticationRequired(BrokerError):
+    code = "unauthenticated"
+    status = 401
+
+
+class PermissionDenied(BrokerError):
+    code = "forbidden"
+    status = 403
+
+
+class OutsideGrant(PermissionDenied):
+    code = "outside_grant"
+
+
+class NotFound(BrokerError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(BrokerError):
+    code = "conflict"
+    status = 409
+
+
+class ConnectionNotActive(Conflict):
+    code = "connection_not_active"
+
+
+class SessionInvalid(BrokerError):
+    """A connect or user session token that is unknown, expired, used or forged."""
+
+    code = "session_invalid"
+    status = 400
+
+
+class StateInvalid(BrokerError):
+    """An OAuth ``state`` that is unknown, expired, replayed or forged."""
+
+    code = "state_invalid"
+    status = 400
+
+
+class ManifestError(BrokerError):
+    """A connector manifest that fails validation; ``details["problems"]`` lists each."""
+
+    code = "manifest_invalid"
+    status = 422
+
+
+class CatalogError(BrokerError):
+    code = "catalog_invalid"
+    status = 422
+
+
+class VaultError(BrokerError):
+    """A ciphertext that cannot be opened: tampered, wrong binding or unknown key."""
+
+    code = "vault_error"
+    status = 500
+
+
+class ConfigurationError(BrokerError):
+    """The operator's configuration is missing something the request needs."""
+
+    code = "misconfigured"
+    status = 500
+
+
+class ProviderError(BrokerError):
+    """The third party's OAuth or API endpoint answered with an error or not at all."""
+
+    code = "provider_error"
+    status = 502

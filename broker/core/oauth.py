@@ -1,0 +1,248 @@
+"""The OAuth 2 client flow (RFC 6749 authorization code, RFC 7636 PKCE S256,
+RFC 7009 revocation), as authlib's protocol functions plus an injected httpx
+client.
+
+Protocol steps (building the authorize URL, the token and revocation
+requests) come from authlib; this module adds client authentication, a
+timeout, and errors that name what failed without ever echoing a token.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from authlib.common.urls import url_decode
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
+from authlib.oauth2.rfc7009.parameters import prepare_revoke_token_request
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
+from broker.core.errors import ProviderError
+from broker.core.manifest import OAuthSettings
+
+__all__ = [
+    "ClientCredentials",
+    "Pkce",
+    "TokenSet",
+    "authorization_url",
+    "exchange_code",
+    "new_state",
+    "refresh_tokens",
+    "revoke_token",
+]
+
+
+@dataclass(frozen=True)
+class Pkce:
+    verifier: str
+    challenge: str
+    method: str = "S256"
+
+    @classmethod
+    def generate(cls) -> Pkce:
+        # 64 URL-safe characters: within RFC 7636's 43-128, from its unreserved set.
+        verifier = secrets.token_urlsafe(48)
+        return cls(verifier=verifier, challenge=create_s256_code_challenge(verifier))
+
+    def __repr__(self) -> str:
+        return "Pkce(verifier=<redacted>)"
+
+
+def new_state() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    client_id: str
+    client_secret: str
+
+    def __repr__(self) -> str:
+        return f"ClientCredentials(client_id={self.client_id!r}, client_secret=<redacted>)"
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: str
+    token_type: str = "Bearer"
+    refresh_token: str | None = None
+    expires_at: datetime | None = None
+    scope: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenSet(token_type={self.token_type!r}, expires_at={self.expires_at!r}, "
+            f"scope={self.scope!r}, refresh_token={'<redacted>' if self.refresh_token else None})"
+        )
+
+    @classmethod
+    def from_response(cls, body: dict[str, Any], *, now: datetime | None = None) -> TokenSet:
+        access = body.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise ProviderError("token endpoint answered without an access_token")
+        token_type = str(body.get("token_type") or "Bearer")
+        if token_type.lower() != "bearer":
+            raise ProviderError(f"token endpoint issued an unsupported token_type {token_type!r}")
+        expires_at = None
+        expires_in = body.get("expires_in")
+        if expires_in is not None:
+            try:
+                seconds = int(expires_in)
+            except (TypeError, ValueError):
+                raise ProviderError("token endpoint sent a non-numeric expires_in") from None
+            expires_at = (now or datetime.now(UTC)) + timedelta(seconds=seconds)
+        refresh = body.get("refresh_token")
+        scope = body.get("scope")
+        return cls(
+            access_token=access,
+            token_type="Bearer",
+            refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+            expires_at=expires_at,
+            scope=" ".join(scope) if isinstance(scope, list) else scope,
+        )
+
+
+def authorization_url(
+    oauth: OAuthSettings,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    state: str,
+    pkce: Pkce,
+    extra: dict[str, str] | None = None,
+) -> str:
+    return prepare_grant_uri(
+        oauth.authorize_url,
+        client_id=client_id,
+        response_type="code",
+        redirect_uri=redirect_uri,
+        scope=list(oauth.scopes) or None,
+        state=state,
+        code_challenge=pkce.challenge,
+        code_challenge_method=pkce.method,
+        **(extra or {}),
+    )
+
+
+def _client_auth(
+    oauth: OAuthSettings, creds: ClientCredentials, form: dict[str, str]
+) -> tuple[dict[str, str], httpx.BasicAuth | None]:
+    if oauth.token_endpoint_auth_method == "client_secret_post":
+        return {**form, "client_id": creds.client_id, "client_secret": creds.client_secret}, None
+    return form, httpx.BasicAuth(creds.client_id, creds.client_secret)
+
+
+def _post_form(
+    http: httpx.Client,
+    url: str,
+    form: dict[str, str],
+    *,
+    oauth: OAuthSettings,
+    creds: ClientCredentials,
+    what: str,
+) -> httpx.Response:
+    form, auth = _client_auth(oauth, creds, form)
+    try:
+        return http.post(url, data=form, auth=auth, headers={"Accept": "application/json"})
+    except httpx.TimeoutException:
+        raise ProviderError(f"{what} timed out", details={"endpoint": url}) from None
+    except httpx.HTTPError as exc:
+        raise ProviderError(
+            f"{what} could not be reached ({type(exc).__name__})", details={"endpoint": url}
+        ) from None
+
+
+def _token_response(resp: httpx.Response, *, what: str) -> TokenSet:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    if resp.status_code >= 400 or "error" in body:
+        error = str(body.get("error") or f"http_{resp.status_code}")[:100]
+        description = body.get("error_description")
+        message = f"{what} refused: {error}"
+        if isinstance(description, str) and description:
+            message += f" ({description[:200]})"
+        raise ProviderError(
+            message, details={"status": resp.status_code, "provider_error": error}
+        )
+    return TokenSet.from_response(body)
+
+
+def exchange_code(
+    http: httpx.Client,
+    oauth: OAuthSettings,
+    creds: ClientCredentials,
+    *,
+    code: str,
+    redirect_uri: str,
+    pkce_verifier: str,
+) -> TokenSet:
+    body = prepare_token_request(
+        "authorization_code", code=code, redirect_uri=redirect_uri, code_verifier=pkce_verifier
+    )
+    resp = _post_form(
+        http,
+        oauth.token_url,
+        dict(url_decode(body)),
+        oauth=oauth,
+        creds=creds,
+        what="the provider's token endpoint",
+    )
+    return _token_response(resp, what="the provider's token endpoint")
+
+
+def refresh_tokens(
+    http: httpx.Client, oauth: OAuthSettings, creds: ClientCredentials, *, refresh_token: str
+) -> TokenSet:
+    """Use a refresh token; a provider that does not rotate keeps the old one."""
+    body = prepare_token_request("refresh_token", refresh_token=refresh_token)
+    resp = _post_form(
+        http,
+        oauth.token_url,
+        dict(url_decode(body)),
+        oauth=oauth,
+        creds=creds,
+        what="token refresh",
+    )
+    tokens = _token_response(resp, what="token refresh")
+    if tokens.refresh_token is None:
+        tokens = TokenSet(
+            access_token=tokens.access_token,
+            refresh_token=refresh_token,
+            expires_at=tokens.expires_at,
+            scope=tokens.scope,
+        )
+    return tokens
+
+
+def revoke_token(
+    http: httpx.Client,
+    oauth: OAuthSettings,
+    creds: ClientCredentials,
+    *,
+    token: str,
+    token_type_hint: str,
+) -> None:
+    """RFC 7009 revocation; raises ProviderError when the provider refuses."""
+    if not oauth.revoke_url:
+        raise ProviderError("the provider has no revocation endpoint")
+    body, _headers = prepare_revoke_token_request(token, token_type_hint)
+    resp = _post_form(
+        http,
+        oauth.revoke_url,
+        dict(url_decode(body)),
+        oauth=oauth,
+        creds=creds,
+        what="the provider's revocation endpoint",
+    )
+    if resp.status_code != 200:
+        raise ProviderError(
+            f"the provider's revocation endpoint answered HTTP {resp.status_code}",
+            details={"status": resp.status_code},
+        )

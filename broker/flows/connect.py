@@ -1,0 +1,473 @@
+"""Connect: connect session -> consent page -> OAuth (PKCE + state) -> callback.
+
+Nothing is half-stored: the connection stays ``pending`` (with the reason in
+``last_error``) until the callback has exchanged the code; then the tokens,
+the consent record and the ``active`` status are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from sqlmodel import Session, col, select, update
+
+from broker.core.catalog import Heading
+from broker.core.connector import Connector
+from broker.core.errors import (
+    BrokerError,
+    InvalidInput,
+    ProviderError,
+    ReturnUrlNotAllowed,
+    SessionInvalid,
+    StateInvalid,
+)
+from broker.core.manifest import resolve_secret
+from broker.core.oauth import ClientCredentials, Pkce, authorization_url, exchange_code, new_state
+from broker.core.tokens import digest, new_secret
+from broker.core.urls import is_allowed_return_url
+from broker.runtime import Runtime
+from broker.store.db import session_scope
+from broker.store.models import (
+    ConnectionToken,
+    ConnectSession,
+    Connection,
+    ConsentRecord,
+    OAuthAttempt,
+)
+
+__all__ = [
+    "CallbackOutcome",
+    "CategoryChoice",
+    "ConsentView",
+    "IssuedSession",
+    "approve",
+    "cancel",
+    "client_credentials",
+    "complete_callback",
+    "consent_view",
+    "create_connect_session",
+    "validate_user_id",
+    "with_query",
+]
+
+_USER_ID = re.compile(r"^[A-Za-z0-9._:@+-]{1,200}$")
+_PROVIDER_ERROR = re.compile(r"^[a-z_]{1,64}$")
+
+
+@dataclass(frozen=True)
+class IssuedSession:
+    id: str
+    token: str
+    url: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class CategoryChoice:
+    key: str
+    title: str
+    description: str
+    sensitivity: str
+    fields: tuple[str, ...]
+    purpose: str
+    required: bool
+
+
+@dataclass(frozen=True)
+class ConsentView:
+    session_id: str
+    user_id: str
+    connector: Connector
+    groups: list[tuple[Heading, list[CategoryChoice]]]
+    policy_version: str
+    policy_url: str | None
+    return_url: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    ok: bool
+    connection_id: str | None
+    connector_name: str | None
+    message: str
+    return_url: str | None
+
+
+def validate_user_id(user_id: Any) -> str:
+    if not isinstance(user_id, str) or not _USER_ID.match(user_id):
+        raise InvalidInput(
+            "user_id must be 1-200 characters of letters, digits and . _ : @ + -",
+            details={"field": "user_id"},
+        )
+    return user_id
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def create_connect_session(
+    rt: Runtime,
+    *,
+    user_id: str,
+    connector_id: str | None = None,
+    return_url: str | None = None,
+    created_by: str | None = None,
+    kind: str = "connect",
+) -> IssuedSession:
+    validate_user_id(user_id)
+    if connector_id is not None:
+        rt.registry.get(connector_id)
+    if return_url is not None and not is_allowed_return_url(
+        return_url, rt.settings.return_url_prefixes
+    ):
+        raise ReturnUrlNotAllowed(
+            "return_url is not on BROKER_RETURN_URL_ALLOWLIST", details={"field": "return_url"}
+        )
+    token = new_secret("cs_")
+    now = rt.clock()
+    row = ConnectSession(
+        id="sess_" + new_secret(nbytes=9),
+        token_hash=digest(token),
+        kind=kind,
+        user_id=user_id,
+        connector_id=connector_id,
+        return_url=return_url,
+        created_by=created_by,
+        created_at=now,
+        expires_at=now + timedelta(seconds=rt.settings.connect_session_ttl),
+    )
+    with session_scope(rt.engine) as session:
+        session.add(row)
+    base = rt.settings.resolved_base_url
+    path = f"/connect/{connector_id}" if connector_id else "/connect"
+    if kind == "user":
+        path = "/me"
+    return IssuedSession(
+        id=row.id, token=token, url=f"{base}{path}?{urlencode({'session': token})}",
+        expires_at=row.expires_at,
+    )
+
+
+def _live_session(session: Session, rt: Runtime, token: str | None, *, kind: str) -> ConnectSession:
+    if not token:
+        raise SessionInvalid("this link has no session; ask the application for a new one")
+    row = session.exec(select(ConnectSession).where(ConnectSession.token_hash == digest(token))).first()
+    if row is None or row.kind != kind:
+        raise SessionInvalid("this session link is not valid")
+    if row.used_at is not None:
+        raise SessionInvalid("this session link has already been used")
+    if row.expires_at <= rt.clock():
+        raise SessionInvalid("this session link has expired; ask the application for a new one")
+    return row
+
+
+def _check_connector(row: ConnectSession, connector_id: str) -> None:
+    if row.connector_id is not None and row.connector_id != connector_id:
+        raise SessionInvalid("this session link is for another integration")
+
+
+def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> ConsentView:
+    connector = rt.registry.get(connector_id)
+    with session_scope(rt.engine) as session:
+        row = _live_session(session, rt, token, kind="connect")
+        _check_connector(row, connector_id)
+    groups: list[tuple[Heading, list[CategoryChoice]]] = []
+    declared = {d.category: d for d in connector.manifest.data}
+    for heading, categories in rt.catalog.by_heading():
+        choices = [
+            CategoryChoice(
+                key=c.key,
+                title=c.title,
+                description=c.description,
+                sensitivity=c.sensitivity,
+                fields=c.fields,
+                purpose=declared[c.key].purpose,
+                required=declared[c.key].required,
+            )
+            for c in categories
+            if c.key in declared
+        ]
+        if choices:
+            groups.append((heading, choices))
+    return ConsentView(
+        session_id=row.id,
+        user_id=row.user_id,
+        connector=connector,
+        groups=groups,
+        policy_version=rt.settings.policy_version,
+        policy_url=rt.settings.policy_url,
+        return_url=row.return_url,
+        expires_at=row.expires_at,
+    )
+
+
+def _consume(session: Session, row: ConnectSession, now: datetime) -> None:
+    """Mark the session used; the WHERE makes two concurrent approvals impossible."""
+    result = session.exec(
+        update(ConnectSession)
+        .where(col(ConnectSession.id) == row.id, col(ConnectSession.used_at).is_(None))
+        .values(used_at=now)
+    )
+    if result.rowcount != 1:
+        raise SessionInvalid("this session link has already been used")
+
+
+def client_credentials(connector: Connector) -> ClientCredentials:
+    oauth = connector.manifest.oauth
+    return ClientCredentials(
+        client_id=resolve_secret(oauth.client_id, connector_id=connector.id, field="client_id"),
+        client_secret=resolve_secret(
+            oauth.client_secret, connector_id=connector.id, field="client_secret"
+        ),
+    )
+
+
+def approve(
+    rt: Runtime,
+    *,
+    token: str | None,
+    connector_id: str,
+    optional_granted: Iterable[str],
+    client_ip: str | None,
+    user_agent: str | None,
+) -> str:
+    """Record the user's choice and return the provider's authorize URL."""
+    connector = rt.registry.get(connector_id)
+    manifest = connector.manifest
+    chosen = set(optional_granted)
+    unknown = chosen - set(manifest.optional_categories)
+    if unknown:
+        raise InvalidInput(
+            "the form named categories that are not optional for this integration",
+            details={"categories": sorted(unknown)},
+        )
+    creds = client_credentials(connector)
+    granted = [d.category for d in manifest.data if d.required or d.category in chosen]
+    declined = [d.category for d in manifest.data if not d.required and d.category not in chosen]
+    now = rt.clock()
+    pkce = Pkce.generate()
+    state = new_state()
+    connection_id = "conn_" + new_secret(nbytes=12)
+    with session_scope(rt.engine) as session:
+        row = _live_session(session, rt, token, kind="connect")
+        _check_connector(row, connector_id)
+        _consume(session, row, now)
+        session.add(
+            Connection(
+                id=connection_id,
+                user_id=row.user_id,
+                connector_id=connector_id,
+                status="pending",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        session.flush()
+        session.add(
+            OAuthAttempt(
+                id="att_" + new_secret(nbytes=9),
+                state_hash=digest(state),
+                connection_id=connection_id,
+                session_id=row.id,
+                code_verifier=rt.vault.seal(
+                    pkce.verifier, connection_id=connection_id, kind="pkce_verifier"
+                ),
+                redirect_uri=rt.settings.callback_url,
+                consent={
+                    "granted": granted,
+                    "declined": declined,
+                    "purposes": {d.category: d.purpose for d in manifest.data},
+                    "privacy_policy_url": manifest.privacy_policy_url,
+                    "terms_url": manifest.terms_url,
+                    "manifest_digest": manifest.digest(),
+                    "connector_name": manifest.name,
+                    "scopes": list(manifest.oauth.scopes),
+                    "platform_policy_version": rt.settings.policy_version,
+                    "consented_at": now.isoformat(),
+                    "client_ip": client_ip,
+                    "user_agent": (user_agent or "")[:500] or None,
+                    "return_url": row.return_url,
+                },
+                created_at=now,
+                expires_at=now + timedelta(seconds=rt.settings.oauth_state_ttl),
+            )
+        )
+    return authorization_url(
+        manifest.oauth,
+        client_id=creds.client_id,
+        redirect_uri=rt.settings.callback_url,
+        state=state,
+        pkce=pkce,
+        extra=connector.authorize_params(),
+    )
+
+
+def cancel(rt: Runtime, *, token: str | None, connector_id: str) -> str | None:
+    """The user said no on our page: nothing is created; the link is spent."""
+    with session_scope(rt.engine) as session:
+        row = _live_session(session, rt, token, kind="connect")
+        _check_connector(row, connector_id)
+        _consume(session, row, rt.clock())
+        return_url = row.return_url
+    return _safe_return(rt, return_url, {"status": "cancelled", "connector": connector_id})
+
+
+def _safe_return(rt: Runtime, url: str | None, params: dict[str, str]) -> str | None:
+    if url and is_allowed_return_url(url, rt.settings.return_url_prefixes):
+        return with_query(url, params)
+    return None
+
+
+def _claim_attempt(rt: Runtime, state: str | None) -> OAuthAttempt:
+    if not state:
+        raise StateInvalid("the provider's answer has no state; the connection was not made")
+    now = rt.clock()
+    with session_scope(rt.engine) as session:
+        attempt = session.exec(
+            select(OAuthAttempt).where(OAuthAttempt.state_hash == digest(state))
+        ).first()
+        if attempt is None:
+            raise StateInvalid("the provider's answer has an unknown state; it was ignored")
+        if attempt.used_at is not None:
+            raise StateInvalid("this authorization answer was already used; it was ignored")
+        if attempt.expires_at <= now:
+            raise StateInvalid("this authorization attempt has expired; please connect again")
+        result = session.exec(
+            update(OAuthAttempt)
+            .where(col(OAuthAttempt.id) == attempt.id, col(OAuthAttempt.used_at).is_(None))
+            .values(used_at=now)
+        )
+        if result.rowcount != 1:
+            raise StateInvalid("this authorization answer was already used; it was ignored")
+    return attempt
+
+
+def _fail(rt: Runtime, attempt: OAuthAttempt, reason: str, public: str) -> CallbackOutcome:
+    with session_scope(rt.engine) as session:
+        conn = session.get(Connection, attempt.connection_id)
+        if conn is not None and conn.status == "pending":
+            conn.last_error = reason[:500]
+            conn.updated_at = rt.clock()
+            session.add(conn)
+    consent = attempt.consent
+    return CallbackOutcome(
+        ok=False,
+        connection_id=attempt.connection_id,
+        connector_name=consent.get("connector_name"),
+        message=public,
+        return_url=_safe_return(
+            rt, consent.get("return_url"), {"status": "error", "connection_id": attempt.connection_id}
+        ),
+    )
+
+
+def complete_callback(
+    rt: Runtime,
+    *,
+    state: str | None,
+    code: str | None,
+    error: str | None,
+    error_description: str | None = None,
+) -> CallbackOutcome:
+    attempt = _claim_attempt(rt, state)
+    if error:
+        code_name = error if _PROVIDER_ERROR.match(error) else "invalid_error"
+        if code_name == "access_denied":
+            public = "You did not allow access at the provider, so nothing was connected."
+        else:
+            public = f"The provider refused the connection ({code_name}); nothing was connected."
+        return _fail(rt, attempt, f"provider returned error={code_name}", public)
+    if not code:
+        return _fail(
+            rt, attempt, "provider answered without a code", "The provider sent no authorization code."
+        )
+    with session_scope(rt.engine) as session:
+        conn = session.get(Connection, attempt.connection_id)
+    if conn is None or conn.status != "pending":
+        raise StateInvalid("this connection attempt is no longer open")
+    try:
+        connector = rt.registry.get(conn.connector_id)
+        verifier = rt.vault.open(
+            attempt.code_verifier, connection_id=conn.id, kind="pkce_verifier"
+        )
+        tokens = exchange_code(
+            rt.http,
+            connector.manifest.oauth,
+            client_credentials(connector),
+            code=code,
+            redirect_uri=attempt.redirect_uri,
+            pkce_verifier=verifier,
+        )
+    except ProviderError as exc:
+        return _fail(
+            rt, attempt, exc.message, f"The provider could not complete the connection: {exc.message}."
+        )
+    except BrokerError as exc:
+        return _fail(rt, attempt, exc.message, "The connection could not be completed.")
+    consent = attempt.consent
+    now = rt.clock()
+    record = ConsentRecord(
+        id="cons_" + new_secret(nbytes=12),
+        connection_id=conn.id,
+        user_id=conn.user_id,
+        connector_id=conn.connector_id,
+        connector_name=consent["connector_name"],
+        granted_categories=consent["granted"],
+        declined_categories=consent["declined"],
+        purposes=consent["purposes"],
+        privacy_policy_url=consent["privacy_policy_url"],
+        terms_url=consent["terms_url"],
+        manifest_digest=consent["manifest_digest"],
+        platform_policy_version=consent["platform_policy_version"],
+        scopes=consent["scopes"],
+        client_ip=consent.get("client_ip"),
+        user_agent=consent.get("user_agent"),
+        consented_at=datetime.fromisoformat(consent["consented_at"]),
+        recorded_at=now,
+    )
+    with session_scope(rt.engine) as session:
+        conn = session.get(Connection, attempt.connection_id)
+        if conn is None or conn.status != "pending":
+            raise StateInvalid("this connection attempt is no longer open")
+        session.add(record)
+        session.add(
+            ConnectionToken(
+                connection_id=conn.id,
+                key_id=rt.vault.ring.active,
+                access_token=rt.vault.seal(
+                    tokens.access_token, connection_id=conn.id, kind="access_token"
+                ),
+                refresh_token=rt.vault.seal(
+                    tokens.refresh_token, connection_id=conn.id, kind="refresh_token"
+                )
+                if tokens.refresh_token
+                else None,
+                expires_at=tokens.expires_at,
+                scope=tokens.scope,
+                updated_at=now,
+            )
+        )
+        conn.status = "active"
+        conn.activated_at = now
+        conn.updated_at = now
+        conn.last_error = None
+        conn.consent_id = record.id
+        session.add(conn)
+    return CallbackOutcome(
+        ok=True,
+        connection_id=conn.id,
+        connector_name=consent["connector_name"],
+        message=f"{consent['connector_name']} is connected.",
+        return_url=_safe_return(
+            rt, consent.get("return_url"), {"status": "connected", "connection_id": conn.id}
+        ),
+    )

@@ -1,0 +1,48 @@
+"""API keys: created once, shown once, stored as a SHA-256 digest."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from broker.core.errors import AuthenticationRequired, InvalidInput, PermissionDenied
+from broker.core.tokens import digest, new_secret
+from broker.store.db import session_scope
+from broker.store.models import ApiKey
+
+__all__ = ["ROLES", "authenticate", "create_api_key", "require_role"]
+
+ROLES = ("admin", "auditor")
+KEY_PREFIX = "brk_"
+
+
+def create_api_key(engine: Engine, *, role: str, label: str | None = None) -> tuple[ApiKey, str]:
+    """A new key; returns the row and the raw key, which is never stored."""
+    if role not in ROLES:
+        raise InvalidInput(
+            f"role must be one of {', '.join(ROLES)}", details={"role": role}
+        )
+    raw = new_secret(KEY_PREFIX)
+    row = ApiKey(id="key_" + new_secret(nbytes=6), key_hash=digest(raw), role=role, label=label)
+    with session_scope(engine) as session:
+        session.add(row)
+    return row, raw
+
+
+def authenticate(engine: Engine, raw: str | None) -> ApiKey:
+    if not raw:
+        raise AuthenticationRequired("an API key is required (Authorization: Bearer <key>)")
+    with session_scope(engine) as session:
+        row = session.exec(select(ApiKey).where(ApiKey.key_hash == digest(raw))).first()
+    if row is None or row.revoked_at is not None:
+        raise AuthenticationRequired("the API key is not valid")
+    return row
+
+
+def require_role(key: ApiKey, *roles: str) -> ApiKey:
+    if key.role not in roles:
+        raise PermissionDenied(
+            f"this needs a key with role {' or '.join(roles)}; this key is {key.role}",
+            details={"required": list(roles), "role": key.role},
+        )
+    return key

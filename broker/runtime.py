@@ -1,0 +1,102 @@
+"""Everything a running broker holds, built once from Settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import EntryPoint
+
+import httpx
+from sqlalchemy import Engine, inspect
+
+from broker.core.catalog import Catalog, default_catalog, load_catalog
+from broker.core.connector import Connector
+from broker.core.errors import ConfigurationError
+from broker.core.registry import ConnectorRegistry, load_registry
+from broker.core.vault import KeyRing, TokenVault
+from broker.settings import Settings
+from broker.store.db import create_db_engine, upgrade_schema
+from broker.store.types import utcnow
+
+__all__ = ["Runtime", "build_runtime"]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    catalog: Catalog
+    registry: ConnectorRegistry
+    vault: TokenVault
+    http: httpx.Client
+    clock: Callable[[], datetime] = utcnow
+    created: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.http.close()
+        self.engine.dispose()
+
+
+def _ensure_home(settings: Settings, created: list[str]) -> None:
+    home = settings.home
+    if not home.exists():
+        home.mkdir(parents=True, mode=0o700)
+        created.append(f"created broker home {home.resolve()}")
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    builtins: Iterable[Connector] = (),
+    plugins: Iterable[EntryPoint] | None = None,
+    transport: httpx.BaseTransport | None = None,
+    upgrade: bool | None = None,
+) -> Runtime:
+    """Open (and on the embedded default, create) everything the broker needs.
+
+    ``upgrade`` defaults to True for the embedded SQLite database; a
+    configured database must be upgraded with ``broker db upgrade`` first.
+    """
+    created: list[str] = []
+    _ensure_home(settings, created)
+    ring, made = KeyRing.load_or_create(settings.resolved_keys_file)
+    if made:
+        created.append(
+            f"created token-encryption key file {settings.resolved_keys_file.resolve()} (0600)"
+        )
+    catalog = load_catalog(settings.catalog) if settings.catalog else default_catalog()
+    url = settings.resolved_database_url
+    db_existed = not settings.is_embedded_database or (settings.home / "broker.db").exists()
+    engine = create_db_engine(url)
+    if upgrade is None:
+        upgrade = settings.is_embedded_database
+    if upgrade:
+        upgrade_schema(engine)
+        if not db_existed:
+            created.append(f"created SQLite database {(settings.home / 'broker.db').resolve()}")
+    elif "alembic_version" not in inspect(engine).get_table_names():
+        engine.dispose()
+        raise ConfigurationError(
+            "the database has no broker schema yet; run `broker db upgrade` first"
+        )
+    registry = load_registry(
+        catalog, directories=settings.connector_dirs, builtins=builtins, plugins=plugins
+    )
+    http = httpx.Client(
+        timeout=settings.http_timeout,
+        transport=transport,
+        follow_redirects=False,
+        headers={"User-Agent": f"scoped-broker (+{settings.resolved_base_url})"},
+        trust_env=os.environ.get("BROKER_HTTP_TRUST_ENV") == "1",
+    )
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        catalog=catalog,
+        registry=registry,
+        vault=TokenVault(ring),
+        http=http,
+        created=created,
+    )

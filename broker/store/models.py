@@ -1,0 +1,133 @@
+"""Tables. Secrets are stored as digests (API keys, session tokens, ``state``)
+or as vault ciphertexts (OAuth tokens, PKCE verifiers); never in the clear."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text
+from sqlmodel import Field, SQLModel
+
+from broker.store.types import UTCDateTime, utcnow
+
+__all__ = [
+    "ApiKey",
+    "ConnectSession",
+    "Connection",
+    "ConnectionToken",
+    "ConsentRecord",
+    "OAuthAttempt",
+]
+
+
+def _ts(**kw: Any) -> Any:
+    nullable = kw.pop("nullable", False)
+    return Field(sa_type=UTCDateTime, nullable=nullable, **kw)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=40)
+    key_hash: str = Field(max_length=64, unique=True)
+    role: str = Field(max_length=20)
+    label: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _ts(default_factory=utcnow)
+    revoked_at: datetime | None = _ts(default=None, nullable=True)
+
+
+class ConnectSession(SQLModel, table=True):
+    """A short-lived, single-use ticket for one user's browser to one consent page.
+
+    ``kind`` is ``connect`` (consent page) or ``user`` (the user's own pages).
+    """
+
+    __tablename__ = "connect_sessions"
+
+    id: str = Field(primary_key=True, max_length=40)
+    token_hash: str = Field(max_length=64, unique=True)
+    kind: str = Field(default="connect", max_length=20)
+    user_id: str = Field(max_length=200, index=True)
+    connector_id: str | None = Field(default=None, max_length=63)
+    return_url: str | None = Field(default=None, sa_type=Text)
+    created_by: str | None = Field(default=None, max_length=40)
+    created_at: datetime = _ts(default_factory=utcnow)
+    expires_at: datetime = _ts()
+    used_at: datetime | None = _ts(default=None, nullable=True)
+
+
+class Connection(SQLModel, table=True):
+    __tablename__ = "connections"
+
+    id: str = Field(primary_key=True, max_length=40)
+    user_id: str = Field(max_length=200, index=True)
+    connector_id: str = Field(max_length=63, index=True)
+    status: str = Field(max_length=30, index=True)
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+    activated_at: datetime | None = _ts(default=None, nullable=True)
+    revoked_at: datetime | None = _ts(default=None, nullable=True)
+    last_error: str | None = Field(default=None, sa_type=Text)
+    consent_id: str | None = Field(default=None, max_length=40)
+
+
+class ConnectionToken(SQLModel, table=True):
+    """The connection's OAuth tokens, sealed by the vault; one row per connection.
+
+    The row is also the lock for token refresh (``SELECT … FOR UPDATE``)."""
+
+    __tablename__ = "connection_tokens"
+
+    connection_id: str = Field(primary_key=True, foreign_key="connections.id", max_length=40)
+    key_id: str = Field(max_length=20)
+    access_token: str = Field(sa_type=Text)
+    refresh_token: str | None = Field(default=None, sa_type=Text)
+    expires_at: datetime | None = _ts(default=None, nullable=True)
+    scope: str | None = Field(default=None, sa_type=Text)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class OAuthAttempt(SQLModel, table=True):
+    """One approved consent waiting for the provider's callback.
+
+    Holds the consent as shown and chosen, so the record written at the
+    callback is exactly what the user saw; ``state`` is stored as a digest
+    and is single-use (``used_at``)."""
+
+    __tablename__ = "oauth_attempts"
+
+    id: str = Field(primary_key=True, max_length=40)
+    state_hash: str = Field(max_length=64, unique=True)
+    connection_id: str = Field(foreign_key="connections.id", max_length=40)
+    session_id: str = Field(foreign_key="connect_sessions.id", max_length=40)
+    code_verifier: str = Field(sa_type=Text)
+    redirect_uri: str = Field(sa_type=Text)
+    consent: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts(default_factory=utcnow)
+    expires_at: datetime = _ts()
+    used_at: datetime | None = _ts(default=None, nullable=True)
+
+
+class ConsentRecord(SQLModel, table=True):
+    """Immutable: inserted once, never updated (the store has no update path)."""
+
+    __tablename__ = "consent_records"
+    id: str = Field(primary_key=True, max_length=40)
+    connection_id: str = Field(foreign_key="connections.id", max_length=40, index=True)
+    user_id: str = Field(max_length=200, index=True)
+    connector_id: str = Field(max_length=63)
+    connector_name: str = Field(max_length=120)
+    granted_categories: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    declined_categories: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    purposes: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
+    privacy_policy_url: str = Field(sa_type=Text)
+    terms_url: str = Field(sa_type=Text)
+    policy_digests: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
+    manifest_digest: str = Field(max_length=64)
+    platform_policy_version: str = Field(max_length=50)
+    scopes: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    client_ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, sa_type=Text)
+    consented_at: datetime = _ts()
+    recorded_at: datetime = _ts(default_factory=utcnow)

@@ -1,0 +1,1 @@
+"""The HTTP surface: a thin FastAPI layer over broker.flows."""

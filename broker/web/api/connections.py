@@ -1,0 +1,39 @@
+"""Connections and consent records, for the host backend (admin) and auditors."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from broker.flows.connect import validate_user_id
+from broker.flows.connections import (
+    connection_dict,
+    consent_dict,
+    get_connection,
+    list_connections,
+    list_consents,
+)
+from broker.web.api.schemas import ConnectionPublic, ConsentPublic
+from broker.web.deps import AuditorKey, RuntimeDep
+
+router = APIRouter(prefix="/v1", tags=["connections"])
+
+
+@router.get("/users/{user_id}/connections")
+def user_connections(
+    user_id: str, rt: RuntimeDep, _key: AuditorKey
+) -> dict[str, list[ConnectionPublic]]:
+    validate_user_id(user_id)
+    items = [ConnectionPublic(**connection_dict(c, r)) for c, r in list_connections(rt, user_id)]
+    return {"connections": items}
+
+
+@router.get("/connections/{connection_id}", response_model=ConnectionPublic)
+def connection(connection_id: str, rt: RuntimeDep, _key: AuditorKey) -> ConnectionPublic:
+    return ConnectionPublic(**connection_dict(*get_connection(rt, connection_id)))
+
+
+@router.get("/connections/{connection_id}/consents")
+def consents(
+    connection_id: str, rt: RuntimeDep, _key: AuditorKey
+) -> dict[str, list[ConsentPublic]]:
+    return {"consents": [ConsentPublic(**consent_dict(r)) for r in list_consents(rt, connection_id)]}

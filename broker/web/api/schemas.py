@@ -1,0 +1,60 @@
+"""Request and response bodies of the /v1 API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ConnectSessionCreate", "ConnectSessionIssued", "ConnectionPublic", "ConsentPublic"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConnectSessionCreate(_In):
+    user_id: str = Field(min_length=1, max_length=200)
+    connector: str | None = Field(default=None, max_length=63)
+    return_url: str | None = Field(default=None, max_length=2000)
+
+
+class ConnectSessionIssued(BaseModel):
+    token: str
+    url: str
+    expires_at: datetime
+
+
+class ConnectionPublic(BaseModel):
+    id: str
+    user_id: str
+    connector: str
+    status: str
+    created_at: datetime
+    activated_at: datetime | None
+    revoked_at: datetime | None
+    last_error: str | None
+    consent_id: str | None
+    granted_categories: list[str] = []
+    declined_categories: list[str] = []
+
+
+class ConsentPublic(BaseModel):
+    id: str
+    connection_id: str
+    user_id: str
+    connector: str
+    connector_name: str
+    granted_categories: list[str]
+    declined_categories: list[str]
+    purposes: dict[str, str]
+    privacy_policy_url: str
+    terms_url: str
+    policy_digests: dict[str, str] | None
+    manifest_digest: str
+    platform_policy_version: str
+    scopes: list[str]
+    client_ip: str | None
+    user_agent: str | None
+    consented_at: datetime
+    recorded_at: datetime

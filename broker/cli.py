@@ -14,7 +14,7 @@ from broker.core.errors import BrokerError
 __all__ = ["main"]
 
 
-def _settings(args: argparse.Namespace):  # noqa: ANN202
+def _settings(args: argparse.Namespace):
     from broker.settings import Settings
 
     overrides = {}
@@ -29,7 +29,7 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _build_app(args: argparse.Namespace, *, demo: bool):  # noqa: ANN202
+def _build_app(args: argparse.Namespace, *, demo: bool):
     from broker.runtime import build_runtime
     from broker.web.app import create_app
 
@@ -78,7 +78,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_serve(args, demo=True)
 
 
-def _runtime(upgrade: bool | None = None):  # noqa: ANN202
+def _runtime(upgrade: bool | None = None):
     from broker.runtime import build_runtime
     from broker.settings import Settings
 
@@ -91,8 +91,10 @@ def cmd_create_key(args: argparse.Namespace) -> int:
     rt = _runtime()
     row, raw = create_api_key(rt.engine, role=args.role, label=args.label)
     _say(raw)
-    print(f"created {row.role} key {row.id}; it is shown once and stored only as a hash",
-          file=sys.stderr)
+    print(
+        f"created {row.role} key {row.id}; it is shown once and stored only as a hash",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -126,8 +128,10 @@ def cmd_connectors_check(args: argparse.Namespace) -> int:
     settings = Settings()
     catalog = load_catalog(settings.catalog) if settings.catalog else default_catalog()
     manifest = load_manifest_file(Path(args.path), catalog)
-    _say(f"{args.path}: ok — {manifest.id} ({manifest.name}), "
-         f"{len(manifest.data)} data categories, {len(manifest.actions)} actions")
+    _say(
+        f"{args.path}: ok — {manifest.id} ({manifest.name}), "
+        f"{len(manifest.data)} data categories, {len(manifest.actions)} actions"
+    )
     return 0
 
 

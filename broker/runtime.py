@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +34,15 @@ class Runtime:
     vault: TokenVault
     http: httpx.Client
     clock: Callable[[], datetime] = utcnow
+    sleep: Callable[[float], None] = time.sleep
     created: list[str] = field(default_factory=list)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def connection_lock(self, connection_id: str) -> threading.Lock:
+        """The in-process lock that lets one token refresh run per connection."""
+        with self._locks_guard:
+            return self._locks.setdefault(connection_id, threading.Lock())
 
     def close(self) -> None:
         self.http.close()
@@ -96,7 +106,7 @@ def build_runtime(
         engine=engine,
         catalog=catalog,
         registry=registry,
-        vault=TokenVault(ring),
+        vault=TokenVault(ring, path=settings.resolved_keys_file),
         http=http,
         created=created,
     )

@@ -39,7 +39,15 @@ class Settings(BaseSettings):
     connect_session_ttl: int = Field(default=600, ge=30, le=86400)
     oauth_state_ttl: int = Field(default=600, ge=30, le=3600)
     http_timeout: float = Field(default=10.0, gt=0, le=120)
-    max_payload_bytes: int = Field(default=1_048_576, ge=1024)
+    max_payload_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    delivery_max_attempts: int = Field(default=4, ge=1, le=10)
+    delivery_backoff_base: float = Field(default=0.5, ge=0, le=60)
+    delivery_backoff_max: float = Field(default=30.0, ge=0, le=600)
+    retry_after_max: float = Field(default=60.0, ge=0, le=3600)
+    token_refresh_skew: int = Field(default=30, ge=0, le=600)
+    reconcile_after: int = Field(
+        default=300, ge=0, description="seconds before a pending transfer counts as interrupted"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 
@@ -72,6 +80,10 @@ class Settings(BaseSettings):
     @property
     def resolved_keys_file(self) -> Path:
         return self.keys_file or self.home / "keys.json"
+
+    @property
+    def audit_head_file(self) -> Path:
+        return self.home / "audit.head"
 
     @property
     def connector_dirs(self) -> list[Path]:

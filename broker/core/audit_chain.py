@@ -41,13 +41,18 @@ recomputes. Otherwise, first matching rule wins (``first_bad_seq`` in brackets):
    an entry read ahead has seq ``n`` -> **reordered** [n] (seq numbers exchanged);
    else **changed** [n] (its seq was edited).
 2. ``c.prev_hash`` is the hash of an earlier accepted entry ``k`` (a branch: ``c`` and
-   entries ``k+1 .. n-1`` all follow ``k``): if ``c`` is not an exact copy of the last
-   entry and the next entry links to ``c``, the run ``k+1 .. n-1`` is **inserted** [k+1]
-   (head rolls back to ``k``); else ``c`` is **inserted** [c.seq, clamped to k+1 .. n].
-   Duplicate seqs and copied rows land here.
-3. ``c.prev_hash`` is the hash of an entry read ahead (``c`` comes before its parent)
-   -> **reordered** [n]. This covers two entries swapped in the stream and two rows whose
-   seq values were exchanged (the DB then returns them in swapped order).
+   entries ``k+1 .. n-1`` all follow ``k``; duplicate seqs and copied rows land here).
+   Call ``c`` genuine when it is not an exact copy of the last entry and its hash
+   verifies with its seq taken as ``k+1``. Genuine and renumbered (seq not ``k+1``), or
+   genuine and the next entry or the expected head carries on from ``c``: the run
+   ``k+1 .. n-1`` is **inserted** [k+1] (head rolls back to ``k``). Not genuine and
+   ``c.seq == n``: **changed** [n] (its prev_hash was edited). Genuine and nothing carries
+   on from either side: **inserted** [k+1], head ``k`` (either sibling may be the forgery).
+   Otherwise ``c`` is **inserted** [c.seq, clamped to k+1 .. n].
+3. ``c.prev_hash`` is the hash of an entry read ahead (``c`` comes before its parent) and
+   an entry read ahead links to ``L`` -> **reordered** [n]. This covers two entries
+   swapped in the stream and two rows whose seq values were exchanged (the DB then
+   returns them in swapped order).
 4. An entry read ahead links to ``L`` (the real successor of the last entry is further
    on): if ``c.seq > n`` -> **reordered** [n]; else ``c`` is **inserted** [c.seq, or n].
 5. ``c.seq > n`` -> **missing** [n] (entries ``n .. c.seq-1`` were deleted; a deleted
@@ -450,7 +455,11 @@ def _were(first: int, last: int) -> str:
 
 
 def _classify(
-    c: AuditEntry, ahead: list[AuditEntry], last: _Last, recent: Mapping[str, int]
+    c: AuditEntry,
+    ahead: list[AuditEntry],
+    last: _Last,
+    recent: Mapping[str, int],
+    anchor: str | None,
 ) -> _Verdict:
     """Rules 1-8 of the module docstring, for an entry that does not fit after ``last``."""
     n = last.seq + 1
@@ -472,16 +481,25 @@ def _classify(
         return n, "changed", msg, here
     k = recent.get(c.prev_hash)
     if k is not None:
-        if c.hash != last.hash and ahead and ahead[0].prev_hash == c.hash:
+        genuine = c.hash != last.hash and _hash_ok(replace(c, seq=k + 1))
+        nxt = ahead[0].prev_hash if ahead else None
+        if genuine and (c.seq != k + 1 or c.hash in (nxt, anchor)):
             msg = f"{_were(k + 1, last.seq)} inserted: entry {c.seq} and its successors follow {k}"
+            return k + 1, "inserted", msg, _head(k, c.prev_hash)
+        if not genuine and c.seq == n:
+            msg = f"entry {n} was changed: it links to entry {k} and does not match its hash"
+            return n, "changed", msg, here
+        if genuine and last.hash not in (nxt, anchor):
+            msg = f"entry {k + 1} was inserted: two entries follow entry {k}, either may be forged"
             return k + 1, "inserted", msg, _head(k, c.prev_hash)
         seq = c.seq if k < c.seq <= n else n
         msg = f"entry {seq} was inserted: it links to entry {k}, which already has a successor"
         return seq, "inserted", msg, here
-    if c.prev_hash in {d.hash for d in ahead}:
+    successor_ahead = any(d.prev_hash == last.hash for d in ahead)
+    if successor_ahead and c.prev_hash in {d.hash for d in ahead}:
         msg = f"entry {n} is out of order: the entry in its place (seq {c.seq}) follows a later one"
         return n, "reordered", msg, here
-    if any(d.prev_hash == last.hash for d in ahead):
+    if successor_ahead:
         if c.seq > n:
             msg = f"entry {n} is out of order: it appears after entry {c.seq}"
             return n, "reordered", msg, here
@@ -525,7 +543,7 @@ def verify_chain(
 
     for c in it:
         checked += 1
-        if c.prev_hash == last.hash and _hash_ok(c):
+        if c.seq == last.seq + 1 and c.prev_hash == last.hash and _hash_ok(c):
             if forked:
                 return fork_result()
             last = _Last(c.seq, c.hash, c.prev_hash)
@@ -537,7 +555,9 @@ def verify_chain(
                 forked = c.hash != expected_head.hash
             continue
         ahead = list(islice(it, WINDOW))
-        seq, problem, message, head = _classify(c, ahead, last, recent)
+        seq, problem, message, head = _classify(
+            c, ahead, last, recent, expected_head and expected_head.hash
+        )
         if forked and expected_head is not None and seq > expected_head.seq:
             return fork_result()
         return VerifyResult(False, checked, head, seq, problem, message)

@@ -6,17 +6,20 @@
     │   └── ReturnUrlNotAllowed      return_url_not_allowed 422
     ├── AuthenticationRequired       unauthenticated    401
     ├── PermissionDenied             forbidden          403
-    │   └── OutsideGrant             outside_grant      403
+    │   ├── OutsideGrant             outside_grant      403
+    │   └── PurposeNotDeclared       purpose_not_declared 403
     ├── NotFound                     not_found          404
     ├── Conflict                     conflict           409
-    │   └── ConnectionNotActive      connection_not_active 409
+    │   ├── ConnectionNotActive      connection_not_active 409
+    │   └── IdempotencyConflict      idempotency_key_reused 409
     ├── SessionInvalid               session_invalid    400
     ├── StateInvalid                 state_invalid      400
     ├── ManifestError                manifest_invalid   422
     ├── CatalogError                 catalog_invalid    422
     ├── VaultError                   vault_error        500
     ├── ConfigurationError           misconfigured      500
-    └── ProviderError                provider_error     502
+    ├── ProviderError                provider_error     502
+    └── DeliveryFailed               delivery_failed    502
 
 Each error carries a stable ``code`` (rendered by the API as
 ``{"error": {"code", "message", "details"}}``), a human ``message`` and
@@ -34,6 +37,8 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "ConnectionNotActive",
+    "DeliveryFailed",
+    "IdempotencyConflict",
     "InvalidInput",
     "ManifestError",
     "NotFound",
@@ -41,6 +46,7 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "ProviderError",
+    "PurposeNotDeclared",
     "ReturnUrlNotAllowed",
     "SessionInvalid",
     "StateInvalid",
@@ -89,6 +95,10 @@ class OutsideGrant(PermissionDenied):
     code = "outside_grant"
 
 
+class PurposeNotDeclared(PermissionDenied):
+    code = "purpose_not_declared"
+
+
 class NotFound(BrokerError):
     code = "not_found"
     status = 404
@@ -101,6 +111,12 @@ class Conflict(BrokerError):
 
 class ConnectionNotActive(Conflict):
     code = "connection_not_active"
+
+
+class IdempotencyConflict(Conflict):
+    """The idempotency key was used before with a different request."""
+
+    code = "idempotency_key_reused"
 
 
 class SessionInvalid(BrokerError):
@@ -147,4 +163,11 @@ class ProviderError(BrokerError):
     """The third party's OAuth or API endpoint answered with an error or not at all."""
 
     code = "provider_error"
+    status = 502
+
+
+class DeliveryFailed(BrokerError):
+    """The transfer was recorded and attempted, and the third party did not accept it."""
+
+    code = "delivery_failed"
     status = 502

@@ -168,9 +168,7 @@ def _token_response(resp: httpx.Response, *, what: str) -> TokenSet:
         message = f"{what} refused: {error}"
         if isinstance(description, str) and description:
             message += f" ({description[:200]})"
-        raise ProviderError(
-            message, details={"status": resp.status_code, "provider_error": error}
-        )
+        raise ProviderError(message, details={"status": resp.status_code, "provider_error": error})
     return TokenSet.from_response(body)
 
 
@@ -214,7 +212,7 @@ def refresh_tokens(
     if tokens.refresh_token is None:
         tokens = TokenSet(
             access_token=tokens.access_token,
-            refresh_token=refresh_token,
+            refresh_token=None,
             expires_at=tokens.expires_at,
             scope=tokens.scope,
         )

@@ -128,8 +128,16 @@ class KeyRing:
 
 
 class TokenVault:
-    def __init__(self, ring: KeyRing) -> None:
+    """Seals with the ring's active key; opens with any key in the ring.
+
+    Given the key file's ``path``, a ciphertext under an unknown key id makes
+    it reload the ring once (another process may have rotated) and adopt
+    the file's active key.
+    """
+
+    def __init__(self, ring: KeyRing, *, path: Path | None = None) -> None:
         self.ring = ring
+        self.path = path
 
     @staticmethod
     def _aad(connection_id: str, kind: str) -> bytes:
@@ -153,6 +161,9 @@ class TokenVault:
     def open(self, sealed: str, *, connection_id: str, kind: str) -> str:
         kid = self.key_id(sealed)
         key = self.ring.keys.get(kid)
+        if key is None and self.path is not None and self.path.exists():
+            self.ring = KeyRing.load(self.path)
+            key = self.ring.keys.get(kid)
         if key is None:
             raise VaultError(
                 f"ciphertext was sealed with unknown key {kid!r}", details={"key_id": kid}

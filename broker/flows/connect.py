@@ -31,11 +31,12 @@ from broker.core.oauth import ClientCredentials, Pkce, authorization_url, exchan
 from broker.core.tokens import digest, new_secret
 from broker.core.urls import is_allowed_return_url
 from broker.runtime import Runtime
+from broker.store.audit import append_event
 from broker.store.db import session_scope
 from broker.store.models import (
+    Connection,
     ConnectionToken,
     ConnectSession,
-    Connection,
     ConsentRecord,
     OAuthAttempt,
 )
@@ -152,7 +153,9 @@ def create_connect_session(
     if kind == "user":
         path = "/me"
     return IssuedSession(
-        id=row.id, token=token, url=f"{base}{path}?{urlencode({'session': token})}",
+        id=row.id,
+        token=token,
+        url=f"{base}{path}?{urlencode({'session': token})}",
         expires_at=row.expires_at,
     )
 
@@ -160,7 +163,9 @@ def create_connect_session(
 def _live_session(session: Session, rt: Runtime, token: str | None, *, kind: str) -> ConnectSession:
     if not token:
         raise SessionInvalid("this link has no session; ask the application for a new one")
-    row = session.exec(select(ConnectSession).where(ConnectSession.token_hash == digest(token))).first()
+    row = session.exec(
+        select(ConnectSession).where(ConnectSession.token_hash == digest(token))
+    ).first()
     if row is None or row.kind != kind:
         raise SessionInvalid("this session link is not valid")
     if row.used_at is not None:
@@ -365,7 +370,9 @@ def _fail(rt: Runtime, attempt: OAuthAttempt, reason: str, public: str) -> Callb
         connector_name=consent.get("connector_name"),
         message=public,
         return_url=_safe_return(
-            rt, consent.get("return_url"), {"status": "error", "connection_id": attempt.connection_id}
+            rt,
+            consent.get("return_url"),
+            {"status": "error", "connection_id": attempt.connection_id},
         ),
     )
 
@@ -388,7 +395,10 @@ def complete_callback(
         return _fail(rt, attempt, f"provider returned error={code_name}", public)
     if not code:
         return _fail(
-            rt, attempt, "provider answered without a code", "The provider sent no authorization code."
+            rt,
+            attempt,
+            "provider answered without a code",
+            "The provider sent no authorization code.",
         )
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, attempt.connection_id)
@@ -396,9 +406,7 @@ def complete_callback(
         raise StateInvalid("this connection attempt is no longer open")
     try:
         connector = rt.registry.get(conn.connector_id)
-        verifier = rt.vault.open(
-            attempt.code_verifier, connection_id=conn.id, kind="pkce_verifier"
-        )
+        verifier = rt.vault.open(attempt.code_verifier, connection_id=conn.id, kind="pkce_verifier")
         tokens = exchange_code(
             rt.http,
             connector.manifest.oauth,
@@ -409,7 +417,10 @@ def complete_callback(
         )
     except ProviderError as exc:
         return _fail(
-            rt, attempt, exc.message, f"The provider could not complete the connection: {exc.message}."
+            rt,
+            attempt,
+            exc.message,
+            f"The provider could not complete the connection: {exc.message}.",
         )
     except BrokerError as exc:
         return _fail(rt, attempt, exc.message, "The connection could not be completed.")
@@ -462,6 +473,27 @@ def complete_callback(
         conn.last_error = None
         conn.consent_id = record.id
         session.add(conn)
+        append_event(
+            session,
+            head_file=rt.settings.audit_head_file,
+            time=now,
+            event="consent.granted",
+            actor=f"user:{conn.user_id}",
+            user_id=conn.user_id,
+            connector_id=conn.connector_id,
+            connection_id=conn.id,
+            consent_id=record.id,
+            categories=list(record.granted_categories),
+            legal_basis="consent",
+            outcome="active",
+            details={
+                "declined": list(record.declined_categories),
+                "privacy_policy_url": record.privacy_policy_url,
+                "terms_url": record.terms_url,
+                "platform_policy_version": record.platform_policy_version,
+                "manifest_digest": record.manifest_digest,
+            },
+        )
     return CallbackOutcome(
         ok=True,
         connection_id=conn.id,

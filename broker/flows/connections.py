@@ -11,7 +11,7 @@ from broker.runtime import Runtime
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConsentRecord
 
-__all__ = ["connection_dict", "consent_dict", "get_connection", "list_consents", "list_connections"]
+__all__ = ["connection_dict", "consent_dict", "get_connection", "list_connections", "list_consents"]
 
 
 def connection_dict(conn: Connection, consent: ConsentRecord | None) -> dict[str, Any]:
@@ -55,10 +55,16 @@ def list_connections(rt: Runtime, user_id: str) -> list[tuple[Connection, Consen
             .order_by(col(Connection.created_at).desc(), col(Connection.id))
         ).all()
         ids = [c.consent_id for c in conns if c.consent_id]
-        consents = {
-            r.id: r
-            for r in session.exec(select(ConsentRecord).where(col(ConsentRecord.id).in_(ids))).all()
-        } if ids else {}
+        consents = (
+            {
+                r.id: r
+                for r in session.exec(
+                    select(ConsentRecord).where(col(ConsentRecord.id).in_(ids))
+                ).all()
+            }
+            if ids
+            else {}
+        )
     return [(c, consents.get(c.consent_id or "")) for c in conns]
 
 

@@ -19,9 +19,7 @@ KEY_PREFIX = "brk_"
 def create_api_key(engine: Engine, *, role: str, label: str | None = None) -> tuple[ApiKey, str]:
     """A new key; returns the row and the raw key, which is never stored."""
     if role not in ROLES:
-        raise InvalidInput(
-            f"role must be one of {', '.join(ROLES)}", details={"role": role}
-        )
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}", details={"role": role})
     raw = new_secret(KEY_PREFIX)
     row = ApiKey(id="key_" + new_secret(nbytes=6), key_hash=digest(raw), role=role, label=label)
     with session_scope(engine) as session:

@@ -6,18 +6,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from broker.store.types import UTCDateTime, utcnow
 
 __all__ = [
     "ApiKey",
+    "AuditHead",
+    "AuditRow",
     "ConnectSession",
     "Connection",
     "ConnectionToken",
     "ConsentRecord",
     "OAuthAttempt",
+    "Transfer",
+    "TransferCategory",
 ]
 
 
@@ -131,3 +135,86 @@ class ConsentRecord(SQLModel, table=True):
     user_agent: str | None = Field(default=None, sa_type=Text)
     consented_at: datetime = _ts()
     recorded_at: datetime = _ts(default_factory=utcnow)
+
+
+class Transfer(SQLModel, table=True):
+    """One delivery (or refused attempt) of data to a third party.
+
+    Written ``pending`` and committed before the first byte leaves; the
+    outcome is written after. The payload is never stored: its SHA-256 is."""
+
+    __tablename__ = "transfers"
+    __table_args__ = (UniqueConstraint("connection_id", "idempotency_key"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    connection_id: str = Field(foreign_key="connections.id", max_length=40, index=True)
+    user_id: str = Field(max_length=200, index=True)
+    connector_id: str = Field(max_length=63, index=True)
+    action: str = Field(max_length=63)
+    purpose: str | None = Field(default=None, sa_type=Text)
+    legal_basis: str = Field(default="consent", max_length=40)
+    consent_id: str | None = Field(default=None, max_length=40)
+    mode: str = Field(default="reject", max_length=10)
+    status: str = Field(max_length=20, index=True)
+    categories: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    field_paths: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    dropped: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    payload_sha256: str | None = Field(default=None, max_length=64)
+    payload_bytes: int | None = None
+    destination: str | None = Field(default=None, sa_type=Text)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    attempts: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    response_status: int | None = None
+    response_id: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, sa_type=Text)
+    actor: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
+    completed_at: datetime | None = _ts(default=None, nullable=True)
+
+
+class TransferCategory(SQLModel, table=True):
+    """Index of which categories each transfer carried (filters and reports)."""
+
+    __tablename__ = "transfer_categories"
+
+    transfer_id: str = Field(foreign_key="transfers.id", primary_key=True, max_length=40)
+    category: str = Field(primary_key=True, max_length=100, index=True)
+
+
+class AuditRow(SQLModel, table=True):
+    """One entry of the hash-chained audit log; append-only (never updated)."""
+
+    __tablename__ = "audit_log"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    time: str = Field(max_length=40)
+    event: str = Field(max_length=40, index=True)
+    actor: str | None = Field(default=None, max_length=200)
+    user_id: str | None = Field(default=None, max_length=200, index=True)
+    connector_id: str | None = Field(default=None, max_length=63)
+    connection_id: str | None = Field(default=None, max_length=40)
+    transfer_id: str | None = Field(default=None, max_length=40)
+    consent_id: str | None = Field(default=None, max_length=40)
+    categories: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    field_paths: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    purpose: str | None = Field(default=None, sa_type=Text)
+    legal_basis: str | None = Field(default=None, max_length=40)
+    payload_sha256: str | None = Field(default=None, max_length=64)
+    payload_bytes: int | None = None
+    destination: str | None = Field(default=None, sa_type=Text)
+    outcome: str | None = Field(default=None, max_length=40)
+    details: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """The chain head, one row. Appends lock it first (``FOR UPDATE`` on
+    PostgreSQL, the write lock on SQLite), so appends are serialised across
+    processes and the chain cannot fork."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    seq: int = 0
+    hash: str = Field(max_length=64)

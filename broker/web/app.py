@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from broker import __version__
 from broker.runtime import Runtime
-from broker.web.api import catalog, connect_sessions, connections
+from broker.web.api import audit, catalog, connect_sessions, connections, transfers
 from broker.web.errors import install_error_handlers
 from broker.web.pages import connect
 
@@ -50,7 +50,7 @@ def create_app(rt: Runtime, *, mounts: dict[str, object] | None = None) -> FastA
     install_error_handlers(app)
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):  # noqa: ANN202
+    async def security_headers(request: Request, call_next):
         response: Response = await call_next(request)
         if request.url.path.startswith("/sandbox"):
             return response
@@ -64,6 +64,8 @@ def create_app(rt: Runtime, *, mounts: dict[str, object] | None = None) -> FastA
     app.include_router(connect_sessions.router)
     app.include_router(catalog.router)
     app.include_router(connections.router)
+    app.include_router(transfers.router)
+    app.include_router(audit.router)
     app.include_router(connect.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.core.errors import BrokerError
@@ -48,7 +49,9 @@ def _render(request: Request, status: int, code: str, message: str, details: dic
             status_code=status,
             headers=headers,
         )
-    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+    return JSONResponse(
+        jsonable_encoder(error_body(code, message, details)), status_code=status, headers=headers
+    )
 
 
 def _validation_problems(exc: RequestValidationError) -> list[dict]:

@@ -31,6 +31,7 @@ class Stack:
     provider: SandboxProvider
     admin_key: str
     auditor_key: str
+    waits: list[float]
 
     @property
     def url(self) -> str:
@@ -58,12 +59,14 @@ def stack(make_settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     provider, sandbox_app = sandbox_setup(settings.callback_url)
     connector = sandbox_connector(default_catalog(), sandbox_url)
     rt = build_runtime(settings, builtins=[connector], plugins=[], upgrade=True)
+    waits: list[float] = []
+    rt.sleep = waits.append  # backoff is recorded, not slept: tests assert the delays
     _, admin = create_api_key(rt.engine, role="admin")
     _, auditor = create_api_key(rt.engine, role="auditor")
     sandbox = LiveServer(sandbox_app, sandbox_sock).start()
     broker = LiveServer(create_app(rt), broker_sock).start()
     try:
-        yield Stack(rt, broker, sandbox, provider, admin, auditor)
+        yield Stack(rt, broker, sandbox, provider, admin, auditor, waits)
     finally:
         broker.stop()
         sandbox.stop()

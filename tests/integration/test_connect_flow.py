@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from broker.store.models import ConnectionToken, Connection, ConsentRecord
+from broker.store.models import Connection, ConnectionToken, ConsentRecord
 from tests.integration.conftest import RETURN_URL, Browser, Stack, connect, query
 
 WORK_ITEMS = "user.content.work_items"
@@ -161,7 +161,7 @@ def test_forged_session_token(stack: Stack, browser: Browser) -> None:
 
 def test_csrf_cookie_must_match(stack: Stack, browser: Browser) -> None:
     session = stack.connect_session()
-    page, fields = browser.open_consent(session["url"])
+    _page, fields = browser.open_consent(session["url"])
     fields["csrf"] = "forged"
     resp = browser.post(f"{stack.url}/connect/sandbox", data={**fields, "decision": "approve"})
     assert resp.status_code == 400

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from broker.flows.connect import validate_user_id
@@ -12,8 +14,9 @@ from broker.flows.connections import (
     list_connections,
     list_consents,
 )
+from broker.flows.revoke import revoke_connection
 from broker.web.api.schemas import ConnectionPublic, ConsentPublic
-from broker.web.deps import AuditorKey, RuntimeDep
+from broker.web.deps import AdminKey, AuditorKey, RuntimeDep
 
 router = APIRouter(prefix="/v1", tags=["connections"])
 
@@ -36,4 +39,17 @@ def connection(connection_id: str, rt: RuntimeDep, _key: AuditorKey) -> Connecti
 def consents(
     connection_id: str, rt: RuntimeDep, _key: AuditorKey
 ) -> dict[str, list[ConsentPublic]]:
-    return {"consents": [ConsentPublic(**consent_dict(r)) for r in list_consents(rt, connection_id)]}
+    return {
+        "consents": [ConsentPublic(**consent_dict(r)) for r in list_consents(rt, connection_id)]
+    }
+
+
+@router.delete("/connections/{connection_id}")
+def revoke(connection_id: str, rt: RuntimeDep, key: AdminKey) -> dict[str, Any]:
+    result = revoke_connection(rt, connection_id, actor=key.id)
+    conn, consent = get_connection(rt, connection_id)
+    return {
+        "connection": ConnectionPublic(**connection_dict(conn, consent)),
+        "provider_revocation": result["provider_revocation"],
+        "already_revoked": result["already"],
+    }

@@ -18,7 +18,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 CSRF_COOKIE = "broker_csrf"
 
 
-def _templates(request: Request):  # noqa: ANN202
+def _templates(request: Request):
     return request.app.state.templates
 
 
@@ -71,7 +71,9 @@ def consent_submit(
 ) -> Response:
     cookie = request.cookies.get(CSRF_COOKIE, "")
     if not cookie or not hmac.compare_digest(cookie, csrf):
-        raise SessionInvalid("the form has expired or was not sent from the consent page; reload it")
+        raise SessionInvalid(
+            "the form has expired or was not sent from the consent page; reload it"
+        )
     if decision == "cancel":
         back = flow.cancel(rt, token=session, connector_id=connector_id)
         if back:
@@ -79,8 +81,11 @@ def consent_submit(
         return _templates(request).TemplateResponse(
             request,
             "message.html",
-            {"title": "Not connected", "message": "Nothing was shared and nothing was connected.",
-             "ok": True},
+            {
+                "title": "Not connected",
+                "message": "Nothing was shared and nothing was connected.",
+                "ok": True,
+            },
         )
     if decision != "approve":
         raise SessionInvalid("unknown decision")

@@ -1,0 +1,229 @@
+"""Audit: verify the chain, query transfers, summarise per recipient, export."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from broker.core.audit_chain import VerifyResult, read_head, verify_chain
+from broker.core.errors import InvalidInput
+from broker.flows.share import transfer_dict
+from broker.runtime import Runtime
+from broker.store.audit import iter_entries
+from broker.store.models import Transfer, TransferCategory
+
+__all__ = [
+    "EXPORT_COLUMNS",
+    "TransferFilter",
+    "export_transfers",
+    "list_transfers",
+    "recipients_report",
+    "verify_log",
+]
+
+STATUSES = ("pending", "delivered", "failed", "blocked")
+EXPORT_COLUMNS = (
+    "id", "created_at", "completed_at", "status", "user_id", "connector", "connection_id",
+    "action", "categories", "field_paths", "dropped", "purpose", "legal_basis", "consent_id",
+    "payload_sha256", "payload_bytes", "destination", "response_status", "response_id",
+    "reason", "attempts", "idempotency_key", "actor", "mode",
+)  # fmt: skip
+
+
+def verify_log(rt: Runtime) -> VerifyResult:
+    """Verify the whole chain against the head kept outside the database."""
+    head = read_head(rt.settings.audit_head_file)
+    return verify_chain(iter_entries(rt.engine), expected_head=head)
+
+
+@dataclass(frozen=True)
+class TransferFilter:
+    user_id: str | None = None
+    connector_id: str | None = None
+    category: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is not None and self.status not in STATUSES:
+            raise InvalidInput(
+                f"status must be one of {', '.join(STATUSES)}", details={"field": "status"}
+            )
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise InvalidInput(f"{name} must include a time zone", details={"field": name})
+
+    def apply(self, stmt: Any) -> Any:
+        if self.user_id:
+            stmt = stmt.where(Transfer.user_id == self.user_id)
+        if self.connector_id:
+            stmt = stmt.where(Transfer.connector_id == self.connector_id)
+        if self.status:
+            stmt = stmt.where(Transfer.status == self.status)
+        if self.since:
+            stmt = stmt.where(col(Transfer.created_at) >= self.since)
+        if self.until:
+            stmt = stmt.where(col(Transfer.created_at) < self.until)
+        if self.category:
+            sub = select(TransferCategory.transfer_id).where(
+                TransferCategory.category == self.category
+            )
+            stmt = stmt.where(col(Transfer.id).in_(sub))
+        return stmt
+
+
+def _encode_cursor(t: Transfer) -> str:
+    raw = json.dumps([t.created_at.isoformat(), t.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, tid = json.loads(raw)
+        return datetime.fromisoformat(created), str(tid)
+    except (ValueError, TypeError):
+        raise InvalidInput("cursor is not valid", details={"field": "cursor"}) from None
+
+
+def list_transfers(
+    rt: Runtime, flt: TransferFilter, *, cursor: str | None = None, limit: int = 50
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first; ``next_cursor`` is None on the last page."""
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500", details={"field": "limit"})
+    stmt = flt.apply(select(Transfer))
+    if cursor:
+        created, tid = _decode_cursor(cursor)
+        stmt = stmt.where(
+            or_(
+                col(Transfer.created_at) < created,
+                (col(Transfer.created_at) == created) & (col(Transfer.id) < tid),
+            )
+        )
+    stmt = stmt.order_by(col(Transfer.created_at).desc(), col(Transfer.id).desc()).limit(limit + 1)
+    with Session(rt.engine) as session:
+        rows = list(session.exec(stmt).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [transfer_dict(t) for t in rows], (_encode_cursor(rows[-1]) if more else None)
+
+
+def iter_transfers(rt: Runtime, flt: TransferFilter) -> Iterator[dict[str, Any]]:
+    cursor = None
+    while True:
+        page, cursor = list_transfers(rt, flt, cursor=cursor, limit=500)
+        yield from page
+        if cursor is None:
+            return
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)
+
+
+def export_transfers(rt: Runtime, flt: TransferFilter, fmt: str) -> Iterator[str]:
+    """JSONL (one transfer per line) or CSV (with a header), streamed."""
+    if fmt not in ("jsonl", "csv"):
+        raise InvalidInput("format must be jsonl or csv", details={"field": "format"})
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(EXPORT_COLUMNS)
+        yield buf.getvalue()
+        for t in iter_transfers(rt, flt):
+            buf.seek(0)
+            buf.truncate()
+            writer.writerow([_cell(t.get(c)) for c in EXPORT_COLUMNS])
+            yield buf.getvalue()
+        return
+    for t in iter_transfers(rt, flt):
+        yield (
+            json.dumps({c: t.get(c) for c in EXPORT_COLUMNS}, default=_cell, sort_keys=True) + "\n"
+        )
+
+
+def recipients_report(rt: Runtime) -> list[dict[str, Any]]:
+    """Per third party: what it received (delivered transfers only), how often, when."""
+    with Session(rt.engine) as session:
+        totals = session.exec(
+            select(
+                Transfer.connector_id,
+                func.count(),
+                func.min(Transfer.created_at),
+                func.max(Transfer.created_at),
+            )
+            .where(Transfer.status == "delivered")
+            .group_by(Transfer.connector_id)
+        ).all()
+        rows = session.exec(
+            select(Transfer.connector_id, Transfer.categories, Transfer.field_paths).where(
+                Transfer.status == "delivered"
+            )
+        ).all()
+        others = session.exec(
+            select(Transfer.connector_id, Transfer.status, func.count())
+            .where(Transfer.status != "delivered")
+            .group_by(Transfer.connector_id, Transfer.status)
+        ).all()
+    received: dict[str, tuple[set[str], set[str]]] = {}
+    for connector_id, categories, paths in rows:
+        cats, fields = received.setdefault(connector_id, (set(), set()))
+        cats.update(categories)
+        fields.update(paths)
+    counts: dict[str, dict[str, int]] = {}
+    for connector_id, status, n in others:
+        counts.setdefault(connector_id, {})[status] = n
+    report = []
+    seen = set()
+    for connector_id, n, first, last in totals:
+        seen.add(connector_id)
+        cats, fields = received.get(connector_id, (set(), set()))
+        report.append(_recipient(rt, connector_id, n, first, last, cats, fields, counts))
+    for connector_id in sorted(set(counts) - seen):
+        report.append(_recipient(rt, connector_id, 0, None, None, set(), set(), counts))
+    return sorted(report, key=lambda r: r["connector"])
+
+
+def _recipient(
+    rt: Runtime,
+    connector_id: str,
+    delivered: int,
+    first: datetime | None,
+    last: datetime | None,
+    cats: set[str],
+    fields: set[str],
+    counts: dict[str, dict[str, int]],
+) -> dict[str, Any]:
+    connector = rt.registry.connectors.get(connector_id)
+    manifest = connector.manifest if connector else None
+    return {
+        "connector": connector_id,
+        "name": manifest.name if manifest else connector_id,
+        "privacy_policy_url": manifest.privacy_policy_url if manifest else None,
+        "terms_url": manifest.terms_url if manifest else None,
+        "categories": sorted(cats),
+        "field_paths": sorted(fields),
+        "transfers": delivered,
+        "failed": counts.get(connector_id, {}).get("failed", 0),
+        "blocked": counts.get(connector_id, {}).get("blocked", 0),
+        "first_at": first,
+        "last_at": last,
+    }

@@ -1,0 +1,56 @@
+"""``broker keys rotate``: a new token-encryption key; every stored token re-sealed.
+
+The new key is saved to the key file (keeping the old ones) before any
+ciphertext changes, so a crash at any point leaves every ciphertext openable.
+Old keys stay in the file: a broker process started before the rotation
+still seals with its old active key until it reloads the key file, which it
+does by itself the first time it meets a key id it does not know.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from broker.runtime import Runtime
+from broker.store.audit import append_event
+from broker.store.db import session_scope
+from broker.store.models import ConnectionToken, OAuthAttempt
+
+__all__ = ["rotate_token_key"]
+
+
+def rotate_token_key(rt: Runtime, *, actor: str = "cli") -> dict[str, object]:
+    ring = rt.vault.ring
+    old = sorted(ring.keys)
+    new = ring.add_new_key()
+    ring.save(rt.settings.resolved_keys_file)
+    resealed = 0
+    with session_scope(rt.engine) as session:
+        for row in session.exec(select(ConnectionToken).with_for_update()).all():
+            cid = row.connection_id
+            row.access_token = rt.vault.reseal(
+                row.access_token, connection_id=cid, kind="access_token"
+            )
+            if row.refresh_token:
+                row.refresh_token = rt.vault.reseal(
+                    row.refresh_token, connection_id=cid, kind="refresh_token"
+                )
+            row.key_id = new
+            session.add(row)
+            resealed += 1
+        for attempt in session.exec(
+            select(OAuthAttempt).where(OAuthAttempt.used_at == None)  # noqa: E711
+        ).all():
+            attempt.code_verifier = rt.vault.reseal(
+                attempt.code_verifier, connection_id=attempt.connection_id, kind="pkce_verifier"
+            )
+            session.add(attempt)
+        append_event(
+            session,
+            head_file=rt.settings.audit_head_file,
+            time=rt.clock(),
+            event="key.rotated",
+            actor=actor,
+            details={"new_key_id": new, "previous_key_ids": old, "resealed_connections": resealed},
+        )
+    return {"new_key_id": new, "previous_key_ids": old, "resealed": resealed}

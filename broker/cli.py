@@ -7,14 +7,24 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broker import __version__
 from broker.core.errors import BrokerError
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from fastapi import FastAPI
+
+    from broker.flows.audit import TransferFilter
+    from broker.runtime import Runtime
+    from broker.settings import Settings
+
 __all__ = ["main"]
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> Settings:
     from broker.settings import Settings
 
     overrides = {}
@@ -29,7 +39,7 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _build_app(args: argparse.Namespace, *, demo: bool):
+def _build_app(args: argparse.Namespace, *, demo: bool) -> tuple[FastAPI, Settings]:
     from broker.runtime import build_runtime
     from broker.web.app import create_app
 
@@ -51,6 +61,7 @@ def _build_app(args: argparse.Namespace, *, demo: bool):
         _say(line)
     if not rt.created:
         _say(f"using broker home {settings.home.resolve()}")
+    _report_reconcile(rt)
     for problem in rt.registry.problems:
         _say(f"warning: connector {problem.source}: {problem.message}")
     app = create_app(rt, mounts=mounts)
@@ -66,6 +77,16 @@ def _build_app(args: argparse.Namespace, *, demo: bool):
     return app, settings
 
 
+def _report_reconcile(rt: Runtime) -> None:
+    from broker.flows.reconcile import reconcile
+
+    for t in reconcile(rt):
+        _say(
+            f"transfer {t.id} was interrupted (pending since {t.created_at:%Y-%m-%d %H:%M:%S}); "
+            "marked failed — the third party may or may not have received it"
+        )
+
+
 def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     import uvicorn
 
@@ -78,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_serve(args, demo=True)
 
 
-def _runtime(upgrade: bool | None = None):
+def _runtime(upgrade: bool | None = None) -> Runtime:
     from broker.runtime import build_runtime
     from broker.settings import Settings
 
@@ -149,6 +170,112 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_time(value: str) -> datetime:
+    from datetime import datetime
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO-8601 time") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a time zone, e.g. 2026-01-01T00:00Z")
+    return parsed
+
+
+def _filter(args: argparse.Namespace) -> TransferFilter:
+    from broker.flows.audit import TransferFilter
+
+    return TransferFilter(
+        user_id=args.user,
+        connector_id=args.connector,
+        category=args.category,
+        status=args.status,
+        since=args.since,
+        until=args.until,
+    )
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from broker.flows.audit import verify_log
+
+    result = verify_log(_runtime())
+    if args.json:
+        _say(json.dumps(result.to_dict(), indent=2))
+    elif result.ok:
+        head = f" (head seq {result.head.seq}, {result.head.hash[:16]}…)" if result.head else ""
+        _say(f"audit log intact: {result.checked} entries verified{head}")
+    else:
+        _say(f"audit log FAILED at seq {result.first_bad_seq}: {result.problem}: {result.message}")
+    return 0 if result.ok else 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from broker.flows.audit import export_transfers
+
+    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for chunk in export_transfers(_runtime(), _filter(args), args.format):
+            out.write(chunk)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def cmd_audit_report(args: argparse.Namespace) -> int:
+    from broker.flows.audit import recipients_report
+
+    report = recipients_report(_runtime())
+    if args.json:
+        _say(json.dumps(report, indent=2, default=str))
+        return 0
+    if not report:
+        _say("no third party has received data")
+    for r in report:
+        _say(
+            f"{r['name']} ({r['connector']}): {r['transfers']} delivered, "
+            f"{r['failed']} failed, {r['blocked']} blocked"
+        )
+        if r["first_at"]:
+            _say(
+                f"  first {r['first_at']:%Y-%m-%d %H:%M:%S}, last {r['last_at']:%Y-%m-%d %H:%M:%S}"
+            )
+        _say(f"  categories: {', '.join(r['categories']) or '-'}")
+        _say(f"  fields:     {', '.join(r['field_paths']) or '-'}")
+        if r["privacy_policy_url"]:
+            _say(f"  policy: {r['privacy_policy_url']}  terms: {r['terms_url']}")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from broker.flows.rotation import rotate_token_key
+
+    result = rotate_token_key(_runtime(), actor="cli")
+    _say(
+        f"new token-encryption key {result['new_key_id']}; re-sealed the tokens of "
+        f"{result['resealed']} connection(s); earlier keys kept: "
+        f"{', '.join(result['previous_key_ids'])}"
+    )
+    return 0
+
+
+def cmd_transfers_reconcile(args: argparse.Namespace) -> int:
+    from broker.flows.reconcile import find_interrupted, reconcile
+
+    rt = _runtime()
+    if args.dry_run:
+        stale = find_interrupted(rt, older_than=args.older_than)
+        for t in stale:
+            _say(f"pending {t.id} since {t.created_at:%Y-%m-%d %H:%M:%S} -> {t.connector_id}")
+        _say(f"{len(stale)} interrupted transfer(s)")
+        return 0
+    resolved = reconcile(rt, older_than=args.older_than)
+    for t in resolved:
+        _say(f"marked {t.id} failed (interrupted; the third party may have received it)")
+    _say(f"{len(resolved)} interrupted transfer(s) resolved")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="broker", description=__doc__)
     parser.add_argument("--version", action="version", version=f"broker {__version__}")
@@ -178,6 +305,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = conn.add_parser("check", help="validate a manifest file")
     p.add_argument("path")
     p.set_defaults(func=cmd_connectors_check)
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit", required=True
+    )
+    p = audit.add_parser("verify", help="exit 0 only when the hash chain is intact")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit_verify)
+    p = audit.add_parser("export", help="transfers as JSONL or CSV")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--output", "-o", default=None, help="file (default: standard output)")
+    for name in ("user", "connector", "category"):
+        p.add_argument(f"--{name}", default=None)
+    p.add_argument("--status", choices=["pending", "delivered", "failed", "blocked"])
+    p.add_argument("--since", type=_parse_time, default=None)
+    p.add_argument("--until", type=_parse_time, default=None)
+    p.set_defaults(func=cmd_audit_export)
+    p = audit.add_parser("report", help="what each third party has received")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit_report)
+
+    keys = sub.add_parser("keys", help="encryption keys").add_subparsers(dest="keys", required=True)
+    p = keys.add_parser("rotate", help="new token-encryption key; re-seal stored tokens")
+    p.set_defaults(func=cmd_keys_rotate)
+
+    tr = sub.add_parser("transfers", help="transfers").add_subparsers(
+        dest="transfers", required=True
+    )
+    p = tr.add_parser("reconcile", help="resolve transfers interrupted between record and send")
+    p.add_argument(
+        "--older-than",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="only transfers pending longer than this (default BROKER_RECONCILE_AFTER)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="report only")
+    p.set_defaults(func=cmd_transfers_reconcile)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
     p = db.add_parser("upgrade", help="apply migrations (Alembic)")

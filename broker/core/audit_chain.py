@@ -66,7 +66,7 @@ recomputes. Otherwise, first matching rule wins (``first_bad_seq`` in brackets):
 
 Renumbering rows after a deletion or insertion changes their content, so it shows as
 "changed" unless rules 1-4 recognise the link pattern first. Reorders or copies further
-apart than ``WINDOW`` fall through to rules 5-8, still at the right seq.
+apart than ``WINDOW`` fall through to rules 4-8, still at the right seq.
 
 The external head (``BROKER_HOME/audit.head``, written by the store after each commit)
 adds two checks: if the log ends before ``expected_head.seq`` -> **truncated**

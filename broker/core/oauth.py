@@ -212,7 +212,7 @@ def refresh_tokens(
     if tokens.refresh_token is None:
         tokens = TokenSet(
             access_token=tokens.access_token,
-            refresh_token=None,
+            refresh_token=refresh_token,
             expires_at=tokens.expires_at,
             scope=tokens.scope,
         )

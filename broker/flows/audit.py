@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
-from broker.core.audit_chain import VerifyResult, read_head, verify_chain
+from broker.core.audit_chain import AuditEntry, VerifyResult, read_head, verify_chain
 from broker.core.errors import InvalidInput
 from broker.flows.share import transfer_dict
 from broker.runtime import Runtime
@@ -40,9 +40,34 @@ EXPORT_COLUMNS = (
 
 
 def verify_log(rt: Runtime) -> VerifyResult:
-    """Verify the whole chain against the head kept outside the database."""
-    head = read_head(rt.settings.audit_head_file)
-    return verify_chain(iter_entries(rt.engine), expected_head=head)
+    """Verify the whole chain against the head kept outside the database.
+
+    A row that cannot even be read as an entry (a column set to something
+    no entry can hold) counts as changed at that seq."""
+    try:
+        head = read_head(rt.settings.audit_head_file)
+    except InvalidInput as exc:
+        return VerifyResult(
+            ok=False, checked=0, head=None, first_bad_seq=None, problem="forked",
+            message=f"the head file is damaged: {exc.message}",
+        )  # fmt: skip
+    unreadable: list[InvalidInput] = []
+
+    def entries() -> Iterator[AuditEntry]:
+        try:
+            yield from iter_entries(rt.engine)
+        except InvalidInput as exc:
+            unreadable.append(exc)
+
+    result = verify_chain(entries(), expected_head=head)
+    if unreadable and (result.ok or result.problem == "truncated"):
+        exc = unreadable[0]
+        seq = exc.details.get("seq")
+        return VerifyResult(
+            ok=False, checked=result.checked, head=result.head, first_bad_seq=seq,
+            problem="changed", message=f"entry {seq} cannot be read: {exc.message}",
+        )  # fmt: skip
+    return result
 
 
 @dataclass(frozen=True)

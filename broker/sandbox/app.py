@@ -29,7 +29,7 @@ from authlib.oauth2.rfc6749 import (
     UnsupportedTokenTypeError,
 )
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
@@ -88,6 +88,12 @@ def _parse_json(raw: bytes) -> Any:
         return None
 
 
+_POLICY_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>'
+    "<body><main><h1>{title}</h1><p>{body}</p></main></body></html>"
+)
+
+
 def create_sandbox_app(provider: SandboxProvider) -> FastAPI:
     """The sandbox provider's ASGI app, serving ``provider``'s state."""
     server = SandboxAuthorizationServer(provider)
@@ -102,6 +108,21 @@ def create_sandbox_app(provider: SandboxProvider) -> FastAPI:
             return server.handle_error_response(None, error)
         context = {"error": error.error, "description": error.get_error_description()}
         return _templates.TemplateResponse(request, "error.html", context, status_code=400)
+
+    @app.get("/privacy", response_class=HTMLResponse)
+    def privacy() -> str:
+        return _POLICY_PAGE.format(
+            title="Sandbox Co. privacy policy",
+            body="Sandbox Co. is a pretend service inside the broker demo. It keeps what it "
+            "receives in memory only, shows it on the demo page, and forgets it on restart.",
+        )
+
+    @app.get("/terms", response_class=HTMLResponse)
+    def terms() -> str:
+        return _POLICY_PAGE.format(
+            title="Sandbox Co. terms of service",
+            body="For demonstration only. No warranty; nothing you send is kept.",
+        )
 
     @app.get("/oauth/authorize")
     def authorize_page(request: Request, incoming: Incoming) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -50,7 +51,9 @@ def create_app(rt: Runtime, *, mounts: dict[str, object] | None = None) -> FastA
     install_error_handlers(app)
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         response: Response = await call_next(request)
         if request.url.path.startswith("/sandbox"):
             return response

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -61,8 +63,6 @@ async def create(
 
 
 def _json(data: dict[str, Any]) -> dict[str, Any]:
-    from fastapi.encoders import jsonable_encoder
-
     return jsonable_encoder(data)
 
 
@@ -120,7 +120,7 @@ def export(
     first = next(lines, "")  # validate before the response starts
     media = "text/csv" if format == "csv" else "application/x-ndjson"
 
-    def stream():
+    def stream() -> Iterator[str]:
         yield first
         yield from lines
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
 
 from broker.core.errors import SessionInvalid
 from broker.flows import connect as flow
@@ -18,7 +19,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 CSRF_COOKIE = "broker_csrf"
 
 
-def _templates(request: Request):
+def _templates(request: Request) -> Jinja2Templates:
     return request.app.state.templates
 
 

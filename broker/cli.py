@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from broker import __version__
 from broker.core.errors import BrokerError
 
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
 
+    from broker.core.catalog import Catalog
     from broker.flows.audit import TransferFilter
     from broker.runtime import Runtime
     from broker.settings import Settings
@@ -49,12 +52,10 @@ def _build_app(args: argparse.Namespace, *, demo: bool) -> tuple[FastAPI, Settin
     mounts = {}
     provider = None
     if demo:
-        from broker.core.catalog import default_catalog, load_catalog
         from broker.demo import sandbox_connector, sandbox_setup
 
-        catalog = load_catalog(settings.catalog) if settings.catalog else default_catalog()
         provider, sandbox_app = sandbox_setup(settings.callback_url)
-        builtins.append(sandbox_connector(catalog, f"{base}/sandbox"))
+        builtins.append(sandbox_connector(_catalog(settings), f"{base}/sandbox"))
         mounts["/sandbox"] = sandbox_app
     rt = build_runtime(settings, builtins=builtins)
     for line in rt.created:
@@ -119,13 +120,33 @@ def cmd_create_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list_keys(args: argparse.Namespace) -> int:
+    from broker.flows.keys import list_api_keys
+
+    for key in list_api_keys(_runtime().engine):
+        state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        _say(f"{key.id:<22} {key.role:<8} {state:<18} {key.label or ''}")
+    return 0
+
+
+def cmd_revoke_key(args: argparse.Namespace) -> int:
+    from broker.flows.keys import revoke_api_key
+
+    revoke_api_key(_runtime().engine, args.key_id)
+    _say(f"revoked {args.key_id}; requests with it now get 401")
+    return 0
+
+
 def cmd_connectors_list(args: argparse.Namespace) -> int:
-    rt = _runtime()
-    rows = [c.summary() for c in rt.registry.all()]
+    from broker.core.registry import load_registry
+
+    settings = _settings(args)
+    registry = load_registry(_catalog(settings), directories=settings.connector_dirs)
+    rows = [c.summary() for c in registry.all()]
     if args.json:
         problems = [
             {"source": p.source, "message": p.message, "problems": list(p.problems)}
-            for p in rt.registry.problems
+            for p in registry.problems
         ]
         _say(json.dumps({"connectors": rows, "problems": problems}, indent=2))
     else:
@@ -134,21 +155,23 @@ def cmd_connectors_list(args: argparse.Namespace) -> int:
         for row in rows:
             _say(f"{row['id']:<20} {row['name']:<30} {row['source']}")
             _say(f"{'':<20} receives: {', '.join(row['categories'])}")
-        for p in rt.registry.problems:
+        for p in registry.problems:
             _say(f"refused {p.source}: {p.message}")
             for line in p.problems:
                 _say(f"  - {line}")
     return 0
 
 
-def cmd_connectors_check(args: argparse.Namespace) -> int:
+def _catalog(settings: Settings) -> Catalog:
     from broker.core.catalog import default_catalog, load_catalog
-    from broker.core.manifest import load_manifest_file
-    from broker.settings import Settings
 
-    settings = Settings()
-    catalog = load_catalog(settings.catalog) if settings.catalog else default_catalog()
-    manifest = load_manifest_file(Path(args.path), catalog)
+    return load_catalog(settings.catalog) if settings.catalog else default_catalog()
+
+
+def cmd_connectors_check(args: argparse.Namespace) -> int:
+    from broker.core.manifest import load_manifest_file
+
+    manifest = load_manifest_file(Path(args.path), _catalog(_settings(args)))
     _say(
         f"{args.path}: ok — {manifest.id} ({manifest.name}), "
         f"{len(manifest.data)} data categories, {len(manifest.actions)} actions"
@@ -205,7 +228,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         head = f" (head seq {result.head.seq}, {result.head.hash[:16]}…)" if result.head else ""
         _say(f"audit log intact: {result.checked} entries verified{head}")
     else:
-        _say(f"audit log FAILED at seq {result.first_bad_seq}: {result.problem}: {result.message}")
+        where = f" at seq {result.first_bad_seq}" if result.first_bad_seq is not None else ""
+        _say(f"audit log FAILED{where}: {result.problem}: {result.message}")
     return 0 if result.ok else 1
 
 
@@ -295,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", required=True, choices=["admin", "auditor"])
     p.add_argument("--label", default=None)
     p.set_defaults(func=cmd_create_key)
+    p = admin.add_parser("list-keys", help="key ids, roles and state (never the keys)")
+    p.set_defaults(func=cmd_list_keys)
+    p = admin.add_parser("revoke-key", help="revoke an API key by id")
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_revoke_key)
 
     conn = sub.add_parser("connectors", help="installed connectors").add_subparsers(
         dest="connectors", required=True
@@ -356,6 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = "BROKER_" + "_".join(str(p) for p in err["loc"]).upper()
+            print(f"error: {name}: {err['msg']}", file=sys.stderr)
+        return 2
     except BrokerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         for problem in exc.details.get("problems", []):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -11,7 +10,7 @@ from datetime import datetime
 from importlib.metadata import EntryPoint
 
 import httpx
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine
 
 from broker.core.catalog import Catalog, default_catalog, load_catalog
 from broker.core.connector import Connector
@@ -19,7 +18,7 @@ from broker.core.errors import ConfigurationError
 from broker.core.registry import ConnectorRegistry, load_registry
 from broker.core.vault import KeyRing, TokenVault
 from broker.settings import Settings
-from broker.store.db import create_db_engine, upgrade_schema
+from broker.store.db import create_db_engine, schema_revisions, upgrade_schema
 from broker.store.types import utcnow
 
 __all__ = ["Runtime", "build_runtime"]
@@ -85,12 +84,17 @@ def build_runtime(
     if upgrade:
         upgrade_schema(engine)
         if not db_existed:
-            created.append(f"created SQLite database {(settings.home / 'broker.db').resolve()}")
-    elif "alembic_version" not in inspect(engine).get_table_names():
-        engine.dispose()
-        raise ConfigurationError(
-            "the database has no broker schema yet; run `broker db upgrade` first"
-        )
+            db_file = settings.home / "broker.db"
+            db_file.chmod(0o600)
+            created.append(f"created SQLite database {db_file.resolve()} (0600)")
+    else:
+        current, head = schema_revisions(engine)
+        if current != head:
+            engine.dispose()
+            state = "has no broker schema yet" if current is None else f"is at revision {current}"
+            raise ConfigurationError(
+                f"the database {state}; this broker needs {head}: run `broker db upgrade` first"
+            )
     registry = load_registry(
         catalog, directories=settings.connector_dirs, builtins=builtins, plugins=plugins
     )
@@ -99,7 +103,7 @@ def build_runtime(
         transport=transport,
         follow_redirects=False,
         headers={"User-Agent": f"scoped-broker (+{settings.resolved_base_url})"},
-        trust_env=os.environ.get("BROKER_HTTP_TRUST_ENV") == "1",
+        trust_env=settings.http_trust_env,
     )
     return Runtime(
         settings=settings,

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     reconcile_after: int = Field(
         default=300, ge=0, description="seconds before a pending transfer counts as interrupted"
     )
+    http_trust_env: bool = Field(
+        default=False, description="let outgoing HTTP use proxy settings from the environment"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 

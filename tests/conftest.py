@@ -47,6 +47,9 @@ def free_socket() -> socket.socket:
     """A listening loopback socket; clients may connect before the server runs."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit this; without it uvicorn's split header/body writes
+    # meet the client's delayed ACK and every response waits ~40 ms (Nagle).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     return sock

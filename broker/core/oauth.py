@@ -239,7 +239,7 @@ def revoke_token(
         creds=creds,
         what="the provider's revocation endpoint",
     )
-    if resp.status_code != 200:
+    if not 200 <= resp.status_code < 300:
         raise ProviderError(
             f"the provider's revocation endpoint answered HTTP {resp.status_code}",
             details={"status": resp.status_code},

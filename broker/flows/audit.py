@@ -18,7 +18,7 @@ from broker.core.audit_chain import AuditEntry, VerifyResult, read_head, verify_
 from broker.core.errors import InvalidInput
 from broker.flows.share import transfer_dict
 from broker.runtime import Runtime
-from broker.store.audit import iter_entries
+from broker.store.audit import flush_head_files, iter_entries
 from broker.store.models import Transfer, TransferCategory
 
 __all__ = [
@@ -44,6 +44,7 @@ def verify_log(rt: Runtime) -> VerifyResult:
 
     A row that cannot even be read as an entry (a column set to something
     no entry can hold) counts as changed at that seq."""
+    flush_head_files()
     try:
         head = read_head(rt.settings.audit_head_file)
     except InvalidInput as exc:

@@ -108,7 +108,7 @@ def deliver(rt: Runtime, *, connection_id: str, action: Action, body: bytes) -> 
                     "Accept": "application/json",
                 },
             )
-        except httpx.ConnectError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             record["error"] = f"could not connect ({type(exc).__name__})"
             status = None
         except httpx.HTTPError as exc:

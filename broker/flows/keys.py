@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
-from broker.core.errors import AuthenticationRequired, InvalidInput, PermissionDenied
+from broker.core.errors import AuthenticationRequired, InvalidInput, NotFound, PermissionDenied
 from broker.core.tokens import digest, new_secret
 from broker.store.db import session_scope
 from broker.store.models import ApiKey
+from broker.store.types import utcnow
 
-__all__ = ["ROLES", "authenticate", "create_api_key", "require_role"]
+__all__ = [
+    "ROLES",
+    "authenticate",
+    "create_api_key",
+    "list_api_keys",
+    "require_role",
+    "revoke_api_key",
+]
 
 ROLES = ("admin", "auditor")
 KEY_PREFIX = "brk_"
@@ -44,3 +52,19 @@ def require_role(key: ApiKey, *roles: str) -> ApiKey:
             details={"required": list(roles), "role": key.role},
         )
     return key
+
+
+def list_api_keys(engine: Engine) -> list[ApiKey]:
+    with session_scope(engine) as session:
+        return list(session.exec(select(ApiKey).order_by(col(ApiKey.created_at))).all())
+
+
+def revoke_api_key(engine: Engine, key_id: str) -> ApiKey:
+    with session_scope(engine) as session:
+        row = session.get(ApiKey, key_id)
+        if row is None:
+            raise NotFound(f"no API key {key_id!r}", details={"key_id": key_id})
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+            session.add(row)
+    return row

@@ -5,6 +5,7 @@ Order of events for one transfer request:
 1. The connection must exist (404) and the action must be declared (422).
 2. A repeated ``idempotency_key`` returns the earlier transfer, never a
    second delivery (a different payload under the same key is a 409).
+   A blocked request does not take its key, so a corrected retry can use it.
 3. A connection that is not ``active``, a field outside the grant in
    ``reject`` mode, or a purpose the manifest does not declare: the
    transfer is recorded as ``blocked`` with a ``transfer.blocked`` event,
@@ -155,16 +156,15 @@ def _record(rt: Runtime, transfer: Transfer, event: str, details: dict[str, Any]
 
 
 def _block(rt: Runtime, transfer: Transfer, reason: str, details: dict[str, Any]) -> Transfer:
+    """Record a refused request. It does not take the idempotency key: the
+    caller may fix the request and retry under the same key."""
     transfer.status = "blocked"
     transfer.reason = reason
     transfer.completed_at = transfer.created_at
-    try:
-        _record(rt, transfer, "transfer.blocked", {"reason": reason, **details})
-    except IntegrityError:
-        # the same idempotency key raced us; the first request's record stands
+    if transfer.idempotency_key:
+        details = {**details, "idempotency_key": transfer.idempotency_key}
         transfer.idempotency_key = None
-        transfer.id = "tr_" + new_secret(nbytes=12)
-        _record(rt, transfer, "transfer.blocked", {"reason": reason, **details})
+    _record(rt, transfer, "transfer.blocked", {"reason": reason, **details})
     return transfer
 
 

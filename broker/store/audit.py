@@ -5,10 +5,18 @@ rolls back with the change it records. It first takes the head row's lock,
 which serialises appends across threads and processes; after the commit the
 new head is also written to ``BROKER_HOME/audit.head`` (outside the
 database) so that a truncated table can be detected.
+
+The head file is written by a background thread that coalesces commits (an
+fsync per commit would cost more than the transfer itself), so it may lag
+the table by a fraction of a second; a lagging head is safe (verification
+treats it as a lower bound). ``flush_head_files`` writes what is pending
+now; verification and process exit call it.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -29,10 +37,60 @@ from broker.core.audit_chain import (
 )
 from broker.store.models import AuditHead, AuditRow
 
-__all__ = ["append_event", "iter_entries", "latest_head", "row_to_entry"]
+__all__ = ["append_event", "flush_head_files", "iter_entries", "latest_head", "row_to_entry"]
 
-_HEAD_FILE_LOCK = threading.Lock()
 _PENDING = "broker.audit_head_pending"
+log = logging.getLogger("broker.audit")
+
+
+class _HeadWriter:
+    """Writes the newest committed head per file, off the request path."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Path, ChainHead] = {}
+        self._lock = threading.Lock()  # guards _pending
+        self._write_lock = threading.Lock()  # one writer at a time
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, path: Path, head: ChainHead) -> None:
+        with self._lock:
+            current = self._pending.get(path)
+            if current is None or current.seq < head.seq:
+                self._pending[path] = head
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="audit-head-writer", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # keep running; verification reports a bad head file
+                log.error("could not write the audit head file: %s", exc)
+
+    def flush(self) -> None:
+        with self._write_lock:
+            with self._lock:
+                batch, self._pending = self._pending, {}
+            for path, head in batch.items():
+                current = read_head(path) if path.exists() else None
+                if current is None or current.seq < head.seq:
+                    write_head(path, head)
+
+
+_WRITER = _HeadWriter()
+atexit.register(_WRITER.flush)
+
+
+def flush_head_files() -> None:
+    """Write every pending head now (the writer thread may still be behind)."""
+    _WRITER.flush()
 
 
 def row_to_entry(row: AuditRow) -> AuditEntry:
@@ -88,11 +146,7 @@ def _write_head_file(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if pending is None:
         return
-    path, head = pending
-    with _HEAD_FILE_LOCK:
-        current = read_head(path)
-        if current is None or current.seq < head.seq:
-            write_head(path, head)
+    _WRITER.submit(*pending)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -9,10 +9,18 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event
 from sqlmodel import Session, create_engine
 
-__all__ = ["create_db_engine", "session_scope", "upgrade_schema"]
+__all__ = [
+    "alembic_config",
+    "create_db_engine",
+    "schema_revisions",
+    "session_scope",
+    "upgrade_schema",
+]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -22,7 +30,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit is on disk before the call returns. The transfer record must
+    # survive a power loss that happens after the payload went out.
+    cur.execute("PRAGMA synchronous=FULL")
     cur.close()
 
 
@@ -39,6 +49,14 @@ def alembic_config(engine: Engine) -> Config:
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """(the database's revision, the newest this code knows)."""
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head
 
 
 def upgrade_schema(engine: Engine, revision: str = "head") -> None:

@@ -38,6 +38,20 @@ def _csp(request: Request) -> str:
     )
 
 
+def field_label(pattern: str) -> str:
+    """A catalog field pattern in words: ``**.email`` -> ``email (in any object)``."""
+    parts = pattern.split(".")
+    anywhere = parts[0] == "**"
+    below = parts[-1] == "**"
+    core = [("any field" if p == "*" else p) for p in parts if p != "**"]
+    text = ".".join(core)
+    if below:
+        text += " and everything in it"
+    if anywhere:
+        text += " (in any object)"
+    return text
+
+
 def create_app(rt: Runtime, *, mounts: dict[str, object] | None = None) -> FastAPI:
     app = FastAPI(
         title="Integration broker",
@@ -48,6 +62,7 @@ def create_app(rt: Runtime, *, mounts: dict[str, object] | None = None) -> FastA
     )
     app.state.runtime = rt
     app.state.templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    app.state.templates.env.filters["field_label"] = field_label
     install_error_handlers(app)
 
     @app.middleware("http")

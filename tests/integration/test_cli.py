@@ -20,7 +20,7 @@ from broker.core.tokens import new_secret
 from broker.flows.keys import authenticate
 from broker.runtime import Runtime, build_runtime
 from broker.settings import Settings
-from broker.store.audit import append_event
+from broker.store.audit import append_event, flush_head_files
 from broker.store.db import session_scope
 from broker.store.models import AuditRow, Connection, ConnectionToken, Transfer
 
@@ -128,6 +128,7 @@ def _append(rt: Runtime, n: int) -> None:
 
 def test_audit_verify_intact_then_tampered(env, rt, capsys) -> None:
     _append(rt, 6)
+    flush_head_files()
     assert read_head(rt.settings.audit_head_file).seq == 6
     assert main(["audit", "verify"]) == 0
     assert "6 entries verified" in capsys.readouterr().out
@@ -217,7 +218,9 @@ def test_keys_rotate_reseals_tokens(env, rt, capsys) -> None:
             ConnectionToken(
                 connection_id="conn_k",
                 key_id=rt.vault.ring.active,
-                access_token=rt.vault.seal("AT-secret", connection_id="conn_k", kind="access_token"),
+                access_token=rt.vault.seal(
+                    "AT-secret", connection_id="conn_k", kind="access_token"
+                ),
                 refresh_token=rt.vault.seal(
                     "RT-secret", connection_id="conn_k", kind="refresh_token"
                 ),
@@ -259,7 +262,8 @@ def test_serve_creates_embedded_home_and_says_so(tmp_path, monkeypatch, capsys) 
     home = tmp_path / ".broker"
     assert f"created broker home {home}" in out
     assert f"created token-encryption key file {home / 'keys.json'} (0600)" in out
-    assert f"created SQLite database {home / 'broker.db'}" in out
+    assert f"created SQLite database {home / 'broker.db'} (0600)" in out
+    assert stat.S_IMODE(os.stat(home / "broker.db").st_mode) == 0o600
     assert "http://127.0.0.1:8765" in out
     assert stat.S_IMODE(os.stat(home / "keys.json").st_mode) == 0o600
     assert settings.callback_url == "http://127.0.0.1:8765/oauth/callback"
@@ -274,4 +278,42 @@ def test_configured_database_must_be_upgraded_first(tmp_path, database_url, caps
     from broker.core.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="broker db upgrade"):
+        build_runtime(settings, plugins=[])
+
+
+def test_list_and_revoke_keys(env, rt, capsys) -> None:
+    assert main(["admin", "create-key", "--role", "admin", "--label", "backend"]) == 0
+    key = capsys.readouterr().out.strip()
+    key_id = authenticate(rt.engine, key).id
+    assert main(["admin", "list-keys"]) == 0
+    listing = capsys.readouterr().out
+    assert key_id in listing and "backend" in listing and key not in listing
+    assert main(["admin", "revoke-key", key_id]) == 0
+    from broker.core.errors import AuthenticationRequired
+
+    with pytest.raises(AuthenticationRequired):
+        authenticate(rt.engine, key)
+    assert main(["admin", "revoke-key", "key_nope"]) == 1
+    assert "no API key 'key_nope'" in capsys.readouterr().err
+
+
+def test_bad_setting_is_a_clear_error(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BROKER_PORT", "eighty")
+    assert main(["connectors", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: BROKER_PORT:")
+    assert "Traceback" not in err
+
+
+def test_stale_schema_is_refused(tmp_path, database_url) -> None:
+    from broker.core.errors import ConfigurationError
+    from broker.store.db import create_db_engine
+
+    engine = create_db_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES ('0000')"))
+    engine.dispose()
+    settings = Settings(home=tmp_path / "h", database_url=database_url)
+    with pytest.raises(ConfigurationError, match="is at revision 0000"):
         build_runtime(settings, plugins=[])

@@ -30,6 +30,10 @@ def test_consent_page_shows_data_policies_and_version(stack: Stack, browser: Bro
     assert f'name="categories" value="{NAME}"' in text
     assert f'name="categories" value="{EMAIL}"' in text
     assert f'name="categories" value="{WORK_ITEMS}"' not in text
+    # optional data is opt-in: no box is ticked for the user
+    assert "checked" not in text
+    # users read fields in words, not as catalog patterns
+    assert "email (in any object)" in text and "**." not in text
     assert page.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["referrer-policy"] == "no-referrer"

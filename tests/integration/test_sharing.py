@@ -104,6 +104,16 @@ def test_transfer_within_grant_is_delivered_and_logged(stack: Stack, connected: 
     assert verify_log(stack.rt).ok
 
 
+def test_blocked_request_does_not_take_its_idempotency_key(stack: Stack, connected: str) -> None:
+    blocked = transfer(stack, connected, idempotency_key="k-9")
+    assert blocked.status_code == 403
+    fixed = transfer(stack, connected, mode="drop", idempotency_key="k-9")
+    assert fixed.status_code == 201, fixed.text
+    assert len(stack.provider.received) == 1
+    blocked_event = next(e for e in events(stack) if e.event == "transfer.blocked")
+    assert blocked_event.details["idempotency_key"] == "k-9"
+
+
 def test_undeclared_purpose_is_refused(stack: Stack, connected: str) -> None:
     data = {"work_item": {"id": "W-1"}}
     resp = transfer(stack, connected, data=data, purpose="Sell to advertisers")

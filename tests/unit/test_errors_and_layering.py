@@ -1,0 +1,195 @@
+"""The error tree (stable codes, statuses, rendering) and the core's layering rules:
+no web framework or SQL imported, every module declaring a truthful ``__all__``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import pkgutil
+import re
+import subprocess
+import sys
+from types import ModuleType
+
+import pytest
+
+import broker.core
+from broker.core import errors
+from broker.core.errors import BrokerError
+
+FORBIDDEN = ("fastapi", "starlette", "sqlalchemy", "sqlmodel", "alembic", "uvicorn", "jinja2")
+
+
+def core_module_names() -> list[str]:
+    names = [m.name for m in pkgutil.walk_packages(broker.core.__path__, "broker.core.")]
+    assert len(names) >= 8, names  # the walk really found the package's modules
+    return sorted(names)
+
+
+CORE_MODULES = core_module_names()
+
+
+def error_classes() -> list[type[BrokerError]]:
+    return [
+        obj
+        for obj in vars(errors).values()
+        if inspect.isclass(obj) and issubclass(obj, BrokerError)
+    ]
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+def test_every_error_class_is_exported() -> None:
+    assert {cls.__name__ for cls in error_classes()} == set(errors.__all__)
+
+
+def test_codes_are_unique_strings_and_statuses_are_http_error_ints() -> None:
+    classes = error_classes()
+    codes = [cls.code for cls in classes]
+    assert len(codes) == len(set(codes)), f"duplicate codes: {codes}"
+    for cls in classes:
+        assert isinstance(cls.code, str)
+        assert re.fullmatch(r"[a-z][a-z_]*", cls.code), cls.code
+        assert type(cls.status) is int, cls
+        assert 400 <= cls.status <= 599, cls
+
+
+def test_every_subclass_declares_its_own_code() -> None:
+    """A subclass that forgot ``code`` would render as its parent's code."""
+    for cls in error_classes():
+        assert "code" in vars(cls), f"{cls.__name__} inherits its code"
+
+
+def _docstring_tree() -> dict[str, tuple[str, int, str | None]]:
+    """name -> (code, status, parent) as drawn in the errors module docstring."""
+    root = BrokerError
+    rows: dict[str, tuple[str, int, str | None]] = {root.__name__: (root.code, root.status, None)}
+    stack: list[tuple[int, str]] = [(0, root.__name__)]  # the header row: the root
+    for line in (errors.__doc__ or "").splitlines():
+        m = re.match(r"^(\s*[│├└─ ]*)([A-Z]\w+)\s+([a-z_]+)\s+(\d{3})\s*$", line)
+        if not m:
+            continue
+        column, name = len(m.group(1)), m.group(2)
+        while len(stack) > 1 and stack[-1][0] >= column:
+            stack.pop()
+        rows[name] = (m.group(3), int(m.group(4)), stack[-1][1] if stack else None)
+        stack.append((column, name))
+    return rows
+
+
+def test_docstring_tree_matches_the_classes() -> None:
+    drawn = _docstring_tree()
+    classes = {cls.__name__: cls for cls in error_classes()}
+    assert sorted(set(classes) - set(drawn)) == [], "error classes missing from the docstring"
+    assert sorted(set(drawn) - set(classes)) == [], "docstring names classes that do not exist"
+    for name, (code, status, parent) in drawn.items():
+        cls = classes[name]
+        assert (cls.code, cls.status) == (code, status), name
+        base = cls.__bases__[0]
+        assert (base.__name__ if base is not Exception else None) == parent, name
+
+
+def test_to_dict_shape_is_json_safe() -> None:
+    err = errors.NotFound("unknown connection 'c1'", details={"connection": "c1"})
+    assert err.to_dict() == {
+        "error": {
+            "code": "not_found",
+            "message": "unknown connection 'c1'",
+            "details": {"connection": "c1"},
+        }
+    }
+    assert json.loads(json.dumps(err.to_dict())) == err.to_dict()
+
+
+@pytest.mark.parametrize("cls", error_classes(), ids=lambda c: c.__name__)
+def test_every_error_renders(cls: type[BrokerError]) -> None:
+    err = cls("something went wrong")
+    assert isinstance(err, Exception)
+    assert str(err) == "something went wrong"
+    assert err.message == "something went wrong"
+    assert err.details == {}
+    assert err.to_dict() == {
+        "error": {"code": cls.code, "message": "something went wrong", "details": {}}
+    }
+
+
+def test_default_details_are_not_shared_between_instances() -> None:
+    a = errors.InvalidInput("a")
+    b = errors.InvalidInput("b")
+    a.details["x"] = 1
+    assert b.details == {}
+    assert errors.InvalidInput("c").details == {}
+
+
+def test_subclasses_are_caught_by_their_parents() -> None:
+    with pytest.raises(errors.InvalidInput):
+        raise errors.PayloadTooLarge("too big")
+    with pytest.raises(errors.PermissionDenied):
+        raise errors.OutsideGrant("outside")
+    with pytest.raises(errors.Conflict):
+        raise errors.ConnectionNotActive("revoked")
+    assert errors.ReturnUrlNotAllowed.status == errors.InvalidInput.status == 422
+    assert errors.OutsideGrant.status == 403
+
+
+# --- layering -----------------------------------------------------------------------
+
+_PROBE = """
+import importlib, json, sys
+for name in {modules!r}:
+    importlib.import_module(name)
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {forbidden!r})))
+"""
+
+
+def test_core_imports_no_web_framework_or_sql() -> None:
+    code = _PROBE.format(modules=CORE_MODULES, forbidden=FORBIDDEN)
+    result = subprocess.run(  # noqa: S603 - our own interpreter, our own code
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    leaked = json.loads(result.stdout.strip().splitlines()[-1])
+    assert leaked == [], f"broker.core pulled in {leaked}"
+
+
+def test_layering_probe_would_notice_a_leak() -> None:
+    """Guard against a probe that can never fail (e.g. checking the wrong dict)."""
+    code = _PROBE.format(modules=["json", "email.parser"], forbidden=("email",))
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "email.parser" in json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", CORE_MODULES)
+def test_core_module_imports_nothing_above_core(name: str) -> None:
+    """broker.core never imports broker.store / web / flows / cli (dependencies point inward)."""
+    source = inspect.getsource(importlib.import_module(name))
+    imported = re.findall(r"^\s*(?:from|import)\s+(broker(?:\.\w+)*)", source, flags=re.M)
+    outside = [m for m in imported if not (m == "broker.core" or m.startswith("broker.core."))]
+    assert outside == [], f"{name} imports {outside}"
+
+
+@pytest.mark.parametrize("name", CORE_MODULES)
+def test_core_module_declares_a_truthful_all(name: str) -> None:
+    module: ModuleType = importlib.import_module(name)
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{name} has no __all__"
+    assert isinstance(exported, list | tuple)
+    assert all(isinstance(n, str) for n in exported)
+    assert len(exported) == len(set(exported)), f"{name}.__all__ has duplicates"
+    missing = [n for n in exported if not hasattr(module, n)]
+    assert missing == [], f"{name}.__all__ names missing objects: {missing}"
+    public_defs = {
+        n
+        for n, obj in vars(module).items()
+        if not n.startswith("_")
+        and (inspect.isclass(obj) or inspect.isfunction(obj))
+        and obj.__module__ == name
+    }
+    assert public_defs <= set(exported), (
+        f"{name} defines public {sorted(public_defs - set(exported))} outside __all__"
+    )

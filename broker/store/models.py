@@ -74,6 +74,7 @@ class Connection(SQLModel, table=True):
     revoked_at: datetime | None = _ts(default=None, nullable=True)
     last_error: str | None = Field(default=None, sa_type=Text)
     consent_id: str | None = Field(default=None, max_length=40)
+    settings: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class ConnectionToken(SQLModel, table=True):

@@ -250,14 +250,15 @@ def test_keys_rotate_reseals_tokens(env, rt, capsys) -> None:
 
 
 def test_serve_creates_embedded_home_and_says_so(tmp_path, monkeypatch, capsys) -> None:
-    from broker.cli import _build_app, build_parser
+    from broker.cli import build_parser
+    from broker.cli.serve import build_app
 
     for name in list(os.environ):
         if name.startswith("BROKER_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     args = build_parser().parse_args(["serve", "--port", "8765"])
-    app, settings = _build_app(args, demo=False)
+    app, settings = build_app(args, demo=False)
     out = capsys.readouterr().out
     home = tmp_path / ".broker"
     assert f"created broker home {home}" in out
@@ -269,7 +270,7 @@ def test_serve_creates_embedded_home_and_says_so(tmp_path, monkeypatch, capsys) 
     assert settings.callback_url == "http://127.0.0.1:8765/oauth/callback"
     app.state.runtime.close()
     # second start: nothing new is created
-    _build_app(args, demo=False)[0].state.runtime.close()
+    build_app(args, demo=False)[0].state.runtime.close()
     assert "created" not in capsys.readouterr().out
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.cli import _build_app, build_parser
+from broker.cli import build_parser
+from broker.cli.serve import build_app
 from tests.conftest import LiveServer, free_socket
 from tests.integration.conftest import Browser
 
@@ -22,7 +23,7 @@ def test_demo_connect_share_and_see_it(
     monkeypatch.chdir(tmp_path)
     sock = free_socket()
     port = sock.getsockname()[1]
-    app, _settings = _build_app(build_parser().parse_args(["demo", "--port", str(port)]), demo=True)
+    app, _settings = build_app(build_parser().parse_args(["demo", "--port", str(port)]), demo=True)
     out = capsys.readouterr().out
     key = re.search(r"demo admin API key \(shown once\): (\S+)", out).group(1)
     assert f"demo page: http://127.0.0.1:{port}/demo" in out

@@ -1,0 +1,82 @@
+"""Helpers shared by the command modules: settings, runtime, output."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from broker.core.catalog import Catalog
+    from broker.flows.audit import TransferFilter
+    from broker.runtime import Runtime
+    from broker.settings import Settings
+
+__all__ = [
+    "add_transfer_filters",
+    "catalog",
+    "parse_time",
+    "runtime",
+    "say",
+    "settings",
+    "transfer_filter",
+]
+
+
+def settings(args: argparse.Namespace | None = None) -> Settings:
+    """Settings from the environment, with --host/--port applied when given."""
+    from broker.settings import Settings
+
+    overrides = {}
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["port"] = args.port
+    return Settings(**overrides)
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def runtime(upgrade: bool | None = None) -> Runtime:
+    from broker.runtime import build_runtime
+
+    return build_runtime(settings(), upgrade=upgrade)
+
+
+def catalog(s: Settings) -> Catalog:
+    from broker.core.catalog import default_catalog, load_catalog
+
+    return load_catalog(s.catalog) if s.catalog else default_catalog()
+
+
+def parse_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO-8601 time") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a time zone, e.g. 2026-01-01T00:00Z")
+    return parsed
+
+
+def add_transfer_filters(p: argparse.ArgumentParser) -> None:
+    for name in ("user", "connector", "category"):
+        p.add_argument(f"--{name}", default=None)
+    p.add_argument("--status", choices=["pending", "delivered", "failed", "blocked"])
+    p.add_argument("--since", type=parse_time, default=None)
+    p.add_argument("--until", type=parse_time, default=None)
+
+
+def transfer_filter(args: argparse.Namespace) -> TransferFilter:
+    from broker.flows.audit import TransferFilter
+
+    return TransferFilter(
+        user_id=args.user,
+        connector_id=args.connector,
+        category=args.category,
+        status=args.status,
+        since=args.since,
+        until=args.until,
+    )

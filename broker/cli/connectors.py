@@ -1,0 +1,61 @@
+"""``broker connectors``: list installed connectors, check a manifest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from broker.cli import common
+from broker.cli.common import catalog, say
+
+__all__ = ["register"]
+
+
+def cmd_connectors_list(args: argparse.Namespace) -> int:
+    from broker.core.registry import load_registry
+
+    settings = common.settings(args)
+    registry = load_registry(catalog(settings), directories=settings.connector_dirs)
+    rows = [c.summary() for c in registry.all()]
+    if args.json:
+        problems = [
+            {"source": p.source, "message": p.message, "problems": list(p.problems)}
+            for p in registry.problems
+        ]
+        say(json.dumps({"connectors": rows, "problems": problems}, indent=2))
+    else:
+        if not rows:
+            say("no connectors installed")
+        for row in rows:
+            say(f"{row['id']:<20} {row['name']:<30} {row['source']}")
+            say(f"{'':<20} receives: {', '.join(row['categories'])}")
+        for p in registry.problems:
+            say(f"refused {p.source}: {p.message}")
+            for line in p.problems:
+                say(f"  - {line}")
+    return 0
+
+
+def cmd_connectors_check(args: argparse.Namespace) -> int:
+    from broker.core.manifest import load_manifest_file
+
+    manifest = load_manifest_file(Path(args.path), catalog(common.settings(args)))
+    say(
+        f"{args.path}: ok — {manifest.id} ({manifest.name}), "
+        f"{len(manifest.data)} data categories, {len(manifest.actions)} actions"
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    conn = sub.add_parser("connectors", help="installed connectors").add_subparsers(
+        dest="connectors", required=True
+    )
+    p = conn.add_parser("list", help="list connectors and refused manifests")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_connectors_list)
+    p = conn.add_parser("check", help="validate a manifest file")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_connectors_check)

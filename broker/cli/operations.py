@@ -1,0 +1,78 @@
+"""Operations: ``broker keys rotate``, ``broker transfers reconcile``, ``broker db upgrade``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from broker.cli.common import runtime, say
+
+__all__ = ["register"]
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from broker.flows.rotation import rotate_token_key
+
+    result = rotate_token_key(runtime(), actor="cli")
+    say(
+        f"new token-encryption key {result['new_key_id']}; re-sealed the tokens of "
+        f"{result['resealed']} connection(s); earlier keys kept: "
+        f"{', '.join(result['previous_key_ids'])}"
+    )
+    return 0
+
+
+def cmd_transfers_reconcile(args: argparse.Namespace) -> int:
+    from broker.flows.reconcile import find_interrupted, reconcile
+
+    rt = runtime()
+    if args.dry_run:
+        stale = find_interrupted(rt, older_than=args.older_than)
+        for t in stale:
+            say(f"pending {t.id} since {t.created_at:%Y-%m-%d %H:%M:%S} -> {t.connector_id}")
+        say(f"{len(stale)} interrupted transfer(s)")
+        return 0
+    resolved = reconcile(rt, older_than=args.older_than)
+    for t in resolved:
+        say(f"marked {t.id} failed (interrupted; the third party may have received it)")
+    say(f"{len(resolved)} interrupted transfer(s) resolved")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from broker.settings import Settings
+    from broker.store.db import create_db_engine, upgrade_schema
+
+    settings = Settings()
+    if settings.is_embedded_database:
+        settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = create_db_engine(settings.resolved_database_url)
+    upgrade_schema(engine, args.revision)
+    engine.dispose()
+    say(f"database schema at {args.revision}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="encryption keys").add_subparsers(dest="keys", required=True)
+    p = keys.add_parser("rotate", help="new token-encryption key; re-seal stored tokens")
+    p.set_defaults(func=cmd_keys_rotate)
+
+    tr = sub.add_parser("transfers", help="transfers").add_subparsers(
+        dest="transfers", required=True
+    )
+    p = tr.add_parser("reconcile", help="resolve transfers interrupted between record and send")
+    p.add_argument(
+        "--older-than",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="only transfers pending longer than this (default BROKER_RECONCILE_AFTER)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="report only")
+    p.set_defaults(func=cmd_transfers_reconcile)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    p = db.add_parser("upgrade", help="apply migrations (Alembic)")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_db_upgrade)

@@ -1,9 +1,10 @@
-"""``broker connectors``: list installed connectors, check a manifest."""
+"""``broker connectors``: list installed connectors, check a manifest, start a new one."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,19 @@ def cmd_connectors_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connectors_new(args: argparse.Namespace) -> int:
+    from broker.cli.scaffold import scaffold
+
+    try:
+        root = scaffold(args.name, Path(args.dir))
+    except (ValueError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    say(f"created {root}")
+    say(f"next: cd {root} && python3 -m pip install -e '.[test]' && python3 -m pytest")
+    return 0
+
+
 def register(sub: Any) -> None:
     conn = sub.add_parser("connectors", help="installed connectors").add_subparsers(
         dest="connectors", required=True
@@ -59,3 +73,7 @@ def register(sub: Any) -> None:
     p = conn.add_parser("check", help="validate a manifest file")
     p.add_argument("path")
     p.set_defaults(func=cmd_connectors_check)
+    p = conn.add_parser("new", help="create a connector package with a contract test")
+    p.add_argument("name", help="the connector id, e.g. acme-chat")
+    p.add_argument("--dir", default=".", help="where to create it (default: here)")
+    p.set_defaults(func=cmd_connectors_new)

@@ -79,13 +79,21 @@ class TokenSet:
         )
 
     @classmethod
-    def from_response(cls, body: dict[str, Any], *, now: datetime | None = None) -> TokenSet:
+    def from_response(
+        cls,
+        body: dict[str, Any],
+        *,
+        now: datetime | None = None,
+        token_type: str = "bearer",  # noqa: S107 - a token type, not a secret
+    ) -> TokenSet:
+        """Parse a token response; ``token_type`` is what the manifest says the provider
+        reports besides ``Bearer`` (Slack: ``bot``). Tokens are always used as Bearer."""
         access = body.get("access_token")
         if not isinstance(access, str) or not access:
             raise ProviderError("token endpoint answered without an access_token")
-        token_type = str(body.get("token_type") or "Bearer")
-        if token_type.lower() != "bearer":
-            raise ProviderError(f"token endpoint issued an unsupported token_type {token_type!r}")
+        reported = str(body.get("token_type") or "Bearer")
+        if reported.lower() not in ("bearer", token_type.lower()):
+            raise ProviderError(f"token endpoint issued an unsupported token_type {reported!r}")
         expires_at = None
         expires_in = body.get("expires_in")
         if expires_in is not None:
@@ -155,7 +163,25 @@ def _post_form(
         ) from None
 
 
-def _token_response(resp: httpx.Response, *, what: str) -> TokenSet:
+def _error_code(resp: httpx.Response) -> tuple[str, str | None]:
+    """The OAuth ``error`` (or ``http_<status>``) and ``error_description`` of an answer."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    error = str(body.get("error") or f"http_{resp.status_code}")[:100]
+    description = body.get("error_description")
+    return error, description[:200] if isinstance(description, str) and description else None
+
+
+def _token_response(
+    resp: httpx.Response,
+    *,
+    what: str,
+    token_type: str = "bearer",  # noqa: S107 - a token type, not a secret
+) -> TokenSet:
     try:
         body = resp.json()
     except ValueError:
@@ -169,7 +195,7 @@ def _token_response(resp: httpx.Response, *, what: str) -> TokenSet:
         if isinstance(description, str) and description:
             message += f" ({description[:200]})"
         raise ProviderError(message, details={"status": resp.status_code, "provider_error": error})
-    return TokenSet.from_response(body)
+    return TokenSet.from_response(body, token_type=token_type)
 
 
 def exchange_code(
@@ -192,7 +218,7 @@ def exchange_code(
         creds=creds,
         what="the provider's token endpoint",
     )
-    return _token_response(resp, what="the provider's token endpoint")
+    return _token_response(resp, what="the provider's token endpoint", token_type=oauth.token_type)
 
 
 def refresh_tokens(
@@ -208,7 +234,7 @@ def refresh_tokens(
         creds=creds,
         what="token refresh",
     )
-    tokens = _token_response(resp, what="token refresh")
+    tokens = _token_response(resp, what="token refresh", token_type=oauth.token_type)
     if tokens.refresh_token is None:
         tokens = TokenSet(
             access_token=tokens.access_token,
@@ -240,7 +266,8 @@ def revoke_token(
         what="the provider's revocation endpoint",
     )
     if not 200 <= resp.status_code < 300:
+        error, _description = _error_code(resp)
         raise ProviderError(
             f"the provider's revocation endpoint answered HTTP {resp.status_code}",
-            details={"status": resp.status_code},
+            details={"status": resp.status_code, "provider_error": error},
         )

@@ -8,8 +8,8 @@ the consent record and the ``active`` status are written in one transaction.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -27,9 +27,21 @@ from broker.core.errors import (
     StateInvalid,
 )
 from broker.core.manifest import resolve_secret
-from broker.core.oauth import ClientCredentials, Pkce, authorization_url, exchange_code, new_state
+from broker.core.oauth import (
+    ClientCredentials,
+    Pkce,
+    authorization_url,
+    exchange_code,
+    new_state,
+)
 from broker.core.tokens import digest, new_secret
 from broker.core.urls import is_allowed_return_url
+from broker.flows.connection_setup import (
+    check_new_connection,
+    encode_settings,
+    provider_oauth,
+    settings_in_token,
+)
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
@@ -89,6 +101,7 @@ class ConsentView:
     policy_url: str | None
     return_url: str | None
     expires_at: datetime
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,10 +136,17 @@ def create_connect_session(
     return_url: str | None = None,
     created_by: str | None = None,
     kind: str = "connect",
+    settings: Mapping[str, str] | None = None,
 ) -> IssuedSession:
     validate_user_id(user_id)
+    values: dict[str, str] = {}
     if connector_id is not None:
-        rt.registry.get(connector_id)
+        values = rt.registry.get(connector_id).manifest.validate_settings(settings)
+    elif settings:
+        raise InvalidInput(
+            "settings need a connector: name the connector they are for",
+            details={"field": "settings"},
+        )
     if return_url is not None and not is_allowed_return_url(
         return_url, rt.settings.return_url_prefixes
     ):
@@ -134,6 +154,8 @@ def create_connect_session(
             "return_url is not on BROKER_RETURN_URL_ALLOWLIST", details={"field": "return_url"}
         )
     token = new_secret("cs_")
+    if values:
+        token = f"{token}.{encode_settings(values)}"
     now = rt.clock()
     row = ConnectSession(
         id="sess_" + new_secret(nbytes=9),
@@ -212,6 +234,7 @@ def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> Consen
         policy_url=rt.settings.policy_url,
         return_url=row.return_url,
         expires_at=row.expires_at,
+        settings=connector.manifest.validate_settings(settings_in_token(token)),
     )
 
 
@@ -256,6 +279,8 @@ def approve(
             details={"categories": sorted(unknown)},
         )
     creds = client_credentials(connector)
+    settings = manifest.validate_settings(settings_in_token(token))
+    oauth = provider_oauth(connector, settings, creds)
     granted = [d.category for d in manifest.data if d.required or d.category in chosen]
     declined = [d.category for d in manifest.data if not d.required and d.category not in chosen]
     now = rt.clock()
@@ -274,6 +299,7 @@ def approve(
                 status="pending",
                 created_at=now,
                 updated_at=now,
+                settings=settings or None,
             )
         )
         session.flush()
@@ -301,13 +327,14 @@ def approve(
                     "client_ip": client_ip,
                     "user_agent": (user_agent or "")[:500] or None,
                     "return_url": row.return_url,
+                    "settings": settings,
                 },
                 created_at=now,
                 expires_at=now + timedelta(seconds=rt.settings.oauth_state_ttl),
             )
         )
     return authorization_url(
-        manifest.oauth,
+        oauth,
         client_id=creds.client_id,
         redirect_uri=rt.settings.callback_url,
         state=state,
@@ -407,10 +434,12 @@ def complete_callback(
     try:
         connector = rt.registry.get(conn.connector_id)
         verifier = rt.vault.open(attempt.code_verifier, connection_id=conn.id, kind="pkce_verifier")
+        creds = client_credentials(connector)
+        oauth = provider_oauth(connector, conn.settings, creds)
         tokens = exchange_code(
             rt.http,
-            connector.manifest.oauth,
-            client_credentials(connector),
+            oauth,
+            creds,
             code=code,
             redirect_uri=attempt.redirect_uri,
             pkce_verifier=verifier,
@@ -424,6 +453,15 @@ def complete_callback(
         )
     except BrokerError as exc:
         return _fail(rt, attempt, exc.message, "The connection could not be completed.")
+    refused = check_new_connection(rt, connector, conn.settings or {}, tokens, oauth, creds)
+    if refused is not None:
+        return _fail(
+            rt,
+            attempt,
+            f"connection check failed: {refused}",
+            f"{connector.manifest.name} is reachable, but the connection check failed: "
+            f"{refused}. Nothing was connected.",
+        )
     consent = attempt.consent
     now = rt.clock()
     record = ConsentRecord(

@@ -12,8 +12,10 @@ from typing import Any
 from sqlmodel import Session
 
 from broker.core.errors import BrokerError, NotFound
-from broker.core.oauth import revoke_token
+from broker.core.revocation import revoke_grant
 from broker.flows.connect import client_credentials
+from broker.flows.connection_setup import provider_oauth
+from broker.flows.connector_calls import call_connection_hook
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
@@ -22,29 +24,38 @@ from broker.store.models import Connection, ConnectionToken
 __all__ = ["revoke_connection"]
 
 
+def _open(rt: Runtime, conn: Connection, row: ConnectionToken, kind: str) -> str | None:
+    sealed = row.refresh_token if kind == "refresh_token" else row.access_token
+    if sealed is None:
+        return None
+    try:
+        return rt.vault.open(sealed, connection_id=conn.id, kind=kind)
+    except BrokerError:
+        return None
+
+
 def _revoke_at_provider(rt: Runtime, conn: Connection, row: ConnectionToken) -> dict[str, str]:
-    results: dict[str, str] = {}
     try:
         connector = rt.registry.get(conn.connector_id)
     except NotFound:
         return {"provider": "connector no longer installed; tokens destroyed locally only"}
-    oauth = connector.manifest.oauth
-    if not oauth.revoke_url:
-        return {"provider": "the provider has no revocation endpoint"}
+    settings = conn.settings or {}
+    access = _open(rt, conn, row, "access_token")
+    results: dict[str, str] = {}
+    if access is not None:
+        failed = call_connection_hook(rt, connector, "before_revoke", settings, token=access)
+        if failed is not None:
+            results["before_revoke"] = f"failed: {failed}"
+    if not connector.manifest.oauth.revoke_url:
+        return {**results, "provider": "the provider has no revocation endpoint"}
     try:
         creds = client_credentials(connector)
-    except BrokerError as exc:
-        return {"provider": f"not attempted: {exc.message}"}
-    tokens = [("refresh_token", row.refresh_token), ("access_token", row.access_token)]
-    for kind, sealed in tokens:
-        if sealed is None:
-            continue
-        try:
-            token = rt.vault.open(sealed, connection_id=conn.id, kind=kind)
-            revoke_token(rt.http, oauth, creds, token=token, token_type_hint=kind)
-            results[kind] = "revoked"
-        except BrokerError as exc:
-            results[kind] = f"failed: {exc.message}"
+        oauth = provider_oauth(connector, settings, creds)
+    except (BrokerError, KeyError, ValueError) as exc:
+        reason = exc.message if isinstance(exc, BrokerError) else f"bad setting {exc}"
+        return {**results, "provider": f"not attempted: {reason}"}
+    refresh = _open(rt, conn, row, "refresh_token")
+    results.update(revoke_grant(rt.http, oauth, creds, access_token=access, refresh_token=refresh))
     return results
 
 

@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from broker.core.errors import ConnectionNotActive, ProviderError
 from broker.core.oauth import refresh_tokens
 from broker.flows.connect import client_credentials
+from broker.flows.connection_setup import provider_oauth
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
@@ -79,10 +80,11 @@ def refresh_access_token(rt: Runtime, connection_id: str, *, stale: str | None) 
             _mark_reconsent(rt, connection_id, reason)
             raise ProviderError(reason + "; the user must connect again")
         try:
+            creds = client_credentials(connector)
             tokens = refresh_tokens(
                 rt.http,
-                connector.manifest.oauth,
-                client_credentials(connector),
+                provider_oauth(connector, conn.settings, creds),
+                creds,
                 refresh_token=_open(rt, row, "refresh_token"),
             )
         except ProviderError as exc:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from broker.core.catalog import Catalog, default_catalog
-from broker.core.errors import ConfigurationError, ManifestError
+from broker.core.errors import ConfigurationError, InvalidInput, ManifestError
 from broker.core.manifest import Manifest, load_manifest_file, parse_manifest, resolve_secret
 
 SOURCE = "connectors/example.toml"
@@ -504,3 +504,106 @@ def test_resolve_secret_unset_names_connector_field_and_variable(
         "field": "oauth.client_secret",
         "variable": "EXAMPLE_CLIENT_SECRET",
     }
+
+
+# --- per-connection settings, placeholders, hosts, revocation styles -----------------
+
+
+def with_settings(**changes: Any) -> dict[str, Any]:
+    raw = valid_raw()
+    raw["settings"] = [
+        {
+            "name": "subdomain",
+            "label": "Example subdomain",
+            "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+            "example": "acme",
+        }
+    ]
+    raw["oauth"]["authorize_url"] = "https://{subdomain}.example.com/oauth/authorize"
+    raw["actions"][0]["url"] = "https://{subdomain}.example.com/api/messages"
+    raw.update(changes)
+    return raw
+
+
+def test_declared_placeholders_are_accepted(catalog: Catalog) -> None:
+    manifest = parse_manifest(with_settings(), catalog, source=SOURCE)
+    assert [s.name for s in manifest.settings] == ["subdomain"]
+
+
+def test_undeclared_placeholder_is_a_manifest_error_naming_the_field(catalog: Catalog) -> None:
+    raw = with_settings()
+    raw["actions"][0]["url"] = "https://api.example.com/{workspace}/messages"
+    assert problems_of(raw, catalog) == [
+        "actions[0].url: 'https://api.example.com/{workspace}/messages': placeholder "
+        "{workspace} is not a declared setting"
+    ]
+
+
+def test_placeholders_are_not_allowed_in_policy_links(catalog: Catalog) -> None:
+    raw = with_settings(terms_url="https://{subdomain}.example.com/terms")
+    assert problems_of(raw, catalog) == [
+        "terms_url: 'https://{subdomain}.example.com/terms' may not contain placeholders"
+    ]
+
+
+def test_setting_declarations_are_checked(catalog: Catalog) -> None:
+    raw = with_settings()
+    raw["settings"] += [
+        {"name": "subdomain", "label": "Again", "pattern": ".*"},
+        {"name": "client_id", "label": "Reserved", "pattern": ".*"},
+        {"name": "bad", "label": "Bad regex", "pattern": "("},
+        {"name": "region", "label": "Region", "pattern": "^(eu|us)$", "default": "asia"},
+    ]
+    problems = problems_of(raw, catalog)
+    assert problems[0] == "settings[1].name: 'subdomain' is declared twice"
+    assert problems[1] == "settings[2].name: 'client_id' is reserved by the broker"
+    assert problems[2].startswith("settings[3].pattern: is not a valid regular expression")
+    assert problems[3] == "settings[4].default: 'asia' does not match the pattern"
+
+
+def test_hosts_and_revocation_rules(catalog: Catalog) -> None:
+    raw = with_settings(hosts=["uploads.example.com", "{subdomain}.files.example.com", "a/b"])
+    raw["oauth"] = {**raw["oauth"], "revoke_url": None, "revocation": "bearer"}
+    assert problems_of(raw, catalog) == [
+        "hosts[2]: 'a/b' must be a host name, optionally with :port",
+        "oauth.revocation: needs oauth.revoke_url",
+    ]
+
+
+def test_validate_settings_fills_defaults_and_names_the_bad_setting(catalog: Catalog) -> None:
+    raw = with_settings()
+    raw["settings"].append(
+        {
+            "name": "region",
+            "label": "Region",
+            "pattern": "^(eu|us)$",
+            "required": False,
+            "default": "eu",
+        }
+    )
+    manifest = parse_manifest(raw, catalog, source=SOURCE)
+    assert manifest.validate_settings({"subdomain": "acme"}) == {
+        "subdomain": "acme",
+        "region": "eu",
+    }
+    cases = [
+        (None, "settings.subdomain: is required (Example subdomain)"),
+        ({"subdomain": "ACME!"}, "settings.subdomain: 'ACME!' is not a valid Example subdomain"),
+        ({"subdomain": "acme", "other": "x"}, "settings.other: Example Chat has no such setting"),
+        ({"subdomain": 3}, "settings.subdomain: 3 is not a valid Example subdomain"),
+    ]
+    for values, message in cases:
+        with pytest.raises(InvalidInput) as info:
+            manifest.validate_settings(values)
+        assert info.value.message.startswith(message), info.value.message
+        assert info.value.details["field"].startswith("settings.")
+
+
+def test_file_errors_name_the_file_and_the_field(tmp_path: Path, catalog: Catalog) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(VALID_TOML.replace('url = "https://api', 'url = "https://{team}.api'))
+    with pytest.raises(ManifestError) as info:
+        load_manifest_file(path, catalog)
+    assert info.value.message == f"{path}: invalid manifest"
+    (problem,) = info.value.details["problems"]
+    assert problem.startswith("actions[0].url:") and "{team} is not a declared setting" in problem

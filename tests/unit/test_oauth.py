@@ -498,8 +498,26 @@ def test_revoke_refused(mock: respx.MockRouter, http: httpx.Client, status: int)
     with pytest.raises(ProviderError) as info:
         revoke_token(http, settings(), CREDS, token=REFRESH, token_type_hint="refresh_token")
     assert f"HTTP {status}" in str(info.value)
-    assert info.value.details == {"status": status}
+    assert info.value.details == {"status": status, "provider_error": "unsupported_token_type"}
     assert_no_secrets(info.value)
+
+
+def test_revoke_refused_names_the_provider_error_or_the_status(
+    mock: respx.MockRouter, http: httpx.Client
+) -> None:
+    mock.post(REVOKE_URL).respond(503, text="<html>down</html>")
+    with pytest.raises(ProviderError) as info:
+        revoke_token(http, settings(), CREDS, token=REFRESH, token_type_hint="refresh_token")
+    assert info.value.details == {"status": 503, "provider_error": "http_503"}
+
+
+def test_declared_token_type_is_accepted_and_used_as_bearer() -> None:
+    body = {"ok": True, "access_token": "xoxb-1", "token_type": "bot", "scope": "chat:write"}
+    with pytest.raises(ProviderError, match="unsupported token_type 'bot'"):
+        TokenSet.from_response(body)
+    tokens = TokenSet.from_response(body, token_type="bot")
+    assert tokens.token_type == "Bearer"
+    assert tokens.access_token == "xoxb-1"
 
 
 def test_revoke_timeout(mock: respx.MockRouter, http: httpx.Client) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter
 
@@ -46,6 +47,9 @@ def _connector_detail(rt: Any, connector: Connector) -> dict[str, Any]:
             {"name": a.name, "method": a.method, "url": a.url, "description": a.description}
             for a in manifest.actions
         ],
+        "settings": [s.model_dump(mode="json") for s in manifest.settings],
+        "hosts": sorted({urlsplit(a.url).netloc for a in manifest.actions} | set(manifest.hosts)),
+        "delivery": "python" if connector.has_deliver_hook else "manifest",
         "source": str(connector.source),
     }
 

@@ -19,5 +19,6 @@ def create(body: ConnectSessionCreate, rt: RuntimeDep, key: AdminKey) -> Connect
         connector_id=body.connector,
         return_url=body.return_url,
         created_by=key.id,
+        settings=body.settings,
     )
     return ConnectSessionIssued(token=issued.token, url=issued.url, expires_at=issued.expires_at)

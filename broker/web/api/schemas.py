@@ -17,6 +17,11 @@ class ConnectSessionCreate(_In):
     user_id: str = Field(min_length=1, max_length=200)
     connector: str | None = Field(default=None, max_length=63)
     return_url: str | None = Field(default=None, max_length=2000)
+    settings: dict[str, str] | None = Field(
+        default=None,
+        max_length=20,
+        description="the connector's per-connection settings (its manifest's [[settings]])",
+    )
 
 
 class ConnectSessionIssued(BaseModel):

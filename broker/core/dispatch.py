@@ -1,0 +1,169 @@
+"""Running a connector's hooks safely and turning what happened into an outcome.
+
+The broker hands a hook a private deep copy of the granted payload and an
+``httpx.Client`` over an :class:`~broker.core.egress.EgressTransport`. A hook
+written in Python (a plugin's ``deliver``, ``check_connection`` or
+``before_revoke``) runs in a worker thread with a time limit; whatever it does,
+raise, hang, return nonsense or try another host, the result is an outcome with
+a clear reason, never an exception that escapes to the caller, and the
+transport is closed afterwards so a hook still running can send nothing more.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from broker.core.connector import BoundAction, Connector, DeliveryResult
+from broker.core.egress import EgressStopped, EgressTransport
+from broker.core.errors import (
+    BrokerError,
+    ConnectorFailed,
+    DeliveryRejected,
+    EgressDenied,
+    TokenRejected,
+)
+
+__all__ = ["DeliveryOutcome", "HookTimedOut", "dispatch", "guarded_client", "run_hook"]
+
+log = logging.getLogger("broker.connectors")
+
+T = TypeVar("T")
+
+
+@dataclass
+class DeliveryOutcome:
+    delivered: bool
+    status_code: int | None = None
+    response_id: str | None = None
+    reason: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class HookTimedOut(Exception):
+    """A connector hook did not return within its time limit."""
+
+
+def guarded_client(transport: EgressTransport, *, user_agent: str, timeout: float) -> httpx.Client:
+    """The client a hook receives: guarded transport, no redirects, no proxies from env."""
+    return httpx.Client(
+        transport=transport,
+        follow_redirects=False,
+        timeout=timeout,
+        headers={"User-Agent": user_agent},
+        trust_env=False,
+    )
+
+
+def run_hook(fn: Callable[[], T], *, time_limit: float | None, name: str) -> T:
+    """Run ``fn`` in a daemon thread; ``HookTimedOut`` if it takes longer than
+    ``time_limit`` seconds (the thread is abandoned, its transport must be stopped)."""
+    if time_limit is None:
+        return fn()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"connector-{name}", daemon=True)
+    thread.start()
+    thread.join(time_limit)
+    if thread.is_alive():
+        raise HookTimedOut(f"did not finish within {time_limit:g} s")
+    error = box.get("error")
+    if isinstance(error, Exception):
+        raise error
+    if error is not None:  # SystemExit and the like, raised by plugin code
+        raise ConnectorFailed(f"raised {type(error).__name__}")
+    return box["value"]
+
+
+def _reason(exc: BaseException, transport: EgressTransport, connector: Connector) -> str:
+    elog = transport.log
+    if isinstance(exc, HookTimedOut):
+        return f"the connector {exc}; anything it sent before is in the attempts"
+    if isinstance(exc, EgressDenied):
+        return exc.message
+    if elog.fatal:
+        return elog.fatal
+    if isinstance(exc, DeliveryRejected):
+        return elog.gave_up or exc.message
+    if isinstance(exc, TokenRejected):
+        return f"the third party refused the access token: {exc.message}"
+    if isinstance(exc, EgressStopped):
+        return str(exc)
+    if isinstance(exc, httpx.HTTPError):
+        last = elog.attempts[-1].get("error") if elog.attempts else None
+        return elog.gave_up or last or f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ConnectorFailed):
+        return f"connector error: {exc.message}"
+    if isinstance(exc, BrokerError):
+        return exc.message
+    log.error("connector %r raised in deliver", connector.id, exc_info=exc)
+    return f"connector error: {type(exc).__name__}: {str(exc)[:300]}"
+
+
+def dispatch(
+    connector: Connector,
+    action: BoundAction,
+    payload: dict[str, Any],
+    transport: EgressTransport,
+    *,
+    user_agent: str,
+    http_timeout: float,
+    time_limit: float | None,
+) -> DeliveryOutcome:
+    """Deliver ``payload`` through ``connector``; never raises for what the connector
+    or the third party did. ``time_limit`` applies to plugin code only."""
+    outcome = DeliveryOutcome(delivered=False, attempts=transport.log.attempts)
+    limit = time_limit if connector.has_deliver_hook else None
+    if limit is not None and transport.deadline is None:
+        transport.deadline = time.monotonic() + limit
+    client = guarded_client(transport, user_agent=user_agent, timeout=http_timeout)
+
+    def call() -> object:
+        return connector.deliver(action, copy.deepcopy(payload), client)
+
+    try:
+        try:
+            result = run_hook(call, time_limit=limit, name=connector.id)
+        except TokenRejected:
+            if not transport.force_refresh():
+                raise
+            result = run_hook(call, time_limit=limit, name=connector.id)
+    except Exception as exc:
+        outcome.reason = _reason(exc, transport, connector)
+        result = None
+    else:
+        if not isinstance(result, DeliveryResult | None):
+            outcome.reason = (
+                f"connector error: deliver returned {type(result).__name__}; "
+                "expected DeliveryResult or None"
+            )
+        elif transport.log.refused:
+            outcome.reason = (
+                f"connector {connector.id!r} tried to reach {transport.log.refused[0]}, which "
+                "its manifest does not declare; refused"
+            )
+        elif transport.log.fatal:
+            outcome.reason = transport.log.fatal
+        else:
+            outcome.delivered = True
+            outcome.response_id = result.response_id if result is not None else None
+    finally:
+        transport.stop("the delivery is over")
+        client.close()
+    outcome.status_code = transport.log.last_status
+    if outcome.reason:
+        outcome.reason = outcome.reason[:1000]
+    return outcome

@@ -1,0 +1,197 @@
+"""A real broker (SQLite in a temporary directory) wired to a :class:`FakeProvider`.
+
+``BrokerHarness`` runs the broker's own flows, not imitations of them: connect
+(session, consent approval, the fake provider's authorize page, the callback),
+share (scope check, pending record, delivery through the connector, outcome)
+and revoke. Backoff waits are recorded in ``harness.waits``, never slept.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from broker.core.catalog import default_catalog
+from broker.core.connector import Connector
+from broker.core.errors import BrokerError
+from broker.flows.connect import approve, complete_callback, create_connect_session
+from broker.flows.revoke import revoke_connection
+from broker.flows.share import TransferRequest, create_transfer, transfer_dict
+from broker.runtime import Runtime, build_runtime
+from broker.settings import Settings
+from broker.testing.fake_provider import FakeProvider
+
+__all__ = ["BrokerHarness"]
+
+
+class _ByHost(httpx.BaseTransport):
+    """Several fake providers behind one transport, each answering for its hosts."""
+
+    def __init__(self, providers: list[FakeProvider]) -> None:
+        self.providers = providers
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for provider in self.providers:
+            if request.url.host in provider.hosts:
+                return provider.transport.handle_request(request)
+        return self.providers[0].transport.handle_request(request)  # respx refuses it
+
+
+BASE_URL = "http://127.0.0.1:8765"
+
+
+class BrokerHarness:
+    def __init__(
+        self,
+        connector: Connector,
+        provider: FakeProvider,
+        *,
+        home: Path | None = None,
+        settings: Mapping[str, str] | None = None,
+        database_url: str | None = None,
+        others: Iterable[tuple[Connector, FakeProvider]] = (),
+    ) -> None:
+        self.connector = connector
+        self.provider = provider
+        self.others = {c.id: (c, p) for c, p in others}
+        self.settings = dict(settings if settings is not None else provider.settings)
+        self._tmp = (
+            None if home is not None else tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
+        )
+        home = home or Path(self._tmp.name)  # type: ignore[union-attr]
+        self._env: dict[str, str | None] = {}
+        for c, p in [(connector, provider), *self.others.values()]:
+            self._setenv(c.manifest.oauth.client_id.removeprefix("env:"), p.client_id)
+            self._setenv(c.manifest.oauth.client_secret.removeprefix("env:"), p.client_secret)
+        self.waits: list[float] = []
+        # Backoff is recorded, not slept, so the time limit must not count it.
+        values: dict[str, Any] = {
+            "home": home / "broker",
+            "base_url": BASE_URL,
+            "connector_timeout": 3600,
+        }
+        if database_url:
+            values["database_url"] = database_url
+        self.rt: Runtime = build_runtime(
+            Settings(**values),
+            builtins=[connector, *(c for c, _p in self.others.values())],
+            plugins=[],
+            transport=_ByHost([provider, *(p for _c, p in self.others.values())]),
+            upgrade=True,
+        )
+        self.rt.sleep = self.waits.append
+
+    def _setenv(self, name: str, value: str) -> None:
+        self._env.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+    def close(self) -> None:
+        self.rt.close()
+        for name, old in self._env.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> BrokerHarness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- flows --------------------------------------------------------------------------
+
+    def connect(
+        self,
+        user_id: str = "user-1",
+        optional: Iterable[str] | None = None,
+        *,
+        connector_id: str | None = None,
+    ) -> str:
+        """Connect through the broker's flow; every optional category by default.
+        Returns the connection id (raises ``AssertionError`` with the reason if not)."""
+        connector, provider, settings = self.connector, self.provider, self.settings
+        if connector_id is not None and connector_id != connector.id:
+            connector, provider = self.others[connector_id]
+            settings = dict(provider.settings)
+        manifest = connector.manifest
+        chosen = manifest.optional_categories if optional is None else tuple(optional)
+        issued = create_connect_session(
+            self.rt, user_id=user_id, connector_id=connector.id, settings=settings
+        )
+        token = parse_qs(urlsplit(issued.url).query)["session"][0]
+        authorize = approve(
+            self.rt,
+            token=token,
+            connector_id=connector.id,
+            optional_granted=chosen,
+            client_ip="127.0.0.1",
+            user_agent="broker.testing",
+        )
+        back = parse_qs(urlsplit(provider.authorize(authorize)).query)
+        outcome = complete_callback(
+            self.rt,
+            state=back["state"][0],
+            code=back.get("code", [None])[0],
+            error=back.get("error", [None])[0],
+        )
+        assert outcome.ok and outcome.connection_id, outcome.message
+        return outcome.connection_id
+
+    def share(
+        self,
+        connection_id: str,
+        data: dict[str, Any],
+        *,
+        action: str | None = None,
+        mode: str = "drop",
+    ) -> dict[str, Any]:
+        """One transfer; returns the transfer (delivered, failed or blocked) as a dict."""
+        if action is None:
+            connector = self.rt.registry.get(self._connector_of(connection_id))
+            action = connector.manifest.actions[0].name
+        request = TransferRequest(action=action, data=data, mode=mode)
+        try:
+            transfer, _new = create_transfer(
+                self.rt, connection_id=connection_id, request=request, actor="broker.testing"
+            )
+        except BrokerError as exc:
+            recorded = exc.details.get("transfer")
+            if recorded is None:
+                raise
+            return recorded
+        return transfer_dict(transfer)
+
+    def _connector_of(self, connection_id: str) -> str:
+        from sqlmodel import Session
+
+        from broker.store.models import Connection
+
+        with Session(self.rt.engine) as session:
+            conn = session.get(Connection, connection_id)
+        assert conn is not None, f"no connection {connection_id}"
+        return conn.connector_id
+
+    def revoke(self, connection_id: str) -> dict[str, str]:
+        return revoke_connection(self.rt, connection_id, actor="broker.testing")[
+            "provider_revocation"
+        ]
+
+    @classmethod
+    def for_connector(
+        cls, connector: Connector, *, settings: Mapping[str, str] | None = None, **provider: Any
+    ) -> BrokerHarness:
+        fake = FakeProvider(connector.manifest, settings=dict(settings or {}), **provider)
+        return cls(connector, fake)
+
+    @staticmethod
+    def catalog_keys() -> frozenset[str]:
+        return frozenset(c.key for c in default_catalog().categories)

@@ -1,0 +1,1 @@
+"""Google Calendar: work item due dates as all-day events (Calendar API v3)."""

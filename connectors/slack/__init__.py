@@ -1,0 +1,1 @@
+"""Slack: work item updates posted to a channel with ``chat.postMessage``."""

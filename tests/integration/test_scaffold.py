@@ -1,0 +1,45 @@
+"""``broker connectors new``: the package it writes passes its own tests as generated."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from broker.cli import main
+from broker.core.catalog import default_catalog
+from broker.core.manifest import load_manifest_file
+
+
+def test_generated_connector_passes_its_own_contract(tmp_path: Path, capsys) -> None:
+    assert main(["connectors", "new", "acme-chat", "--dir", str(tmp_path)]) == 0
+    root = tmp_path / "acme-chat"
+    assert f"created {root}" in capsys.readouterr().out
+    manifest = load_manifest_file(root / "acme_chat" / "manifest.toml", default_catalog())
+    assert manifest.id == "acme-chat"
+    assert manifest.oauth.client_id == "env:ACME_CHAT_CLIENT_ID"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "8 passed" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["Acme", "a", "acme_chat", "9acme"])
+def test_bad_names_are_refused(tmp_path: Path, name: str, capsys) -> None:
+    assert main(["connectors", "new", name, "--dir", str(tmp_path)]) == 1
+    assert "a connector name is lowercase" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_directory_is_not_overwritten(tmp_path: Path, capsys) -> None:
+    (tmp_path / "acme").mkdir()
+    assert main(["connectors", "new", "acme", "--dir", str(tmp_path)]) == 1
+    assert "already exists" in capsys.readouterr().err

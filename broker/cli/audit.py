@@ -1,10 +1,11 @@
-"""``broker audit``: verify the log, export transfers, report per recipient."""
+"""``broker audit``: verify the log, export transfers and the log, checkpoints, reports."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from broker.cli.common import add_transfer_filters, runtime, say, transfer_filter
@@ -51,15 +52,91 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
         say("no third party has received data")
     for r in report:
         say(
-            f"{r['name']} ({r['connector']}): {r['transfers']} delivered, "
+            f"{r['name']} ({r['connector'] or 'legal disclosure'}): {r['transfers']} delivered, "
             f"{r['failed']} failed, {r['blocked']} blocked"
         )
         if r["first_at"]:
             say(f"  first {r['first_at']:%Y-%m-%d %H:%M:%S}, last {r['last_at']:%Y-%m-%d %H:%M:%S}")
+        if r.get("legal_disclosure"):
+            say(f"  LEGAL DISCLOSURE (no consent); references: {', '.join(r['references'])}")
         say(f"  categories: {', '.join(r['categories']) or '-'}")
         say(f"  fields:     {', '.join(r['field_paths']) or '-'}")
         if r["privacy_policy_url"]:
             say(f"  policy: {r['privacy_policy_url']}  terms: {r['terms_url']}")
+    return 0
+
+
+def _write(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_audit_export_log(args: argparse.Namespace) -> int:
+    from broker.flows.audit import export_checkpoints, export_log
+
+    rt = runtime()
+    with open(args.output, "wb") as out:
+        n = export_log(rt, out)
+    with open(args.output + ".checkpoints", "wb") as out:
+        c = export_checkpoints(rt, out)
+    say(f"wrote {n} entries to {args.output} and {c} checkpoint(s) to {args.output}.checkpoints")
+    return 0
+
+
+def cmd_audit_verify_export(args: argparse.Namespace) -> int:
+    from broker import verify_export
+
+    argv = [args.export, "--public-key", args.public_key]
+    for name in args.checkpoint:
+        argv += ["--checkpoint", name]
+    if args.workers is not None:
+        argv += ["--workers", str(args.workers)]
+    return verify_export.main([*argv, "--json"] if args.json else argv)
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from broker.flows.checkpoints import checkpoint_dict, sign_checkpoint
+
+    row = sign_checkpoint(runtime())
+    if args.json:
+        say(json.dumps(checkpoint_dict(row), indent=2))
+    else:
+        say(row.note.rstrip("\n"))
+    return 0
+
+
+def cmd_audit_public_key(args: argparse.Namespace) -> int:
+    from broker.flows.checkpoints import public_keys
+
+    for k in public_keys(runtime())["keys"]:
+        say(k["vkey"] + (f" retired={k['retired_at']}" if k["retired_at"] else ""))
+    return 0
+
+
+def cmd_audit_user(args: argparse.Namespace) -> int:
+    from broker.flows.connect import validate_user_id
+    from broker.flows.reports import user_report, user_report_csv, user_report_html
+
+    report = user_report(runtime(), validate_user_id(args.user_id))
+    if args.format == "csv":
+        _write(user_report_csv(report), args.output)
+    elif args.format == "html":
+        _write(user_report_html(report), args.output)
+    else:
+        _write(json.dumps(report, indent=2, default=str) + "\n", args.output)
+    return 0
+
+
+def cmd_audit_records(args: argparse.Namespace) -> int:
+    from broker.flows.reports import processing_records, records_yaml
+
+    records = processing_records(runtime())
+    if args.format == "fides":
+        _write(records_yaml(records), args.output)
+    else:
+        _write(json.dumps({"recipients": records}, indent=2, default=str) + "\n", args.output)
     return 0
 
 
@@ -78,3 +155,31 @@ def register(sub: Any) -> None:
     p = audit.add_parser("report", help="what each third party has received")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit_report)
+    p = audit.add_parser("export-log", help="the log and its checkpoints, for verify-export")
+    p.add_argument(
+        "--output", "-o", required=True, help="log file; checkpoints go to FILE.checkpoints"
+    )
+    p.set_defaults(func=cmd_audit_export_log)
+    p = audit.add_parser(
+        "verify-export", help="check an exported log against signed checkpoints (no database)"
+    )
+    p.add_argument("export")
+    p.add_argument("--public-key", required=True, help="verifier key, or a file of them")
+    p.add_argument("--checkpoint", action="append", default=[], help="checkpoint file (repeatable)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit_verify_export)
+    p = audit.add_parser("checkpoint", help="sign a checkpoint of the log now")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit_checkpoint)
+    p = audit.add_parser("public-key", help="the checkpoint verifier keys (a key file)")
+    p.set_defaults(func=cmd_audit_public_key)
+    p = audit.add_parser("user", help="who received a user's data (GDPR Art. 15(1)(c))")
+    p.add_argument("user_id")
+    p.add_argument("--format", choices=["json", "csv", "html"], default="json")
+    p.add_argument("--output", "-o", default=None, help="file (default: standard output)")
+    p.set_defaults(func=cmd_audit_user)
+    p = audit.add_parser("records", help="records of processing per recipient (GDPR Art. 30)")
+    p.add_argument("--format", choices=["json", "fides"], default="json")
+    p.add_argument("--output", "-o", default=None, help="file (default: standard output)")
+    p.set_defaults(func=cmd_audit_records)

@@ -11,6 +11,17 @@ __all__ = ["register"]
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    if args.signing:
+        from broker.flows.checkpoints import rotate_signing_key
+
+        done = rotate_signing_key(runtime(), actor="cli")
+        say(
+            f"new checkpoint signing key {done['new_key_id']}; key {done['previous_key_id']} "
+            f"signed a last checkpoint (size {done['last_checkpoint_size']}) and is retired "
+            "(its public key is kept for verification)"
+        )
+        say(f"verifier key: {done['verifier_key']}")
+        return 0
     from broker.flows.rotation import rotate_token_key
 
     result = rotate_token_key(runtime(), actor="cli")
@@ -56,6 +67,9 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     keys = sub.add_parser("keys", help="encryption keys").add_subparsers(dest="keys", required=True)
     p = keys.add_parser("rotate", help="new token-encryption key; re-seal stored tokens")
+    p.add_argument(
+        "--signing", action="store_true", help="rotate the checkpoint signing key instead"
+    )
     p.set_defaults(func=cmd_keys_rotate)
 
     tr = sub.add_parser("transfers", help="transfers").add_subparsers(

@@ -66,8 +66,14 @@ def report_reconcile(rt: Runtime) -> None:
 def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     import uvicorn
 
+    from broker.flows.checkpoints import start_checkpointing
+
     app, settings = build_app(args, demo=demo)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    checkpoints = start_checkpointing(app.state.runtime)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    finally:
+        checkpoints.stop()
     return 0
 
 

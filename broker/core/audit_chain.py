@@ -69,18 +69,20 @@ Renumbering rows after a deletion or insertion changes their content, so it show
 apart than ``WINDOW`` fall through to rules 4-8, still at the right seq.
 
 The external head (``BROKER_HOME/audit.head``, written by the store after each commit)
-adds two checks: if the log ends before ``expected_head.seq`` -> **truncated**
-[last + 1]; if the entry at ``expected_head.seq`` has another hash -> **forked**
-[head seq] (history rewritten at or before it; no entry can be vouched for, head None),
-unless a rule above already explains that entry. What it cannot do, until signed
-checkpoints exist: without the head file, deleting the tail, appending forged entries,
-and a full rewrite (an attacker recomputing every later hash from some entry on) are
-all undetectable, because the result is a valid chain. With it, a rewrite is detected
-only if it touches entries up to the recorded head; entries after the head (appended
-since it was last written) can be truncated or rewritten unseen; and an attacker who
-can also write the head file can rewrite it to match. The head is only as fresh as its
-last write: a crash between commit and head write leaves it behind (safe, not a false
-alarm); writing it before the commit would make a failed commit look like truncation.
+adds two checks: if the log ends before ``expected_head.seq`` -> **truncated** [last +
+1]; if the entry at ``expected_head.seq`` has another hash -> **forked** [head seq]
+(history rewritten at or before it; no entry can be vouched for, head None), unless a
+rule above already explains that entry. What the chain and head alone cannot do (signed
+checkpoints over the Merkle tree, ``broker.core.checkpoint``, close these gaps for every
+entry a checkpoint covers): without the head file, deleting the tail, appending forged
+entries, and a full rewrite (an attacker recomputing every later hash from some entry
+on) are all undetectable, because the result is a valid chain. With it, a rewrite is
+detected only if it touches entries up to the recorded head; entries after the head
+(appended since it was last written) can be truncated or rewritten unseen; and an
+attacker who can also write the head file can rewrite it to match. The head is only as
+fresh as its last write: a crash between commit and head write leaves it behind (safe,
+not a false alarm); writing it before the commit would make a failed commit look like
+truncation.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ EVENTS: frozenset[str] = frozenset(
         "token.refreshed",
         "key.rotated",
         "policy.changed",
+        "disclosure.legal",
     }
 )
 GENESIS_HASH: str = "0" * 64

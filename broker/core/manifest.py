@@ -20,7 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from broker.core.catalog import Catalog
-from broker.core.errors import ConfigurationError, ManifestError
+from broker.core.errors import ConfigurationError, InvalidInput, ManifestError
+from broker.core.placeholders import BUILTIN_PLACEHOLDERS, placeholder_problem, sample_url
+from broker.core.policy import DEFAULT_USE, is_data_use
 from broker.core.urls import url_problem
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "DataDeclaration",
     "Manifest",
     "OAuthSettings",
+    "Setting",
     "load_manifest_file",
     "parse_manifest",
     "resolve_secret",
@@ -36,6 +39,7 @@ __all__ = [
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{1,62}$")
 SECRET_REF = re.compile(r"^env:[A-Za-z_][A-Za-z0-9_]*$")
 HTTP_METHODS = ("POST", "PUT", "PATCH")
+_HOST_ENTRY = re.compile(r"^[A-Za-z0-9.{}_-]+(:[0-9]{1,5})?$")
 # Set by the broker on every authorize URL; a manifest may not override them.
 RESERVED_AUTHORIZE_PARAMS = frozenset(
     {
@@ -65,12 +69,30 @@ class OAuthSettings(_Strict):
         "client_secret_basic"
     )
     extra_authorize_params: dict[str, str] = Field(default_factory=dict)
+    # What the token endpoint says in ``token_type`` (Slack says "bot"); tokens are
+    # always sent as ``Authorization: Bearer``.
+    token_type: str = Field(default="bearer", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,30}$")
+    revocation: Literal["rfc7009", "bearer", "client_json"] = "rfc7009"
+    revoke_method: Literal["POST", "DELETE"] = "POST"
 
 
 class DataDeclaration(_Strict):
     category: str
     purpose: str = Field(min_length=3, max_length=500)
     required: bool = True
+    use: str = DEFAULT_USE  # a fideslang data-use key (broker/core/data/data_uses.toml)
+
+
+class Setting(_Strict):
+    """A per-connection value the host application supplies (e.g. a Zendesk subdomain)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    label: str = Field(min_length=1, max_length=120)
+    pattern: str = Field(min_length=1, max_length=500)
+    description: str | None = None
+    required: bool = True
+    default: str | None = None
+    example: str | None = None
 
 
 class Action(_Strict):
@@ -90,6 +112,8 @@ class Manifest(_Strict):
     oauth: OAuthSettings
     data: tuple[DataDeclaration, ...] = Field(min_length=1)
     actions: tuple[Action, ...] = ()
+    settings: tuple[Setting, ...] = ()
+    hosts: tuple[str, ...] = ()
 
     def declaration(self, category: str) -> DataDeclaration | None:
         return next((d for d in self.data if d.category == category), None)
@@ -104,6 +128,38 @@ class Manifest(_Strict):
 
     def action(self, name: str) -> Action | None:
         return next((a for a in self.actions if a.name == name), None)
+
+    def validate_settings(self, values: Any) -> dict[str, str]:
+        """A connection's settings checked against the declarations, defaults filled in;
+        ``InvalidInput`` names the first setting that is missing, unknown or invalid."""
+        values = {} if values is None else values
+        if not isinstance(values, dict):
+            raise InvalidInput("settings must be a JSON object", details={"field": "settings"})
+        declared = {s.name: s for s in self.settings}
+        for name in values:
+            if name not in declared:
+                raise InvalidInput(
+                    f"settings.{name}: {self.name} has no such setting",
+                    details={"field": f"settings.{name}", "settings": sorted(declared)},
+                )
+        out: dict[str, str] = {}
+        for setting in self.settings:
+            value = values.get(setting.name, setting.default)
+            field = f"settings.{setting.name}"
+            if value is None:
+                if setting.required:
+                    raise InvalidInput(
+                        f"{field}: is required ({setting.label})", details={"field": field}
+                    )
+                continue
+            if not isinstance(value, str) or not re.fullmatch(setting.pattern, value):
+                raise InvalidInput(
+                    f"{field}: {value!r} is not a valid {setting.label} "
+                    f"(must match {setting.pattern})",
+                    details={"field": field, "pattern": setting.pattern},
+                )
+            out[setting.name] = value
+        return out
 
     def digest(self) -> str:
         """SHA-256 of the manifest as shown to users; consent records keep it."""
@@ -142,13 +198,28 @@ def _meaning_problems(manifest: Manifest, catalog: Catalog) -> list[str]:
         "oauth.revoke_url": manifest.oauth.revoke_url,
     }
     urls.update({f"actions[{i}].url": a.url for i, a in enumerate(manifest.actions)})
+    urls.update({f"hosts[{i}]": f"https://{h}/" for i, h in enumerate(manifest.hosts)})
+    declared = {s.name for s in manifest.settings}
     for field, url in urls.items():
         if url is None:
             continue
+        templated = field.startswith(("oauth.", "actions[", "hosts["))
         if not url.strip():
             problems.append(f"{field}: must not be empty")
-        elif problem := url_problem(url):
+        elif not templated and ("{" in url or "}" in url):
+            problems.append(f"{field}: {url!r} may not contain placeholders")
+        elif problem := (
+            (templated and placeholder_problem(url, declared)) or url_problem(sample_url(url))
+        ):
             problems.append(f"{field}: {problem}")
+    for i, host in enumerate(manifest.hosts):
+        if not _HOST_ENTRY.fullmatch(host):
+            problems.append(f"hosts[{i}]: {host!r} must be a host name, optionally with :port")
+    problems.extend(_settings_problems(manifest))
+    if manifest.oauth.revoke_url is None and (
+        manifest.oauth.revocation != "rfc7009" or manifest.oauth.revoke_method != "POST"
+    ):
+        problems.append("oauth.revocation: needs oauth.revoke_url")
     for field in ("client_id", "client_secret"):
         value = getattr(manifest.oauth, field)
         if not SECRET_REF.fullmatch(value):
@@ -167,6 +238,8 @@ def _meaning_problems(manifest: Manifest, catalog: Catalog) -> list[str]:
         seen.add(decl.category)
         if decl.category not in catalog:
             problems.append(f"data[{i}].category: {decl.category!r} is not in the catalog")
+        if not is_data_use(decl.use):
+            problems.append(f"data[{i}].use: {decl.use!r} is not a known data use")
     names: set[str] = set()
     for i, action in enumerate(manifest.actions):
         if action.name in names:
@@ -176,6 +249,28 @@ def _meaning_problems(manifest: Manifest, catalog: Catalog) -> list[str]:
             problems.append(
                 f"actions[{i}].method: {action.method!r} must be one of {', '.join(HTTP_METHODS)}"
             )
+    return problems
+
+
+def _settings_problems(manifest: Manifest) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, setting in enumerate(manifest.settings):
+        where = f"settings[{i}]"
+        if setting.name in seen:
+            problems.append(f"{where}.name: {setting.name!r} is declared twice")
+        if setting.name in BUILTIN_PLACEHOLDERS:
+            problems.append(f"{where}.name: {setting.name!r} is reserved by the broker")
+        seen.add(setting.name)
+        try:
+            compiled = re.compile(setting.pattern)
+        except re.error as exc:
+            problems.append(f"{where}.pattern: is not a valid regular expression ({exc})")
+            continue
+        for field in ("default", "example"):
+            value = getattr(setting, field)
+            if value is not None and not compiled.fullmatch(value):
+                problems.append(f"{where}.{field}: {value!r} does not match the pattern")
     return problems
 
 

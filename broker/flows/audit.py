@@ -1,4 +1,4 @@
-"""Audit: verify the chain, query transfers, summarise per recipient, export."""
+"""Audit: verify the chain, query transfers, summarise per recipient, export transfers and log."""
 
 from __future__ import annotations
 
@@ -9,21 +9,26 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from broker.core.audit_chain import AuditEntry, VerifyResult, read_head, verify_chain
+from broker.core.checkpoint import Checkpoint, open_note, split_notes
 from broker.core.errors import InvalidInput
+from broker.core.merkle import Frontier, leaf_hash
 from broker.flows.share import transfer_dict
 from broker.runtime import Runtime
-from broker.store.audit import flush_head_files, iter_entries
-from broker.store.models import Transfer, TransferCategory
+from broker.store.audit import flush_head_files, iter_canonical, iter_entries
+from broker.store.models import AuditRow, Transfer, TransferCategory
+from broker.store.tree import checkpoints
 
 __all__ = [
     "EXPORT_COLUMNS",
     "TransferFilter",
+    "export_checkpoints",
+    "export_log",
     "export_transfers",
     "list_transfers",
     "recipients_report",
@@ -40,7 +45,10 @@ EXPORT_COLUMNS = (
 
 
 def verify_log(rt: Runtime) -> VerifyResult:
-    """Verify the whole chain against the head kept outside the database.
+    """Verify the whole chain against the head and the signed checkpoints kept outside
+    the database (``audit.head``, ``checkpoints``): a Merkle root that differs from a
+    checkpoint's shows a change hidden by a recomputed chain; a log shorter than a
+    checkpoint was truncated.
 
     A row that cannot even be read as an entry (a column set to something
     no entry can hold) counts as changed at that seq."""
@@ -52,11 +60,23 @@ def verify_log(rt: Runtime) -> VerifyResult:
             ok=False, checked=0, head=None, first_bad_seq=None, problem="forked",
             message=f"the head file is damaged: {exc.message}",
         )  # fmt: skip
+    try:
+        roots = _signed_roots(rt)
+    except InvalidInput as exc:
+        return VerifyResult(
+            ok=False, checked=0, head=None, first_bad_seq=None, problem="forked",
+            message=f"the checkpoints file: {exc.message}",
+        )  # fmt: skip
     unreadable: list[InvalidInput] = []
+    tree, differs = Frontier(), []
 
     def entries() -> Iterator[AuditEntry]:
         try:
-            yield from iter_entries(rt.engine)
+            for entry in iter_entries(rt.engine):
+                tree.append(leaf_hash(entry.canonical()))
+                if tree.size in roots and not differs and tree.root() != roots[tree.size]:
+                    differs.append(tree.size)
+                yield entry
         except InvalidInput as exc:
             unreadable.append(exc)
 
@@ -68,7 +88,36 @@ def verify_log(rt: Runtime) -> VerifyResult:
             ok=False, checked=result.checked, head=result.head, first_bad_seq=seq,
             problem="changed", message=f"entry {seq} cannot be read: {exc.message}",
         )  # fmt: skip
+    if result.ok and differs:
+        first = max((s for s in roots if s < differs[0]), default=0) + 1
+        return VerifyResult(
+            ok=False, checked=result.checked, head=None, first_bad_seq=first, problem="changed",
+            message=f"entries {first} to {differs[0]} differ from the signed checkpoint of size "
+            f"{differs[0]}: changed after it was signed, and the chain recomputed",
+        )  # fmt: skip
+    if result.ok and roots and result.checked < max(roots):
+        return VerifyResult(
+            ok=False, checked=result.checked, head=result.head, first_bad_seq=result.checked + 1,
+            problem="truncated",
+            message=f"the log ends at entry {result.checked} but a checkpoint of size "
+            f"{max(roots)} was signed",
+        )  # fmt: skip
     return result
+
+
+def _signed_roots(rt: Runtime) -> dict[int, bytes]:
+    """``{size: root}`` of the checkpoints in ``BROKER_HOME/checkpoints`` (outside the
+    database), each verified with the signing keys; two roots for a size are a fork."""
+    path = rt.settings.checkpoints_file
+    if not path.exists():
+        return {}
+    verifiers = rt.signing_keys().verifiers()
+    roots: dict[int, bytes] = {}
+    for note in split_notes(path.read_text(encoding="utf-8")):
+        cp = Checkpoint.parse(open_note(note, verifiers)[0])
+        if roots.setdefault(cp.tree_size, cp.root_hash) != cp.root_hash:
+            raise InvalidInput(f"two signed checkpoints of size {cp.tree_size} differ (a fork)")
+    return roots
 
 
 @dataclass(frozen=True)
@@ -225,7 +274,55 @@ def recipients_report(rt: Runtime) -> list[dict[str, Any]]:
         report.append(_recipient(rt, connector_id, n, first, last, cats, fields, counts))
     for connector_id in sorted(set(counts) - seen):
         report.append(_recipient(rt, connector_id, 0, None, None, set(), set(), counts))
-    return sorted(report, key=lambda r: r["connector"])
+    return sorted(report, key=lambda r: r["connector"]) + _legal_recipients(rt)
+
+
+def _legal_recipients(rt: Runtime) -> list[dict[str, Any]]:
+    """Recipients of legal disclosures (no consent), flagged ``legal_disclosure``."""
+    with Session(rt.engine) as session:
+        rows = session.exec(
+            select(AuditRow).where(AuditRow.event == "disclosure.legal").order_by(col(AuditRow.seq))
+        ).all()
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        name = str(row.details.get("recipient"))
+        when = datetime.fromisoformat(row.time.replace("Z", "+00:00"))
+        r = out.setdefault(name, {
+            "connector": None, "name": name, "privacy_policy_url": None, "terms_url": None,
+            "categories": [], "field_paths": [], "transfers": 0, "failed": 0, "blocked": 0,
+            "first_at": when, "last_at": when, "legal_disclosure": True, "references": [],
+        })  # fmt: skip
+        r["categories"] = sorted(set(r["categories"]) | set(row.categories))
+        r["field_paths"] = sorted(set(r["field_paths"]) | set(row.field_paths))
+        r["references"].append(row.details.get("reference"))
+        r["transfers"] += 1
+        r["last_at"] = when
+    return sorted(out.values(), key=lambda r: r["name"])
+
+
+def export_log(rt: Runtime, out: BinaryIO) -> int:
+    """The log for ``verify-export``: per entry, in seq order, the line
+    ``{"entry":<canonical content>,"hash":"…","prev_hash":"…"}`` (itself canonical JSON).
+    Returns the number of entries written."""
+    n = 0
+    for content, hash_, prev in iter_canonical(rt.engine):
+        out.write(
+            b'{"entry":%s,"hash":"%s","prev_hash":"%s"}\n'
+            % (content, hash_.encode(), prev.encode())
+        )
+        n += 1
+    return n
+
+
+def export_checkpoints(rt: Runtime, out: BinaryIO) -> int:
+    """Every signed checkpoint, each note followed by a blank line; returns the count."""
+    n, after = 0, 0
+    while batch := checkpoints(rt.engine, after_id=after):
+        for row in batch:
+            out.write(row.note.encode() + b"\n")
+            n += 1
+        after = batch[-1].id or after
+    return n
 
 
 def _recipient(

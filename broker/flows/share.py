@@ -24,15 +24,19 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from broker.core.connector import Connector
 from broker.core.errors import (
     ConnectionNotActive,
     DeliveryFailed,
+    ForbiddenUse,
     IdempotencyConflict,
     InvalidInput,
     NotFound,
     OutsideGrant,
     PurposeNotDeclared,
 )
+from broker.core.manifest import Action
+from broker.core.policy import is_data_use
 from broker.core.scope import canonical_payload, check_scope, drop_fields, payload_digest
 from broker.core.tokens import new_secret
 from broker.flows.delivery import DeliveryOutcome, deliver
@@ -53,12 +57,13 @@ class TransferRequest:
     purpose: str | None = None
     mode: str = "reject"
     idempotency_key: str | None = None
+    use: str | None = None  # a fideslang data-use key the caller says this transfer serves
 
     @classmethod
     def parse(cls, body: Any) -> TransferRequest:
         if not isinstance(body, dict):
             raise InvalidInput("the request body must be a JSON object")
-        unknown = set(body) - {"action", "data", "purpose", "mode", "idempotency_key"}
+        unknown = set(body) - {"action", "data", "purpose", "mode", "idempotency_key", "use"}
         if unknown:
             raise InvalidInput(
                 f"unknown field(s): {', '.join(sorted(unknown))}",
@@ -88,7 +93,12 @@ class TransferRequest:
                 "idempotency_key must be a string of 1-200 characters",
                 details={"field": "idempotency_key"},
             )
-        return cls(action=action, data=data, purpose=purpose, mode=mode, idempotency_key=key)
+        use = body.get("use")
+        if use is not None and (not isinstance(use, str) or not is_data_use(use)):
+            raise InvalidInput("use must be a known data-use key", details={"field": "use"})
+        return cls(
+            action=action, data=data, purpose=purpose, mode=mode, idempotency_key=key, use=use
+        )
 
 
 def transfer_dict(t: Transfer) -> dict[str, Any]:
@@ -97,7 +107,12 @@ def transfer_dict(t: Transfer) -> dict[str, Any]:
     return data
 
 
-def _destination(url: str) -> str:
+def _destination(connector: Connector, action: Action, settings: dict[str, str] | None) -> str:
+    """Host and path of the action's URL, filled in with the connection's settings."""
+    try:
+        url = connector.bind(action, settings or {}).url
+    except (KeyError, ValueError):
+        url = action.url  # delivery will fail and say why
     parts = urlsplit(url)
     return f"{parts.netloc}{parts.path}"
 
@@ -242,7 +257,7 @@ def create_transfer(
         categories=[],
         field_paths=[],
         dropped=[],
-        destination=_destination(action.url),
+        destination=_destination(connector, action, conn.settings),
         idempotency_key=request.idempotency_key,
         attempts=[],
         actor=actor,
@@ -292,6 +307,20 @@ def create_transfer(
             f"{manifest.name} does not declare that purpose for these categories",
             details={"transfer_id": t.id, "declared": sorted(set(declared.values()))},
         )
+    uses = sorted({d.use for d in manifest.data if d.category in decision.categories})
+    if forbidden := rt.policy.forbidden_in([request.use] if request.use else uses):
+        use, by = next(iter(forbidden.items()))
+        t = _block(rt, transfer, "forbidden use", {"use": use, "forbidden_by": by})
+        raise ForbiddenUse(
+            f"the data-use policy forbids {use!r}; nothing was sent",
+            details={"transfer_id": t.id, "use": use, "forbidden_by": by},
+        )
+    if request.use is not None and request.use not in uses:
+        t = _block(rt, transfer, "use not declared", {"use": request.use})
+        raise PurposeNotDeclared(
+            f"{manifest.name} does not declare that use for these categories",
+            details={"transfer_id": t.id, "declared_uses": uses},
+        )
     if transfer.purpose is None:
         transfer.purpose = "; ".join(dict.fromkeys(declared[c] for c in decision.categories))
     transfer.payload_sha256 = payload_digest(body)
@@ -311,7 +340,16 @@ def create_transfer(
         return _replay(existing, transfer.payload_sha256), False
     outcome = DeliveryOutcome(delivered=False, reason="interrupted before completion")
     try:
-        outcome = deliver(rt, connection_id=connection_id, action=action, body=body)
+        # The connector gets a deep copy of the granted payload; the digest above is of
+        # that payload's canonical JSON (the exact body of a manifest action).
+        outcome = deliver(
+            rt,
+            connection_id=connection_id,
+            connector=connector,
+            action=action,
+            payload=data,
+            settings=conn.settings,
+        )
     finally:
         finished = _finish(rt, transfer.id, outcome)
     if not outcome.delivered:

@@ -2,9 +2,17 @@
 
 ``append_event`` runs inside the caller's transaction, so an event commits or
 rolls back with the change it records. It first takes the head row's lock,
-which serialises appends across threads and processes; after the commit the
-new head is also written to ``BROKER_HOME/audit.head`` (outside the
-database) so that a truncated table can be detected.
+which serialises appends across threads and processes; under that lock it
+also adds the entry's leaf to the Merkle tree (``merkle_nodes``: the leaf and
+every complete subtree it completes, at most log2(n) + 1 rows, computed from
+the previous right edge), so the chain, the tree and the head never disagree.
+After the commit the new head is also written to ``BROKER_HOME/audit.head``
+(outside the database) so that a truncated table can be detected, and the
+engine's append listeners (``on_append``: the checkpoint trigger) are told.
+
+The right edge (``Frontier``) of the last committed tree is cached per engine,
+keyed by the head it belongs to (seq and chain hash); an append that finds
+another head (a rollback, another process) reads it from ``merkle_nodes``.
 
 The head file is written by a background thread that coalesces commits (an
 fsync per commit would cost more than the transfer itself), so it may lag
@@ -18,28 +26,49 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, event, insert, update
 from sqlmodel import Session, col, select
 
 from broker.core.audit_chain import (
+    ENTRY_FIELDS,
     GENESIS_HASH,
     AuditEntry,
     ChainHead,
+    canonical_bytes,
     format_time,
     read_head,
     seal,
     write_head,
 )
+from broker.core.merkle import Frontier, Node, leaf_hash, node_position, root_nodes
+from broker.store.merkle_models import MerkleNode
 from broker.store.models import AuditHead, AuditRow
 
-__all__ = ["append_event", "flush_head_files", "iter_entries", "latest_head", "row_to_entry"]
+__all__ = [
+    "append_event",
+    "fetch_nodes",
+    "flush_head_files",
+    "iter_canonical",
+    "iter_entries",
+    "latest_head",
+    "on_append",
+    "row_to_entry",
+]
 
 _PENDING = "broker.audit_head_pending"
+_APPENDED = "broker.audit_appended"
+_FRONTIERS: weakref.WeakKeyDictionary[Engine, tuple[int, str, Frontier]] = (
+    weakref.WeakKeyDictionary()
+)
+_LISTENERS: weakref.WeakKeyDictionary[Engine, list[Callable[[int], None]]] = (
+    weakref.WeakKeyDictionary()
+)
 log = logging.getLogger("broker.audit")
 
 
@@ -97,6 +126,69 @@ def row_to_entry(row: AuditRow) -> AuditEntry:
     return AuditEntry.from_dict(row.model_dump())
 
 
+def on_append(engine: Engine, listener: Callable[[int], None]) -> Callable[[], None]:
+    """Call ``listener(seq)`` after each commit that appended to ``engine``'s log
+    (seq: the last entry it committed). Returns a function that removes it."""
+    _LISTENERS.setdefault(engine, []).append(listener)
+
+    def remove() -> None:
+        listeners = _LISTENERS.get(engine, [])
+        if listener in listeners:
+            listeners.remove(listener)
+
+    return remove
+
+
+def fetch_nodes(session: Session, nodes: set[Node]) -> dict[Node, bytes]:
+    """The stored hashes of the given complete subtrees (missing ones are left out);
+    one query, by primary key."""
+    if not nodes:
+        return {}
+    t = MerkleNode.__table__  # type: ignore[attr-defined]
+    by_pos = {node_position(n): n for n in nodes}
+    rows = session.execute(select(t.c.pos, t.c.hash).where(t.c.pos.in_(by_pos))).all()
+    return {by_pos[pos]: bytes(h) for pos, h in rows}
+
+
+def iter_canonical(engine: Engine, *, batch: int = 5000) -> Iterator[tuple[bytes, str, str]]:
+    """``(canonical content, hash, prev_hash)`` of every stored entry in seq order, read
+    straight from the columns (no validation: an export shows rows as they are)."""
+    t = AuditRow.__table__  # type: ignore[attr-defined]
+    columns = [t.c[name] for name in ENTRY_FIELDS]
+    last = 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(*columns, t.c.hash, t.c.prev_hash)
+                .where(t.c.seq > last)
+                .order_by(t.c.seq)
+                .limit(batch)
+            ).all()
+        if not rows:
+            return
+        for row in rows:
+            content = dict(zip(ENTRY_FIELDS, row[:-2], strict=True))
+            yield canonical_bytes(content), row[-2], row[-1]
+        last = rows[-1][0]
+
+
+def _frontier(session: Session, head: AuditHead) -> Frontier:
+    engine = session.get_bind()
+    cached = session.info.get(_APPENDED)  # an earlier append in this transaction
+    if cached is None and isinstance(engine, Engine):
+        cached = _FRONTIERS.get(engine)
+    if cached is not None and cached[0] == head.seq and cached[1] == head.hash:
+        return Frontier(head.seq, list(cached[2].hashes))
+    wanted = root_nodes(head.seq)
+    found = fetch_nodes(session, set(wanted))
+    if len(found) != len(wanted):
+        raise RuntimeError(
+            f"the Merkle tree does not cover the {head.seq} entries of the log; "
+            "run `broker db upgrade`"
+        )
+    return Frontier.of(head.seq, found)
+
+
 def _lock_head(session: Session) -> AuditHead:
     bind = session.get_bind()
     if bind.dialect.name == "sqlite":
@@ -131,11 +223,18 @@ def append_event(
     }
     content.update({k: v for k, v in fields.items() if v is not None})
     entry = seal(content, head.hash)
+    frontier = _frontier(session, head)
+    written = frontier.append(leaf_hash(entry.canonical()))
     data = entry.to_dict()
     session.add(AuditRow(**data))
     head.seq, head.hash = entry.seq, entry.hash
     session.add(head)
     session.flush()
+    session.execute(
+        insert(MerkleNode),
+        [{"pos": node_position((lv, ix)), "hash": h} for lv, ix, h in written],
+    )
+    session.info[_APPENDED] = (entry.seq, entry.hash, frontier)
     if head_file is not None:
         session.info[_PENDING] = (head_file, ChainHead(entry.seq, entry.hash))
     return entry
@@ -143,15 +242,27 @@ def append_event(
 
 @event.listens_for(Session, "after_commit")
 def _write_head_file(session: Session) -> None:
+    appended = session.info.pop(_APPENDED, None)
     pending = session.info.pop(_PENDING, None)
-    if pending is None:
+    if pending is not None:
+        _WRITER.submit(*pending)
+    if appended is None:
         return
-    _WRITER.submit(*pending)
+    engine = session.get_bind()
+    if not isinstance(engine, Engine):
+        return
+    _FRONTIERS[engine] = appended
+    for listener in list(_LISTENERS.get(engine, ())):
+        try:
+            listener(appended[0])
+        except Exception:  # the append is committed; a listener must not undo that
+            log.exception("audit append listener failed")
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget_head(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_APPENDED, None)
 
 
 def latest_head(engine: Engine) -> ChainHead | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import broker.store.merkle_models
 import broker.store.models  # noqa: F401  (registers the tables)
 
 config = context.config

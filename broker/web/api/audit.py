@@ -1,4 +1,4 @@
-"""The audit log: integrity, per-recipient summary, raw entries."""
+"""The audit log: integrity, per-recipient summary, raw entries, checkpoints and proofs."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.encoders import jsonable_encoder
+from fastapi.responses import PlainTextResponse, Response
 
 from broker.flows.audit import recipients_report, verify_log
+from broker.flows.checkpoints import checkpoint_dict, public_keys
+from broker.flows.reports import processing_records, records_yaml
 from broker.store.audit import iter_entries, latest_head
+from broker.store.tree import checkpoints, consistency_proof, inclusion_proof, latest_checkpoint
 from broker.web.deps import AuditorKey, RuntimeDep
+
+__all__ = ["router"]
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -42,3 +48,83 @@ def log(
             break
     next_after = entries[-1]["seq"] if len(entries) == limit else None
     return {"entries": entries, "next_after": next_after}
+
+
+@router.get("/checkpoint", response_model=None)
+def checkpoint(
+    rt: RuntimeDep,
+    _key: AuditorKey,
+    format: Annotated[str, Query(pattern="^(json|note)$")] = "json",
+) -> dict[str, Any] | Response:
+    """The latest signed checkpoint; ``format=note`` gives the bare C2SP signed note."""
+    row = latest_checkpoint(rt.engine)
+    if format == "note":
+        return PlainTextResponse(row.note)
+    return checkpoint_dict(row)
+
+
+@router.get("/checkpoints")
+def checkpoint_list(
+    rt: RuntimeDep,
+    _key: AuditorKey,
+    after_id: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Every checkpoint in signing order (``id`` pages: pass the last ``id`` as after_id)."""
+    rows = checkpoints(rt.engine, after_id=after_id, limit=limit)
+    items = [{"id": r.id, **checkpoint_dict(r)} for r in rows]
+    return {"checkpoints": items, "next_after_id": items[-1]["id"] if len(items) == limit else None}
+
+
+@router.get("/proof/inclusion")
+def proof_inclusion(
+    rt: RuntimeDep,
+    _key: AuditorKey,
+    seq: Annotated[int, Query(ge=1)],
+    size: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """RFC 9162 inclusion proof of entry ``seq`` (leaf ``seq - 1``) in the tree of ``size``."""
+    return inclusion_proof(rt.engine, seq=seq, size=size)
+
+
+@router.get("/proof/consistency")
+def proof_consistency(
+    rt: RuntimeDep,
+    _key: AuditorKey,
+    old: Annotated[int, Query(alias="from", ge=0)],
+    new: Annotated[int | None, Query(alias="to", ge=0)] = None,
+) -> dict[str, Any]:
+    """RFC 9162 consistency proof from the tree of ``from`` entries to the one of ``to``."""
+    return consistency_proof(rt.engine, old=old, new=new)
+
+
+@router.get("/public-key", response_model=None)
+def public_key(
+    rt: RuntimeDep,
+    _key: AuditorKey,
+    format: Annotated[str, Query(pattern="^(json|text)$")] = "json",
+) -> dict[str, Any] | Response:
+    """The checkpoint verifier keys (C2SP vkeys), retired ones with ``retired_at``;
+    ``format=text`` is the key file ``verify-export --public-key`` reads."""
+    keys = public_keys(rt)
+    if format == "text":
+        lines = [
+            k["vkey"] + (f" retired={k['retired_at']}" if k["retired_at"] else "")
+            for k in keys["keys"]
+        ]
+        return PlainTextResponse("\n".join(lines) + "\n")
+    return keys
+
+
+@router.get("/processing", response_model=None)
+def processing(
+    rt: RuntimeDep,
+    _key: AuditorKey,
+    format: Annotated[str, Query(pattern="^(json|fides)$")] = "json",
+) -> dict[str, Any] | Response:
+    """Records of processing (GDPR Art. 30) per recipient; ``format=fides``: fideslang
+    ``System`` resources (YAML) for a Fides data map."""
+    records = processing_records(rt)
+    if format == "fides":
+        return Response(records_yaml(records), media_type="application/yaml")
+    return {"recipients": jsonable_encoder(records)}

@@ -1,0 +1,325 @@
+"""Reports the law asks for: per user (GDPR Art. 15(1)(c)) and per recipient (Art. 30).
+
+Per user: every recipient that received the user's data (each third party by name, as
+the CJEU reads Art. 15(1)(c) in C-154/21), with the categories and fields, purposes, data
+uses, legal basis and when; a delivered transfer counts, and so does a legal disclosure
+(flagged). As JSON, CSV (one row per disclosure) or an HTML page.
+
+Per recipient (records of processing, Art. 30): for each third party the data categories
+and purposes (fideslang data uses) it is declared to receive, what it did receive, and
+its policy links; as JSON or as fideslang ``System`` resources with
+``privacy_declarations`` (YAML) for a Fides data map.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from jinja2 import Environment
+from sqlmodel import Session, col, select
+
+from broker.core.policy import data_uses
+from broker.flows.audit import recipients_report
+from broker.flows.disclosures import LEGAL_USE
+from broker.runtime import Runtime
+from broker.store.models import AuditRow, Transfer
+
+__all__ = [
+    "CSV_COLUMNS",
+    "processing_records",
+    "records_yaml",
+    "user_report",
+    "user_report_csv",
+    "user_report_html",
+]
+
+CSV_COLUMNS = (
+    "time", "recipient", "recipient_name", "kind", "flagged", "legal_basis", "purpose", "uses",
+    "categories", "field_paths", "reference", "consent_id", "transfer_id",
+)  # fmt: skip
+_BASIS_NAMES = {
+    "consent": "Consent",
+    "legal_obligation": "Legal obligations",
+    "vital_interests": "Vital interests",
+    "public_task": "Public interest",
+    "legitimate_interests": "Legitimate interests",
+}
+
+
+def _uses(rt: Runtime, connector_id: str, categories: list[str]) -> list[str]:
+    connector = rt.registry.connectors.get(connector_id)
+    if connector is None:
+        return []
+    return sorted({d.use for d in connector.manifest.data if d.category in categories})
+
+
+def _legal_rows(session: Session, user_id: str | None = None) -> list[AuditRow]:
+    stmt = select(AuditRow).where(AuditRow.event == "disclosure.legal")
+    if user_id is not None:
+        stmt = stmt.where(AuditRow.user_id == user_id)
+    return list(session.exec(stmt.order_by(col(AuditRow.seq))).all())
+
+
+def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
+    """Every disclosure of ``user_id``'s data, oldest first, and a summary per recipient."""
+    with Session(rt.engine) as session:
+        transfers = session.exec(
+            select(Transfer)
+            .where(Transfer.user_id == user_id, Transfer.status == "delivered")
+            .order_by(col(Transfer.created_at))
+        ).all()
+        legal = _legal_rows(session, user_id)
+    disclosures: list[dict[str, Any]] = []
+    for t in transfers:
+        connector = rt.registry.connectors.get(t.connector_id)
+        disclosures.append(
+            {
+                "time": t.completed_at or t.created_at,
+                "recipient": t.connector_id,
+                "recipient_name": connector.manifest.name if connector else t.connector_id,
+                "kind": "integration",
+                "flagged": False,
+                "legal_basis": t.legal_basis,
+                "purpose": t.purpose,
+                "uses": _uses(rt, t.connector_id, t.categories),
+                "categories": sorted(t.categories),
+                "field_paths": sorted(t.field_paths),
+                "reference": None,
+                "consent_id": t.consent_id,
+                "transfer_id": t.id,
+                "privacy_policy_url": connector.manifest.privacy_policy_url if connector else None,
+                "terms_url": connector.manifest.terms_url if connector else None,
+            }
+        )
+    for row in legal:
+        disclosures.append(
+            {
+                "time": datetime.fromisoformat(row.time.replace("Z", "+00:00")),
+                "recipient": row.details.get("recipient"),
+                "recipient_name": row.details.get("recipient"),
+                "kind": "legal",
+                "flagged": True,
+                "legal_basis": row.legal_basis,
+                "purpose": row.purpose,
+                "uses": [row.details.get("use", LEGAL_USE)],
+                "categories": sorted(row.categories),
+                "field_paths": sorted(row.field_paths),
+                "reference": row.details.get("reference"),
+                "consent_id": None,
+                "transfer_id": None,
+                "privacy_policy_url": None,
+                "terms_url": None,
+            }
+        )
+    disclosures.sort(key=lambda d: d["time"])
+    recipients: dict[tuple[str, str], dict[str, Any]] = {}
+    for d in disclosures:
+        r = recipients.setdefault(
+            (d["kind"], d["recipient"]),
+            {
+                "recipient": d["recipient"],
+                "name": d["recipient_name"],
+                "kind": d["kind"],
+                "flagged": d["flagged"],
+                "privacy_policy_url": d["privacy_policy_url"],
+                "terms_url": d["terms_url"],
+                "categories": set(),
+                "field_paths": set(),
+                "purposes": set(),
+                "uses": set(),
+                "legal_bases": set(),
+                "references": set(),
+                "disclosures": 0,
+                "first_at": d["time"],
+                "last_at": d["time"],
+            },
+        )
+        r["categories"].update(d["categories"])
+        r["field_paths"].update(d["field_paths"])
+        r["purposes"].update([d["purpose"]] if d["purpose"] else [])
+        r["uses"].update(d["uses"])
+        r["legal_bases"].add(d["legal_basis"])
+        r["references"].update([d["reference"]] if d["reference"] else [])
+        r["disclosures"] += 1
+        r["last_at"] = d["time"]
+    summary = [
+        {k: sorted(v) if isinstance(v, set) else v for k, v in r.items()}
+        for r in sorted(recipients.values(), key=lambda r: (r["kind"], r["recipient"]))
+    ]
+    return {"user_id": user_id, "recipients": summary, "disclosures": disclosures}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        return " ".join(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def user_report_csv(report: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    for d in report["disclosures"]:
+        writer.writerow([_cell(d[c]) for c in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+_HTML = Environment(autoescape=True).from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Who received the data of {{ r.user_id }}</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
+table{border-collapse:collapse;width:100%}
+td,th{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}
+.flag{background:#fff3cd}</style></head><body>
+<h1>Who received the data of {{ r.user_id }}</h1>
+{% if not r.recipients %}<p>No third party has received this user's data.</p>{% endif %}
+{% for x in r.recipients %}<section{% if x.flagged %} class="flag"{% endif %}>
+<h2>{{ x.name }}{% if x.flagged %} (disclosure required by law){% endif %}</h2>
+<p>{{ x.disclosures }} disclosure(s), first {{ x.first_at.strftime("%Y-%m-%d %H:%M") }} UTC,
+last {{ x.last_at.strftime("%Y-%m-%d %H:%M") }} UTC.
+Legal basis: {{ x.legal_bases|join(", ") }}.</p>
+<p>Data: {{ x.categories|join(", ") }}<br>Fields: {{ x.field_paths|join(", ") or "-" }}</p>
+<p>Purposes: {{ x.purposes|join("; ") }}<br>Uses: {{ x.uses|join(", ") }}</p>
+{% if x.references %}<p>Reference: {{ x.references|join(", ") }}</p>{% endif %}
+{% if x.privacy_policy_url %}<p><a href="{{ x.privacy_policy_url }}">Privacy policy</a> ·
+<a href="{{ x.terms_url }}">Terms</a></p>{% endif %}</section>{% endfor %}
+<h2>Every disclosure</h2><table><tr><th>When (UTC)</th><th>Recipient</th><th>Data</th>
+<th>Purpose</th><th>Legal basis</th></tr>{% for d in r.disclosures %}
+<tr{% if d.flagged %} class="flag"{% endif %}><td>{{ d.time.strftime("%Y-%m-%d %H:%M:%S") }}</td>
+<td>{{ d.recipient_name }}</td><td>{{ d.categories|join(", ") }}</td><td>{{ d.purpose or "" }}</td>
+<td>{{ d.legal_basis }}{% if d.reference %} ({{ d.reference }}){% endif %}</td></tr>{% endfor %}
+</table></body></html>
+""")
+
+
+def user_report_html(report: dict[str, Any]) -> str:
+    return _HTML.render(r=report)
+
+
+def processing_records(rt: Runtime) -> list[dict[str, Any]]:
+    """Per third party: declared categories and purposes (by data use), what it received."""
+    received = {r["connector"]: r for r in recipients_report(rt)}
+    names = data_uses()
+    out = []
+    for connector in rt.registry.all():
+        m = connector.manifest
+        uses: dict[str, dict[str, Any]] = {}
+        for d in m.data:
+            u = uses.setdefault(
+                d.use,
+                {
+                    "use": d.use,
+                    "use_name": names.get(d.use, d.use),
+                    "purposes": [],
+                    "categories": [],
+                    "legal_basis": "consent",
+                },
+            )
+            u["categories"].append(d.category)
+            if d.purpose not in u["purposes"]:
+                u["purposes"].append(d.purpose)
+        got = received.pop(connector.id, None) or {}
+        out.append(
+            {
+                "recipient": connector.id,
+                "name": m.name,
+                "kind": "integration",
+                "flagged": False,
+                "privacy_policy_url": m.privacy_policy_url,
+                "terms_url": m.terms_url,
+                "declarations": list(uses.values()),
+                "received_categories": got.get("categories", []),
+                "transfers": got.get("transfers", 0),
+                "first_at": got.get("first_at"),
+                "last_at": got.get("last_at"),
+            }
+        )
+    with Session(rt.engine) as session:
+        legal = _legal_rows(session)
+    by_recipient: dict[str, dict[str, Any]] = {}
+    for row in legal:
+        name = str(row.details.get("recipient"))
+        r = by_recipient.setdefault(
+            name,
+            {
+                "recipient": name,
+                "name": name,
+                "kind": "legal",
+                "flagged": True,
+                "privacy_policy_url": None,
+                "terms_url": None,
+                "declarations": [],
+                "received_categories": [],
+                "transfers": 0,
+                "first_at": row.time,
+                "last_at": row.time,
+            },
+        )
+        decl = next((x for x in r["declarations"] if x["legal_basis"] == row.legal_basis), None)
+        if decl is None:
+            decl = {
+                "use": LEGAL_USE,
+                "use_name": names[LEGAL_USE],
+                "purposes": [],
+                "categories": [],
+                "legal_basis": row.legal_basis,
+            }
+            r["declarations"].append(decl)
+        decl["categories"] = sorted(set(decl["categories"]) | set(row.categories))
+        if row.purpose and row.purpose not in decl["purposes"]:
+            decl["purposes"].append(row.purpose)
+        r["received_categories"] = sorted(set(r["received_categories"]) | set(row.categories))
+        r["transfers"] += 1
+        r["last_at"] = row.time
+    return out + sorted(by_recipient.values(), key=lambda r: r["recipient"])
+
+
+def _q(value: Any) -> str:
+    """A YAML scalar: JSON strings and lists are valid YAML (flow style)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def records_yaml(records: list[dict[str, Any]]) -> str:
+    """fideslang ``System`` resources, one per recipient, with ``privacy_declarations``."""
+    lines = ["system:"]
+    for r in records:
+        key = re.sub(
+            r"[^A-Za-z0-9_.-]", "_", ("legal_" if r["kind"] == "legal" else "") + r["recipient"]
+        )
+        kind = "legal disclosure recipient" if r["kind"] == "legal" else "third-party integration"
+        lines += [
+            f"- fides_key: {_q(key)}",
+            f"  name: {_q(r['name'])}",
+            f"  description: {_q(f'{kind}; receives data through the integration broker')}",
+            '  system_type: "Third Party"',
+        ]
+        if r["privacy_policy_url"]:
+            lines.append(f"  privacy_policy: {_q(r['privacy_policy_url'])}")
+        meta = {"broker_recipient": r["recipient"], "legal_disclosure": str(r["flagged"]).lower()}
+        if r["terms_url"]:
+            meta["terms_url"] = r["terms_url"]
+        lines.append(f"  meta: {_q(meta)}")
+        lines.append("  privacy_declarations:")
+        for d in r["declarations"]:
+            basis = _BASIS_NAMES.get(d["legal_basis"], d["legal_basis"])
+            lines += [
+                f"  - name: {_q('; '.join(d['purposes']) or d['use_name'])}",
+                f"    data_categories: {_q(d['categories'])}",
+                f"    data_use: {_q(d['use'])}",
+                '    data_subjects: ["customer"]',
+                f"    legal_basis_for_processing: {_q(basis)}",
+                "    data_shared_with_third_parties: true",
+                f"    third_parties: {_q(r['name'])}",
+                f"    shared_categories: {_q(d['categories'])}",
+            ]
+    return "\n".join(lines) + "\n"

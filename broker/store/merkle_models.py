@@ -1,0 +1,41 @@
+"""Tables of the verifiable log (migration 0003): Merkle tree nodes and signed checkpoints.
+
+``merkle_nodes`` holds the hash of every *complete* subtree of the RFC 9162 tree over
+the audit entries, keyed by its post-order position (``broker.core.merkle.node_position``,
+so each append adds rows at the end of the index); rows are written by ``append_event``
+in the same transaction as the entry and never change.
+``checkpoints`` holds every signed checkpoint, with the exact signed note.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, LargeBinary, Text
+from sqlmodel import Field, SQLModel
+
+from broker.store.types import UTCDateTime, utcnow
+
+__all__ = ["CheckpointRow", "MerkleNode"]
+
+
+class MerkleNode(SQLModel, table=True):
+    __tablename__ = "merkle_nodes"
+
+    pos: int = Field(
+        sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+
+
+class CheckpointRow(SQLModel, table=True):
+    __tablename__ = "checkpoints"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tree_size: int = Field(sa_type=BigInteger, index=True)
+    root_hash: str = Field(max_length=64)
+    time: str = Field(max_length=40)
+    origin: str = Field(max_length=255)
+    key_id: str = Field(max_length=8)
+    note: str = Field(sa_type=Text)
+    created_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)

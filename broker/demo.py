@@ -2,26 +2,43 @@
 
 The sandbox (``broker.sandbox``) is a real OAuth 2 authorization server and a
 small API, mounted under ``/sandbox``; the sandbox connector points at it. A
-demo page at ``/demo`` starts a connect session for a demo user in one click.
+demo page at ``/demo`` plays the host application: in one click each it starts
+a connect session for a demo user, shares a sample update over the connection,
+opens the user's own page (``/me``) and hands out an auditor key for ``/audit``.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from broker.core.catalog import Catalog
 from broker.core.connector import Connector, ConnectorSource
+from broker.core.errors import BrokerError
 from broker.core.manifest import parse_manifest
+from broker.core.urls import is_allowed_return_url
+from broker.flows.browser_sessions import create_user_session
 from broker.flows.connect import create_connect_session
+from broker.flows.connections import list_connections
+from broker.flows.keys import create_api_key
+from broker.flows.share import TransferRequest, create_transfer
 from broker.runtime import Runtime
 from broker.sandbox import SandboxClient, SandboxProvider, create_sandbox_app
 
-__all__ = ["DEMO_USER", "SANDBOX_CLIENT_ID", "demo_router", "sandbox_connector", "sandbox_setup"]
+__all__ = [
+    "DEMO_USER",
+    "SAMPLE_UPDATE",
+    "SANDBOX_CLIENT_ID",
+    "demo_router",
+    "sandbox_connector",
+    "sandbox_manifest",
+    "sandbox_setup",
+]
 
 DEMO_USER = "demo-user"
 SANDBOX_CLIENT_ID = "broker-demo"
@@ -99,8 +116,33 @@ def sandbox_setup(callback_url: str) -> tuple[SandboxProvider, FastAPI]:
     return provider, create_sandbox_app(provider)
 
 
+SAMPLE_UPDATE = {
+    "work_item": {
+        "id": "W-42",
+        "title": "Ship the consent page",
+        "status": "done",
+        "assignee": {"name": "Ann Lee", "email": "ann@example.com"},
+    },
+    "author": {"name": "Ann Lee"},
+}
+
+
+def _active_connection(rt: Runtime) -> str | None:
+    for conn, _ in list_connections(rt, DEMO_USER):
+        if conn.status == "active" and conn.connector_id == "sandbox":
+            return conn.id
+    return None
+
+
 def demo_router(rt: Runtime, provider: SandboxProvider) -> APIRouter:
     router = APIRouter(include_in_schema=False)
+    # The demo page is the "host application" a connect returns to.
+    back = f"{rt.settings.resolved_base_url}/demo"
+    if not is_allowed_return_url(back, rt.settings.return_url_prefixes):
+        rt.settings.return_url_allowlist = ",".join([*rt.settings.return_url_prefixes, back])
+
+    def page(request: Request, name: str, context: dict[str, Any]) -> Response:
+        return request.app.state.templates.TemplateResponse(request, name, context)
 
     @router.get("/")
     def home() -> Response:
@@ -108,17 +150,48 @@ def demo_router(rt: Runtime, provider: SandboxProvider) -> APIRouter:
 
     @router.get("/demo")
     def demo_page(request: Request) -> Response:
-        return request.app.state.templates.TemplateResponse(
+        return page(
             request,
             "demo.html",
-            {"user": DEMO_USER, "received": list(provider.received)[-20:]},
+            {
+                "user": DEMO_USER,
+                "received": list(provider.received)[-20:],
+                "connection_id": _active_connection(rt),
+                "result": dict(request.query_params),
+            },
         )
 
     @router.post("/demo/connect")
     def demo_connect() -> Response:
         issued = create_connect_session(
-            rt, user_id=DEMO_USER, connector_id="sandbox", created_by="demo"
+            rt, user_id=DEMO_USER, connector_id="sandbox", return_url=back, created_by="demo"
         )
         return RedirectResponse(issued.url, status_code=303)
+
+    @router.post("/demo/share")
+    def demo_share(mode: Annotated[str, Form(pattern="^(drop|reject)$")] = "drop") -> Response:
+        """Share a sample update the way the host's backend would (admin API)."""
+        connection_id = _active_connection(rt)
+        if connection_id is None:
+            return RedirectResponse("/demo?shared=no_connection", status_code=303)
+        request = TransferRequest(action="post_message", data=SAMPLE_UPDATE, mode=mode)
+        try:
+            transfer, _ = create_transfer(
+                rt, connection_id=connection_id, request=request, actor="demo"
+            )
+            outcome = transfer.status
+        except BrokerError as exc:
+            outcome = exc.code
+        return RedirectResponse(f"/demo?{urlencode({'shared': outcome})}", status_code=303)
+
+    @router.post("/demo/me")
+    def demo_me() -> Response:
+        issued = create_user_session(rt, user_id=DEMO_USER, created_by="demo")
+        return RedirectResponse(issued.url, status_code=303)
+
+    @router.post("/demo/auditor-key")
+    def demo_auditor_key(request: Request) -> Response:
+        _, raw = create_api_key(rt.engine, role="auditor", label="demo")
+        return page(request, "demo_key.html", {"key": raw})
 
     return router

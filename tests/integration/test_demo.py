@@ -37,8 +37,9 @@ def test_demo_connect_share_and_see_it(
         assert to_provider.headers["location"].startswith(f"{base}/sandbox/oauth/authorize")
         back = browser.provider_decides(to_provider.headers["location"], allow=True)
         done = browser.get(back.headers["location"])
-        assert done.status_code == 200
-        assert "Sandbox Co. is connected." in done.text
+        assert done.status_code == 303  # back to the demo page, which plays the host app
+        assert done.headers["location"].startswith(f"{base}/demo?status=connected&connection_id=")
+        assert "Sandbox Co. is connected." in browser.get(done.headers["location"]).text
         api = browser.client
         headers = {"Authorization": f"Bearer {key}"}
         conns = api.get(f"{base}/v1/users/demo-user/connections", headers=headers).json()
@@ -55,6 +56,25 @@ def test_demo_connect_share_and_see_it(
         page = browser.get(f"{base}/demo").text
         assert "W-7" in page and "Ann" in page
         assert browser.get(f"{base}/sandbox/privacy").status_code == 200
+
+        # the demo's own buttons: share a sample, open /me, get an auditor key
+        shared = browser.post(f"{base}/demo/share", data={"mode": "reject"})
+        assert shared.headers["location"] == "/demo?shared=outside_grant"  # email not granted
+        shared = browser.post(f"{base}/demo/share", data={"mode": "drop"})
+        assert shared.headers["location"] == "/demo?shared=delivered"
+        me = browser.post(f"{base}/demo/me", data={})
+        assert me.headers["location"].startswith(f"{base}/me?session=cs_")
+        mine = browser.get(me.headers["location"])
+        assert mine.headers["location"] == "/me"
+        assert "Sandbox Co." in browser.get(f"{base}/me").text
+        issued = browser.post(f"{base}/demo/auditor-key", data={})
+        auditor = re.search(r'id="auditor-key">(brk_[^<]+)<', issued.text).group(1)
+        listed = api.get(f"{base}/v1/transfers", headers={"Authorization": f"Bearer {auditor}"})
+        assert len(listed.json()["transfers"]) == 3
+        refused = api.delete(
+            f"{base}/v1/connections/{conn['id']}", headers={"Authorization": f"Bearer {auditor}"}
+        )
+        assert refused.status_code == 403  # read-only
     finally:
         browser.close()
         server.stop()

@@ -14,6 +14,8 @@ from broker.core.errors import SessionInvalid
 from broker.flows import connect as flow
 from broker.web.deps import RuntimeDep, client_ip
 
+__all__ = ["CSRF_COOKIE", "router"]
+
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 CSRF_COOKIE = "broker_csrf"
@@ -77,17 +79,21 @@ def consent_submit(
         )
     if decision == "cancel":
         back = flow.cancel(rt, token=session, connector_id=connector_id)
+        response: Response
         if back:
-            return RedirectResponse(back, status_code=303)
-        return _templates(request).TemplateResponse(
-            request,
-            "message.html",
-            {
-                "title": "Not connected",
-                "message": "Nothing was shared and nothing was connected.",
-                "ok": True,
-            },
-        )
+            response = RedirectResponse(back, status_code=303)
+        else:
+            response = _templates(request).TemplateResponse(
+                request,
+                "message.html",
+                {
+                    "title": "Not connected",
+                    "message": "Nothing was shared and nothing was connected.",
+                    "ok": True,
+                },
+            )
+        response.delete_cookie(CSRF_COOKIE, path="/connect")  # nothing left behind
+        return response
     if decision != "approve":
         raise SessionInvalid("unknown decision")
     url = flow.approve(

@@ -1,0 +1,172 @@
+"""What went where, read for people: a user's connections with their transfer counts
+and history, and the auditor's transfers per recipient per day."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from broker.core.errors import InvalidInput, NotFound
+from broker.flows.share import transfer_dict
+from broker.runtime import Runtime
+from broker.store.models import Connection, ConsentRecord, Transfer
+
+__all__ = [
+    "ConnectionActivity",
+    "DailySeries",
+    "connection_activity",
+    "connection_history",
+    "daily_transfers",
+    "owned_connection",
+]
+
+
+@dataclass
+class ConnectionActivity:
+    """Counts of a connection's transfers by outcome, and when the latest were."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    last_at: datetime | None = None
+    last_delivered_at: datetime | None = None
+
+    @property
+    def delivered(self) -> int:
+        return self.counts.get("delivered", 0)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class DailySeries:
+    """``counts[connector][i]`` transfers on ``days[i]`` (UTC)."""
+
+    days: list[date]
+    counts: dict[str, list[int]]
+
+    @property
+    def day_totals(self) -> list[int]:
+        return [sum(c[i] for c in self.counts.values()) for i in range(len(self.days))]
+
+    @property
+    def total(self) -> int:
+        return sum(self.day_totals)
+
+    @property
+    def busy_days(self) -> list[tuple[date, list[int]]]:
+        """Days with any transfer, each with its counts in ``counts``' order."""
+        return [
+            (day, [c[i] for c in self.counts.values()])
+            for i, day in enumerate(self.days)
+            if any(c[i] for c in self.counts.values())
+        ]
+
+
+def owned_connection(
+    rt: Runtime, *, user_id: str, connection_id: str
+) -> tuple[Connection, ConsentRecord | None]:
+    """The user's own connection; another user's is reported as absent, not forbidden."""
+    with Session(rt.engine) as session:
+        conn = session.get(Connection, connection_id)
+        if conn is None or conn.user_id != user_id:
+            raise NotFound(
+                f"you have no connection {connection_id!r}",
+                details={"connection_id": connection_id},
+            )
+        consent = session.get(ConsentRecord, conn.consent_id) if conn.consent_id else None
+    return conn, consent
+
+
+def connection_activity(rt: Runtime, connection_ids: list[str]) -> dict[str, ConnectionActivity]:
+    out = {cid: ConnectionActivity() for cid in connection_ids}
+    if not connection_ids:
+        return out
+    with Session(rt.engine) as session:
+        rows = session.exec(
+            select(
+                Transfer.connection_id,
+                Transfer.status,
+                func.count(),
+                func.max(Transfer.created_at),
+            )
+            .where(col(Transfer.connection_id).in_(connection_ids))
+            .group_by(Transfer.connection_id, Transfer.status)
+        ).all()
+    for connection_id, status, n, last in rows:
+        act = out[connection_id]
+        act.counts[status] = n
+        if act.last_at is None or last > act.last_at:
+            act.last_at = last
+        if status == "delivered":
+            act.last_delivered_at = last
+    return out
+
+
+def _encode_cursor(t: Transfer) -> str:
+    raw = json.dumps([t.created_at.isoformat(), t.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, tid = json.loads(raw)
+        return datetime.fromisoformat(created), str(tid)
+    except (ValueError, TypeError):
+        raise InvalidInput("cursor is not valid", details={"field": "cursor"}) from None
+
+
+def connection_history(
+    rt: Runtime, connection_id: str, *, cursor: str | None = None, limit: int = 20
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One connection's transfers, newest first; ``next_cursor`` is None on the last page."""
+    if not 1 <= limit <= 200:
+        raise InvalidInput("limit must be between 1 and 200", details={"field": "limit"})
+    stmt = select(Transfer).where(Transfer.connection_id == connection_id)
+    if cursor:
+        created, tid = _decode_cursor(cursor)
+        stmt = stmt.where(
+            or_(
+                col(Transfer.created_at) < created,
+                (col(Transfer.created_at) == created) & (col(Transfer.id) < tid),
+            )
+        )
+    stmt = stmt.order_by(col(Transfer.created_at).desc(), col(Transfer.id).desc()).limit(limit + 1)
+    with Session(rt.engine) as session:
+        rows = list(session.exec(stmt).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [transfer_dict(t) for t in rows], (_encode_cursor(rows[-1]) if more else None)
+
+
+def daily_transfers(
+    rt: Runtime, *, days: int, status: str = "delivered", until: date | None = None
+) -> DailySeries:
+    """Transfers per recipient per UTC day over the ``days`` days ending ``until`` (today)."""
+    if not 1 <= days <= 366:
+        raise InvalidInput("days must be between 1 and 366", details={"field": "days"})
+    last = until or rt.clock().astimezone(UTC).date()
+    first = last - timedelta(days=days - 1)
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    axis = [first + timedelta(days=i) for i in range(days)]
+    counts: dict[str, list[int]] = {}
+    with Session(rt.engine) as session:
+        rows = session.exec(
+            select(Transfer.connector_id, Transfer.created_at).where(
+                Transfer.status == status,
+                col(Transfer.created_at) >= start,
+                col(Transfer.created_at) < end,
+            )
+        )
+        for connector_id, created in rows:
+            index = (created.astimezone(UTC).date() - first).days
+            counts.setdefault(connector_id, [0] * days)[index] += 1
+    return DailySeries(days=axis, counts=dict(sorted(counts.items())))

@@ -1,0 +1,301 @@
+"""``/audit``: the auditor console. Sign in with an auditor (or admin) API key;
+search and export transfers, see what each recipient received and when, and
+check the log's integrity. Read-only, like an auditor key on the API."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+
+from broker.core.errors import BrokerError, InvalidInput, NotFound, SessionInvalid
+from broker.flows.activity import daily_transfers
+from broker.flows.audit import (
+    STATUSES,
+    TransferFilter,
+    export_transfers,
+    list_transfers,
+    recipients_report,
+    verify_log,
+)
+from broker.flows.browser_sessions import sign_in_with_key
+from broker.flows.checkpoints import checkpoint_dict
+from broker.store.audit import latest_head
+from broker.store.tree import latest_checkpoint
+from broker.web.deps import AuditorSession, ConsoleSession, RuntimeDep, issue_session
+from broker.web.pages.chart import stacked_bars
+from broker.web.sessions import (
+    AUDITOR_COOKIE,
+    clear_session_cookie,
+    cookies_secure,
+    csrf_matches,
+    set_session_cookie,
+)
+
+__all__ = ["TransferSearch", "router"]
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+LOGIN_CSRF_COOKIE = "broker_login_csrf"
+PAGE_SIZES = (25, 50, 100, 200)
+CHART_DAYS = (7, 30, 90)
+
+
+@dataclass(frozen=True)
+class TransferSearch:
+    """The console's filter form, as typed; ``query`` carries it into links."""
+
+    user: str = ""
+    connector: str = ""
+    category: str = ""
+    status: str = ""
+    since: str = ""
+    until: str = ""
+    limit: int = 50
+
+    @property
+    def query(self) -> dict[str, str]:
+        values = {k: v for k, v in vars(self).items() if k != "limit" and v}
+        if self.limit != 50:
+            values["limit"] = str(self.limit)
+        return values
+
+    def to_filter(self) -> TransferFilter:
+        if self.status and self.status not in STATUSES:
+            raise InvalidInput("status must be one of " + ", ".join(STATUSES))
+        return TransferFilter(
+            user_id=self.user or None,
+            connector_id=self.connector or None,
+            category=self.category or None,
+            status=self.status or None,
+            since=_moment(self.since, "since"),
+            until=_moment(self.until, "until"),
+        )
+
+
+def _moment(text: str, name: str) -> datetime | None:
+    """``2026-01-31T12:00`` (from a datetime-local field, read as UTC) or a full ISO time."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"{name}: {text!r} is not a date and time like 2026-01-31T12:00"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _search(
+    user: str | None,
+    connector: str | None,
+    category: str | None,
+    status: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+) -> TransferSearch:
+    return TransferSearch(
+        user=(user or "").strip(),
+        connector=connector or "",
+        category=category or "",
+        status=status or "",
+        since=(since or "").strip(),
+        until=(until or "").strip(),
+        limit=limit if limit in PAGE_SIZES else 50,
+    )
+
+
+def _page(
+    request: Request, name: str, context: dict[str, Any], console: ConsoleSession | None = None
+) -> Response:
+    if console is not None:
+        context = {**context, "console": console, "csrf": console.session.csrf}
+    return request.app.state.templates.TemplateResponse(request, name, context)
+
+
+def _to_login(request: Request) -> Response:
+    return RedirectResponse(request.url_for("console_login").path, status_code=303)
+
+
+@router.get("/audit/login")
+def console_login(request: Request, current: AuditorSession) -> Response:
+    if current is not None:
+        return RedirectResponse(request.url_for("console_transfers").path, status_code=303)
+    token = secrets.token_urlsafe(24)
+    response = _page(request, "audit_login.html", {"login_csrf": token, "error": None})
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=1800,
+        path="/audit",
+        httponly=True,
+        secure=cookies_secure(request),
+        samesite="lax",
+    )
+    return response
+
+
+@router.post("/audit/login")
+def console_sign_in(
+    request: Request,
+    rt: RuntimeDep,
+    key: Annotated[str, Form(max_length=500)] = "",
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    if not csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE, ""), csrf):
+        raise SessionInvalid(
+            "the sign-in form has expired or was not sent from this site; reload it"
+        )
+    try:
+        api_key = sign_in_with_key(rt, key)
+    except BrokerError as exc:
+        response = _page(request, "audit_login.html", {"login_csrf": csrf, "error": exc.message})
+        response.status_code = exc.status
+        return response
+    response = RedirectResponse(request.url_for("console_transfers").path, status_code=303)
+    set_session_cookie(
+        request, response, AUDITOR_COOKIE, issue_session(request, rt, "auditor", api_key.id)
+    )
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/audit")
+    return response
+
+
+@router.post("/audit/logout")
+def console_sign_out(
+    request: Request, current: AuditorSession, csrf: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
+    if current is not None and not csrf_matches(current.session.csrf, csrf):
+        raise SessionInvalid("the sign-out form was not sent from the console; reload it")
+    response = RedirectResponse(
+        request.url_for("console_login").path + "?signed_out=1", status_code=303
+    )
+    clear_session_cookie(request, response, AUDITOR_COOKIE)
+    return response
+
+
+@router.get("/audit")
+def console_transfers(
+    request: Request,
+    rt: RuntimeDep,
+    current: AuditorSession,
+    user: Annotated[str | None, Query(max_length=200)] = None,
+    connector: Annotated[str | None, Query(max_length=63)] = None,
+    category: Annotated[str | None, Query(max_length=100)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: int = 50,
+) -> Response:
+    if current is None:
+        return _to_login(request)
+    search = _search(user, connector, category, status, since, until, limit)
+    items: list[dict[str, Any]] = []
+    next_cursor, error = None, None
+    try:
+        items, next_cursor = list_transfers(
+            rt, search.to_filter(), cursor=cursor, limit=search.limit
+        )
+    except InvalidInput as exc:
+        error = exc.message
+    known = {c.id: c.manifest.name for c in rt.registry.all()}
+    if search.connector and search.connector not in known:
+        known[search.connector] = search.connector
+    return _page(
+        request,
+        "audit_transfers.html",
+        {
+            "search": search,
+            "query": search.query,
+            "transfers": items,
+            "next_cursor": next_cursor,
+            "first_page": cursor is None,
+            "error": error,
+            "connectors": sorted(known.items()),
+            "headings": rt.catalog.by_heading(),
+            "statuses": STATUSES,
+            "page_sizes": PAGE_SIZES,
+            "head": latest_head(rt.engine),
+            "names": known,
+        },
+        current,
+    )
+
+
+@router.get("/audit/export")
+def console_export(
+    request: Request,
+    rt: RuntimeDep,
+    current: AuditorSession,
+    format: Annotated[str, Query(max_length=10)] = "csv",
+    user: Annotated[str | None, Query(max_length=200)] = None,
+    connector: Annotated[str | None, Query(max_length=63)] = None,
+    category: Annotated[str | None, Query(max_length=100)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
+) -> Response:
+    if current is None:
+        return _to_login(request)
+    flt = _search(user, connector, category, status, since, until, 50).to_filter()
+    lines = export_transfers(rt, flt, format)
+    first = next(lines, "")
+
+    def stream() -> Iterator[str]:
+        yield first
+        yield from lines
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/csv" if format == "csv" else "application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="transfers.{format}"'},
+    )
+
+
+@router.get("/audit/recipients")
+def console_recipients(
+    request: Request, rt: RuntimeDep, current: AuditorSession, days: int = 30
+) -> Response:
+    if current is None:
+        return _to_login(request)
+    days = days if days in CHART_DAYS else 30
+    report = recipients_report(rt)
+    series = daily_transfers(rt, days=days)
+    names = {c.id: c.manifest.name for c in rt.registry.all()}
+    names.update({r["connector"]: r["name"] for r in report})
+    return _page(
+        request,
+        "audit_recipients.html",
+        {
+            "recipients": report,
+            "series": series,
+            "chart": stacked_bars(series, names),
+            "names": names,
+            "days": days,
+            "chart_days": CHART_DAYS,
+        },
+        current,
+    )
+
+
+@router.get("/audit/integrity")
+def console_integrity(request: Request, rt: RuntimeDep, current: AuditorSession) -> Response:
+    if current is None:
+        return _to_login(request)
+    result = verify_log(rt)
+    try:
+        checkpoint: dict[str, Any] | None = checkpoint_dict(latest_checkpoint(rt.engine))
+    except NotFound:
+        checkpoint = None
+    return _page(
+        request,
+        "audit_integrity.html",
+        {"result": result, "head": latest_head(rt.engine), "checkpoint": checkpoint},
+        current,
+    )

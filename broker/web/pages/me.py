@@ -1,0 +1,260 @@
+"""``/me``: a user's own integrations, what each received, and disconnecting them.
+
+The host creates a one-time link (``POST /v1/user-sessions``); opening it sets
+a short-lived session cookie for ``/me`` and redirects to drop the token from
+the address bar. Every form carries the session's CSRF secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from broker.core.errors import InvalidInput, SessionInvalid
+from broker.flows.activity import (
+    ConnectionActivity,
+    connection_activity,
+    connection_history,
+    owned_connection,
+)
+from broker.flows.browser_sessions import redeem_user_session
+from broker.flows.connections import list_connections
+from broker.flows.reports import user_report, user_report_csv
+from broker.flows.revoke import revoke_connection
+from broker.runtime import Runtime
+from broker.store.models import Connection, ConsentRecord
+from broker.web.deps import RuntimeDep, UserSession, issue_session
+from broker.web.sessions import (
+    USER_COOKIE,
+    BrowserSession,
+    clear_session_cookie,
+    csrf_matches,
+    set_session_cookie,
+)
+
+__all__ = ["ConnectionView", "router"]
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+RECENT = 5
+PAGE = 25
+_LIVE = ("active", "reconsent_required", "error")
+STATUS_LABELS = {
+    "active": "Connected",
+    "reconsent_required": "Needs you to connect again",
+    "error": "Error",
+    "revoked": "Disconnected",
+    "pending": "Not completed",
+}
+
+
+@dataclass(frozen=True)
+class ConnectionView:
+    """One connection as the user's page shows it."""
+
+    conn: Connection
+    consent: ConsentRecord | None
+    name: str
+    logo_url: str | None
+    privacy_policy_url: str | None
+    terms_url: str | None
+    revocable: bool
+    activity: ConnectionActivity
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS.get(self.conn.status, self.conn.status)
+
+    @property
+    def can_disconnect(self) -> bool:
+        return self.conn.status in _LIVE
+
+
+def _view(
+    rt: Runtime, conn: Connection, consent: ConsentRecord | None, act: ConnectionActivity
+) -> ConnectionView:
+    connector = rt.registry.connectors.get(conn.connector_id)
+    manifest = connector.manifest if connector else None
+    name = conn.connector_id
+    privacy_url = terms_url = None
+    if manifest is not None:
+        name, privacy_url, terms_url = (
+            manifest.name,
+            manifest.privacy_policy_url,
+            manifest.terms_url,
+        )
+    if consent is not None:  # what the user was shown when agreeing
+        privacy_url, terms_url = consent.privacy_policy_url, consent.terms_url
+        name = manifest.name if manifest else consent.connector_name
+    return ConnectionView(
+        conn=conn,
+        consent=consent,
+        name=name,
+        logo_url=manifest.logo_url if manifest else None,
+        privacy_policy_url=privacy_url,
+        terms_url=terms_url,
+        revocable=bool(manifest and manifest.oauth.revoke_url),
+        activity=act,
+    )
+
+
+def _session(session: BrowserSession | None) -> BrowserSession:
+    if session is None:
+        raise SessionInvalid(
+            "your session has ended; open “My integrations” again from the platform"
+        )
+    return session
+
+
+def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    return request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def _owned(rt: Runtime, user_id: str, connection_id: str) -> ConnectionView:
+    conn, consent = owned_connection(rt, user_id=user_id, connection_id=connection_id)
+    return _view(rt, conn, consent, connection_activity(rt, [conn.id])[conn.id])
+
+
+@router.get("/me")
+def my_integrations(
+    request: Request,
+    rt: RuntimeDep,
+    current: UserSession,
+    session: Annotated[str | None, Query(max_length=500)] = None,
+    disconnected: Annotated[str | None, Query(max_length=64)] = None,
+    provider: Annotated[str | None, Query(max_length=20)] = None,
+) -> Response:
+    if session is not None:
+        user_id = redeem_user_session(rt, session)
+        response = RedirectResponse(request.url_for("my_integrations").path, status_code=303)
+        set_session_cookie(
+            request, response, USER_COOKIE, issue_session(request, rt, "user", user_id)
+        )
+        return response
+    user = _session(current)
+    rows = list_connections(rt, user.subject)
+    activity = connection_activity(rt, [c.id for c, _ in rows])
+    views = [_view(rt, c, r, activity[c.id]) for c, r in rows]
+    recent = {
+        v.conn.id: connection_history(rt, v.conn.id, limit=RECENT)[0]
+        for v in views
+        if v.activity.total
+    }
+    flash = next((v for v in views if v.conn.id == disconnected), None)
+    return _page(
+        request,
+        "me.html",
+        {
+            "user_id": user.subject,
+            "csrf": user.csrf,
+            "current": [v for v in views if v.conn.status in _LIVE],
+            "past": [v for v in views if v.conn.status == "revoked"],
+            "unfinished": [v for v in views if v.conn.status == "pending"],
+            "recent": recent,
+            "flash": flash,
+            "provider_result": provider,
+        },
+    )
+
+
+@router.get("/me/connections/{connection_id}")
+def me_connection(
+    connection_id: str,
+    request: Request,
+    rt: RuntimeDep,
+    current: UserSession,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Response:
+    user = _session(current)
+    view = _owned(rt, user.subject, connection_id)
+    transfers, next_cursor = connection_history(rt, connection_id, cursor=cursor, limit=PAGE)
+    return _page(
+        request,
+        "me_connection.html",
+        {
+            "user_id": user.subject,
+            "csrf": user.csrf,
+            "v": view,
+            "transfers": transfers,
+            "next_cursor": next_cursor,
+            "first_page": cursor is None,
+        },
+    )
+
+
+@router.get("/me/connections/{connection_id}/disconnect")
+def me_confirm_disconnect(
+    connection_id: str, request: Request, rt: RuntimeDep, current: UserSession
+) -> Response:
+    user = _session(current)
+    view = _owned(rt, user.subject, connection_id)
+    if not view.can_disconnect:
+        return RedirectResponse(request.url_for("my_integrations").path, status_code=303)
+    return _page(
+        request, "me_disconnect.html", {"user_id": user.subject, "csrf": user.csrf, "v": view}
+    )
+
+
+@router.post("/me/connections/{connection_id}/disconnect")
+def me_disconnect(
+    connection_id: str,
+    request: Request,
+    rt: RuntimeDep,
+    current: UserSession,
+    csrf: Annotated[str, Form(max_length=200)],
+) -> Response:
+    user = _session(current)
+    if not csrf_matches(user.csrf, csrf):
+        raise SessionInvalid("the form was not sent from your integrations page; reload it")
+    _owned(rt, user.subject, connection_id)  # only your own
+    result = revoke_connection(rt, connection_id, actor=f"user:{user.subject}")
+    outcome = result["provider_revocation"]
+    if result["already"]:
+        provider = "already"
+    elif any(v.startswith("failed") for v in outcome.values()):
+        provider = "failed"
+    elif any(v == "revoked" for v in outcome.values()):
+        provider = "revoked"
+    else:
+        provider = "local"
+    query = urlencode({"disconnected": connection_id, "provider": provider})
+    return RedirectResponse(f"{request.url_for('my_integrations').path}?{query}", status_code=303)
+
+
+@router.get("/me/disclosures.{fmt}")
+def me_disclosures(fmt: str, rt: RuntimeDep, current: UserSession) -> Response:
+    """The user's disclosure report (``broker.flows.reports``, as ``GET
+    /v1/users/{id}/disclosures`` gives it to the host): every recipient of their data."""
+    user = _session(current)
+    if fmt not in ("csv", "json"):
+        raise InvalidInput("the report comes as .csv or .json")
+    report = user_report(rt, user.subject)
+    headers = {"Content-Disposition": f'attachment; filename="my-disclosures.{fmt}"'}
+    if fmt == "csv":
+        return Response(user_report_csv(report), media_type="text/csv", headers=headers)
+    return JSONResponse(jsonable_encoder(report), headers=headers)
+
+
+@router.post("/me/sign-out")
+def me_sign_out(
+    request: Request, current: UserSession, csrf: Annotated[str, Form(max_length=200)]
+) -> Response:
+    user = _session(current)
+    if not csrf_matches(user.csrf, csrf):
+        raise SessionInvalid("the form was not sent from your integrations page; reload it")
+    response = _page(
+        request,
+        "message.html",
+        {
+            "title": "Signed out",
+            "message": "You left “My integrations”. Open it again from the platform.",
+            "ok": True,
+        },
+    )
+    clear_session_cookie(request, response, USER_COOKIE)
+    return response

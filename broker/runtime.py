@@ -13,9 +13,11 @@ import httpx
 from sqlalchemy import Engine
 
 from broker.core.catalog import Catalog, default_catalog, load_catalog
+from broker.core.checkpoint import SigningKeyRing
 from broker.core.connector import Connector
 from broker.core.errors import ConfigurationError
-from broker.core.registry import ConnectorRegistry, load_registry
+from broker.core.policy import Policy, load_policy
+from broker.core.registry import ConnectorRegistry, RegistryProblem, load_registry
 from broker.core.vault import KeyRing, TokenVault
 from broker.settings import Settings
 from broker.store.db import create_db_engine, schema_revisions, upgrade_schema
@@ -35,8 +37,19 @@ class Runtime:
     clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
     created: list[str] = field(default_factory=list)
+    policy: Policy = field(default_factory=load_policy)
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _signing: tuple[int, SigningKeyRing] | None = field(default=None, repr=False)
+
+    def signing_keys(self) -> SigningKeyRing:
+        """The checkpoint signing key ring, re-read whenever its file changed (a
+        ``broker keys rotate --signing`` in another process takes effect at once)."""
+        path = self.settings.resolved_signing_keys_file
+        mtime = path.stat().st_mtime_ns
+        if self._signing is None or self._signing[0] != mtime:
+            self._signing = (mtime, SigningKeyRing.load(path))
+        return self._signing[1]
 
     def connection_lock(self, connection_id: str) -> threading.Lock:
         """The in-process lock that lets one token refresh run per connection."""
@@ -53,6 +66,23 @@ def _ensure_home(settings: Settings, created: list[str]) -> None:
     if not home.exists():
         home.mkdir(parents=True, mode=0o700)
         created.append(f"created broker home {home.resolve()}")
+
+
+def _refuse_forbidden(registry: ConnectorRegistry, policy: Policy) -> None:
+    """A connector that declares a use the operator's policy forbids is not loaded."""
+    for connector in list(registry.connectors.values()):
+        problems = [
+            f"data[{i}].use: {d.use!r} is forbidden by the data-use policy ({forbidden})"
+            for i, d in enumerate(connector.manifest.data)
+            if (forbidden := policy.forbids(d.use)) is not None
+        ]
+        if problems:
+            del registry.connectors[connector.id]
+            registry.problems.append(
+                RegistryProblem(
+                    str(connector.source), "declares a forbidden data use", tuple(problems)
+                )
+            )
 
 
 def build_runtime(
@@ -75,6 +105,15 @@ def build_runtime(
         created.append(
             f"created token-encryption key file {settings.resolved_keys_file.resolve()} (0600)"
         )
+    signing, made = SigningKeyRing.load_or_create(
+        settings.resolved_signing_keys_file, settings.resolved_checkpoint_origin
+    )
+    if made:
+        created.append(
+            f"created checkpoint signing key file {settings.resolved_signing_keys_file.resolve()}"
+            f" (0600); verifier key {signing.verifiers()[0].vkey}"
+        )
+    policy = load_policy(settings.policy_file)
     catalog = load_catalog(settings.catalog) if settings.catalog else default_catalog()
     url = settings.resolved_database_url
     db_existed = not settings.is_embedded_database or (settings.home / "broker.db").exists()
@@ -98,6 +137,7 @@ def build_runtime(
     registry = load_registry(
         catalog, directories=settings.connector_dirs, builtins=builtins, plugins=plugins
     )
+    _refuse_forbidden(registry, policy)
     http = httpx.Client(
         timeout=settings.http_timeout,
         transport=transport,
@@ -113,4 +153,5 @@ def build_runtime(
         vault=TokenVault(ring, path=settings.resolved_keys_file),
         http=http,
         created=created,
+        policy=policy,
     )

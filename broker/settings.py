@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
     delivery_backoff_max: float = Field(default=30.0, ge=0, le=600)
     retry_after_max: float = Field(default=60.0, ge=0, le=3600)
     token_refresh_skew: int = Field(default=30, ge=0, le=600)
+    connector_timeout: float = Field(
+        default=120.0, gt=0, le=3600, description="seconds a connector's Python hook may run"
+    )
     reconcile_after: int = Field(
         default=300, ge=0, description="seconds before a pending transfer counts as interrupted"
     )
@@ -53,6 +57,26 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    signing_keys_file: Path | None = Field(
+        default=None, description="checkpoint signing keys; default BROKER_HOME/signing-keys.json"
+    )
+    checkpoint_origin: str | None = Field(
+        default=None,
+        pattern=r"^[^\s+]+$",
+        description="log name in checkpoints; default BASE_URL host + /audit-log",
+    )
+    checkpoint_every: int = Field(
+        default=1000, ge=0, le=10_000_000, description="sign after this many entries; 0: never"
+    )
+    checkpoint_interval: float = Field(
+        default=600.0, ge=0, le=86400, description="sign every this many seconds; 0: never"
+    )
+    checkpoint_witness_url: str | None = Field(
+        default=None, description="POST every signed checkpoint (text/plain) here"
+    )
+    policy_file: Path | None = Field(
+        default=None, description="data-use policy TOML; default: the packaged policy"
+    )
 
     @field_validator("return_url_allowlist", "connectors_path")
     @classmethod
@@ -87,6 +111,21 @@ class Settings(BaseSettings):
     @property
     def audit_head_file(self) -> Path:
         return self.home / "audit.head"
+
+    @property
+    def resolved_signing_keys_file(self) -> Path:
+        return self.signing_keys_file or self.home / "signing-keys.json"
+
+    @property
+    def checkpoints_file(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def resolved_checkpoint_origin(self) -> str:
+        if self.checkpoint_origin:
+            return self.checkpoint_origin
+        host = urlsplit(self.resolved_base_url).hostname or "localhost"
+        return f"{host}/audit-log"
 
     @property
     def connector_dirs(self) -> list[Path]:

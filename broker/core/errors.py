@@ -7,7 +7,9 @@
     ├── AuthenticationRequired       unauthenticated    401
     ├── PermissionDenied             forbidden          403
     │   ├── OutsideGrant             outside_grant      403
-    │   └── PurposeNotDeclared       purpose_not_declared 403
+    │   ├── PurposeNotDeclared       purpose_not_declared 403
+    │   ├── ForbiddenUse             forbidden_use      403
+    │   └── EgressDenied             egress_denied      403
     ├── NotFound                     not_found          404
     ├── Conflict                     conflict           409
     │   ├── ConnectionNotActive      connection_not_active 409
@@ -19,6 +21,9 @@
     ├── VaultError                   vault_error        500
     ├── ConfigurationError           misconfigured      500
     ├── ProviderError                provider_error     502
+    │   ├── DeliveryRejected         delivery_rejected  502
+    │   └── TokenRejected            token_rejected     502
+    ├── ConnectorFailed              connector_failed   502
     └── DeliveryFailed               delivery_failed    502
 
 Each error carries a stable ``code`` (rendered by the API as
@@ -37,7 +42,11 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "ConnectionNotActive",
+    "ConnectorFailed",
     "DeliveryFailed",
+    "DeliveryRejected",
+    "EgressDenied",
+    "ForbiddenUse",
     "IdempotencyConflict",
     "InvalidInput",
     "ManifestError",
@@ -50,6 +59,7 @@ __all__ = [
     "ReturnUrlNotAllowed",
     "SessionInvalid",
     "StateInvalid",
+    "TokenRejected",
     "VaultError",
 ]
 
@@ -97,6 +107,18 @@ class OutsideGrant(PermissionDenied):
 
 class PurposeNotDeclared(PermissionDenied):
     code = "purpose_not_declared"
+
+
+class ForbiddenUse(PermissionDenied):
+    """The transfer asks for a data use the operator's policy forbids (e.g. a sale)."""
+
+    code = "forbidden_use"
+
+
+class EgressDenied(PermissionDenied):
+    """A connector tried to reach a host its manifest does not declare; nothing was sent."""
+
+    code = "egress_denied"
 
 
 class NotFound(BrokerError):
@@ -163,6 +185,27 @@ class ProviderError(BrokerError):
     """The third party's OAuth or API endpoint answered with an error or not at all."""
 
     code = "provider_error"
+    status = 502
+
+
+class DeliveryRejected(ProviderError):
+    """Raised by a connector: the third party refused the data; the message is its reason."""
+
+    code = "delivery_rejected"
+
+
+class TokenRejected(ProviderError):
+    """Raised by a connector: the third party refused the access token (as a 401 would say).
+
+    The broker refreshes the token once and runs the connector's hook again."""
+
+    code = "token_rejected"
+
+
+class ConnectorFailed(BrokerError):
+    """A connector's own code raised, returned something invalid or did not finish in time."""
+
+    code = "connector_failed"
     status = 502
 
 

@@ -103,7 +103,9 @@ def test_connectors_check_and_list(env, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("BROKER_CONNECTORS_PATH", str(tmp_path))
     assert main(["connectors", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [c["id"] for c in listed["connectors"]] == ["example"]
+    # the file's connector, then the ones this distribution publishes (entry points)
+    ids = [c["id"] for c in listed["connectors"]]
+    assert ids == ["example", "github", "google-calendar", "slack", "zendesk"]
     messages = {p["source"]: p["message"] for p in listed["problems"]}
     assert "invalid manifest" in messages[str(bad)]
     assert any("duplicate connector id 'example'" in m for m in messages.values())

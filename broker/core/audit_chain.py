@@ -87,13 +87,10 @@ truncation.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -103,6 +100,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.core.errors import InvalidInput
+from broker.core.private_files import write_private
 
 __all__ = [
     "ENTRY_FIELDS",
@@ -388,25 +386,7 @@ def read_head(path: Path) -> ChainHead | None:
 
 def write_head(path: Path, head: ChainHead) -> None:
     """Replace ``path`` atomically with ``head`` (temp file, fsync, ``os.replace``), mode 0600."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as file:
-            os.chmod(tmp, 0o600)
-            file.write(f"{head.seq} {head.hash}\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError, AttributeError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    write_private(Path(path), f"{head.seq} {head.hash}\n", encoding="ascii")
 
 
 @dataclass(frozen=True)

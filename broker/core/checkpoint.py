@@ -33,7 +33,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from broker.core.errors import ConfigurationError, InvalidInput
+from broker.core.private_files import write_private
 
 __all__ = [
     "ED25519",
@@ -296,16 +296,8 @@ class SigningKeyRing:
         return ring
 
     def save(self, path: Path) -> None:
-        """Atomically, mode 0600."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(self.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        """Write atomically with mode 0600 (the file never exists world-readable)."""
+        write_private(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> SigningKeyRing:

@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from broker.core.errors import ConfigurationError, VaultError
+from broker.core.private_files import write_private
 
 __all__ = ["KeyRing", "TokenVault"]
 
@@ -99,15 +100,7 @@ class KeyRing:
 
     def save(self, path: Path) -> None:
         """Write atomically with mode 0600 (the file never exists world-readable)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(self.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_private(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> KeyRing:

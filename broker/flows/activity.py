@@ -3,17 +3,15 @@ and history, and the auditor's transfers per recipient per day."""
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from broker.core.errors import InvalidInput, NotFound
-from broker.flows.share import transfer_dict
+from broker.flows.paging import page
 from broker.runtime import Runtime
 from broker.store.models import Connection, ConsentRecord, Transfer
 
@@ -109,20 +107,6 @@ def connection_activity(rt: Runtime, connection_ids: list[str]) -> dict[str, Con
     return out
 
 
-def _encode_cursor(t: Transfer) -> str:
-    raw = json.dumps([t.created_at.isoformat(), t.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, tid = json.loads(raw)
-        return datetime.fromisoformat(created), str(tid)
-    except (ValueError, TypeError):
-        raise InvalidInput("cursor is not valid", details={"field": "cursor"}) from None
-
-
 def connection_history(
     rt: Runtime, connection_id: str, *, cursor: str | None = None, limit: int = 20
 ) -> tuple[list[dict[str, Any]], str | None]:
@@ -130,20 +114,7 @@ def connection_history(
     if not 1 <= limit <= 200:
         raise InvalidInput("limit must be between 1 and 200", details={"field": "limit"})
     stmt = select(Transfer).where(Transfer.connection_id == connection_id)
-    if cursor:
-        created, tid = _decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(
-                col(Transfer.created_at) < created,
-                (col(Transfer.created_at) == created) & (col(Transfer.id) < tid),
-            )
-        )
-    stmt = stmt.order_by(col(Transfer.created_at).desc(), col(Transfer.id).desc()).limit(limit + 1)
-    with Session(rt.engine) as session:
-        rows = list(session.exec(stmt).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [transfer_dict(t) for t in rows], (_encode_cursor(rows[-1]) if more else None)
+    return page(rt.engine, stmt, cursor=cursor, limit=limit)
 
 
 def daily_transfers(

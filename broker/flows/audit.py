@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -11,14 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
 
-from sqlalchemy import func, or_
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from broker.core.audit_chain import AuditEntry, VerifyResult, read_head, verify_chain
 from broker.core.checkpoint import Checkpoint, open_note, split_notes
 from broker.core.errors import InvalidInput
 from broker.core.merkle import Frontier, leaf_hash
-from broker.flows.share import transfer_dict
+from broker.flows.paging import page
 from broker.runtime import Runtime
 from broker.store.audit import flush_head_files, iter_canonical, iter_entries
 from broker.store.models import AuditRow, Transfer, TransferCategory
@@ -158,20 +157,6 @@ class TransferFilter:
         return stmt
 
 
-def _encode_cursor(t: Transfer) -> str:
-    raw = json.dumps([t.created_at.isoformat(), t.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, tid = json.loads(raw)
-        return datetime.fromisoformat(created), str(tid)
-    except (ValueError, TypeError):
-        raise InvalidInput("cursor is not valid", details={"field": "cursor"}) from None
-
-
 def list_transfers(
     rt: Runtime, flt: TransferFilter, *, cursor: str | None = None, limit: int = 50
 ) -> tuple[list[dict[str, Any]], str | None]:
@@ -179,20 +164,7 @@ def list_transfers(
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", details={"field": "limit"})
     stmt = flt.apply(select(Transfer))
-    if cursor:
-        created, tid = _decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(
-                col(Transfer.created_at) < created,
-                (col(Transfer.created_at) == created) & (col(Transfer.id) < tid),
-            )
-        )
-    stmt = stmt.order_by(col(Transfer.created_at).desc(), col(Transfer.id).desc()).limit(limit + 1)
-    with Session(rt.engine) as session:
-        rows = list(session.exec(stmt).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [transfer_dict(t) for t in rows], (_encode_cursor(rows[-1]) if more else None)
+    return page(rt.engine, stmt, cursor=cursor, limit=limit)
 
 
 def iter_transfers(rt: Runtime, flt: TransferFilter) -> Iterator[dict[str, Any]]:

@@ -254,11 +254,6 @@ def test_save_replaces_atomically_and_leaves_no_temp_file(
     path = tmp_path / "keys.json"
     first = KeyRing.generate()
     first.save(path)
-    # a stale, world-readable temp file from a crashed run must not leak its mode
-    stale = tmp_path / "keys.json.tmp"
-    stale.write_text("stale")
-    stale.chmod(0o644)
-
     replaced: list[tuple[str, str]] = []
     real_replace = os.replace
 
@@ -271,10 +266,10 @@ def test_save_replaces_atomically_and_leaves_no_temp_file(
         real_replace(src, dst)
 
     second = KeyRing.generate()
-    monkeypatch.setattr("broker.core.vault.os.replace", spy)
+    monkeypatch.setattr("broker.core.private_files.os.replace", spy)
     second.save(path)
-    assert replaced == [(str(stale), str(path))]
-    assert not stale.exists()
+    ((src, dst),) = replaced
+    assert dst == str(path) and Path(src).parent == tmp_path and src != dst
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json"]
     assert KeyRing.load(path).active == second.active
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

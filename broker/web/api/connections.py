@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 
 from broker.flows.connect import validate_user_id
 from broker.flows.connections import (
@@ -14,6 +15,7 @@ from broker.flows.connections import (
     list_connections,
     list_consents,
 )
+from broker.flows.receipts import consent_receipt
 from broker.flows.revoke import revoke_connection
 from broker.web.api.schemas import ConnectionPublic, ConsentPublic
 from broker.web.deps import AdminKey, AuditorKey, RuntimeDep
@@ -53,3 +55,12 @@ def revoke(connection_id: str, rt: RuntimeDep, key: AdminKey) -> dict[str, Any]:
         "provider_revocation": result["provider_revocation"],
         "already_revoked": result["already"],
     }
+
+
+@router.get("/consents/{consent_id}/receipt", response_class=PlainTextResponse)
+def receipt(consent_id: str, rt: RuntimeDep, _key: AuditorKey) -> PlainTextResponse:
+    """The consent record as a signed note (C2SP), verifiable with /v1/audit/public-key."""
+    return PlainTextResponse(
+        consent_receipt(rt, consent_id),
+        headers={"Content-Disposition": f'attachment; filename="consent-{consent_id}.note"'},
+    )

@@ -13,9 +13,9 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from broker.core.errors import InvalidInput, SessionInvalid
+from broker.core.errors import InvalidInput, NotFound, SessionInvalid
 from broker.flows.activity import (
     ConnectionActivity,
     connection_activity,
@@ -24,6 +24,7 @@ from broker.flows.activity import (
 )
 from broker.flows.browser_sessions import redeem_user_session
 from broker.flows.connections import list_connections
+from broker.flows.receipts import consent_receipt
 from broker.flows.reports import user_report, user_report_csv
 from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
@@ -184,6 +185,19 @@ def me_connection(
             "next_cursor": next_cursor,
             "first_page": cursor is None,
         },
+    )
+
+
+@router.get("/me/connections/{connection_id}/receipt")
+def me_receipt(connection_id: str, rt: RuntimeDep, current: UserSession) -> Response:
+    """The user's signed consent receipt for one of their connections."""
+    user = _session(current)
+    view = _owned(rt, user.subject, connection_id)
+    if view.consent is None:
+        raise NotFound("this connection has no consent record", details={})
+    return PlainTextResponse(
+        consent_receipt(rt, view.consent.id, user_id=user.subject),
+        headers={"Content-Disposition": f'attachment; filename="consent-{view.consent.id}.note"'},
     )
 
 

@@ -1,0 +1,57 @@
+"""Keyset paging over transfers, newest first: (created_at, id) cursors.
+
+A cursor is the last row's ``(created_at, id)`` as base64url JSON; the next
+page is every row strictly before it in that order. Rows inserted meanwhile
+never shift a page, unlike offsets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, or_
+from sqlmodel import Session, col
+
+from broker.core.errors import InvalidInput
+from broker.flows.share import transfer_dict
+from broker.store.models import Transfer
+
+__all__ = ["encode_cursor", "page"]
+
+
+def encode_cursor(t: Transfer) -> str:
+    raw = json.dumps([t.created_at.isoformat(), t.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, tid = json.loads(raw)
+        return datetime.fromisoformat(created), str(tid)
+    except (ValueError, TypeError):
+        raise InvalidInput("cursor is not valid", details={"field": "cursor"}) from None
+
+
+def page(
+    engine: Engine, stmt: Any, *, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of ``stmt`` (a select of Transfer), newest first, after ``cursor``;
+    the next cursor is None on the last page."""
+    if cursor:
+        created, tid = _decode_cursor(cursor)
+        stmt = stmt.where(
+            or_(
+                col(Transfer.created_at) < created,
+                (col(Transfer.created_at) == created) & (col(Transfer.id) < tid),
+            )
+        )
+    stmt = stmt.order_by(col(Transfer.created_at).desc(), col(Transfer.id).desc()).limit(limit + 1)
+    with Session(engine) as session:
+        rows = list(session.exec(stmt).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [transfer_dict(t) for t in rows], (encode_cursor(rows[-1]) if more else None)

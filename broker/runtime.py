@@ -17,7 +17,7 @@ from broker.core.checkpoint import SigningKeyRing
 from broker.core.connector import Connector
 from broker.core.errors import ConfigurationError
 from broker.core.policy import Policy, load_policy
-from broker.core.registry import ConnectorRegistry, RegistryProblem, load_registry
+from broker.core.registry import ConnectorRegistry, load_registry, refuse_forbidden_uses
 from broker.core.vault import KeyRing, TokenVault
 from broker.settings import Settings
 from broker.store.db import create_db_engine, schema_revisions, upgrade_schema
@@ -66,23 +66,6 @@ def _ensure_home(settings: Settings, created: list[str]) -> None:
     if not home.exists():
         home.mkdir(parents=True, mode=0o700)
         created.append(f"created broker home {home.resolve()}")
-
-
-def _refuse_forbidden(registry: ConnectorRegistry, policy: Policy) -> None:
-    """A connector that declares a use the operator's policy forbids is not loaded."""
-    for connector in list(registry.connectors.values()):
-        problems = [
-            f"data[{i}].use: {d.use!r} is forbidden by the data-use policy ({forbidden})"
-            for i, d in enumerate(connector.manifest.data)
-            if (forbidden := policy.forbids(d.use)) is not None
-        ]
-        if problems:
-            del registry.connectors[connector.id]
-            registry.problems.append(
-                RegistryProblem(
-                    str(connector.source), "declares a forbidden data use", tuple(problems)
-                )
-            )
 
 
 def build_runtime(
@@ -137,7 +120,7 @@ def build_runtime(
     registry = load_registry(
         catalog, directories=settings.connector_dirs, builtins=builtins, plugins=plugins
     )
-    _refuse_forbidden(registry, policy)
+    refuse_forbidden_uses(registry, policy)
     http = httpx.Client(
         timeout=settings.http_timeout,
         transport=transport,

@@ -15,10 +15,12 @@ __all__ = ["register"]
 
 
 def cmd_connectors_list(args: argparse.Namespace) -> int:
-    from broker.core.registry import load_registry
+    from broker.core.policy import load_policy
+    from broker.core.registry import load_registry, refuse_forbidden_uses
 
     settings = common.settings(args)
     registry = load_registry(catalog(settings), directories=settings.connector_dirs)
+    refuse_forbidden_uses(registry, load_policy(settings.policy_file))
     rows = [c.summary() for c in registry.all()]
     if args.json:
         problems = [
@@ -40,9 +42,19 @@ def cmd_connectors_list(args: argparse.Namespace) -> int:
 
 
 def cmd_connectors_check(args: argparse.Namespace) -> int:
+    from broker.core.errors import ManifestError
     from broker.core.manifest import load_manifest_file
+    from broker.core.policy import load_policy
+    from broker.core.registry import forbidden_use_problems
 
-    manifest = load_manifest_file(Path(args.path), catalog(common.settings(args)))
+    settings = common.settings(args)
+    manifest = load_manifest_file(Path(args.path), catalog(settings))
+    problems = forbidden_use_problems(manifest, load_policy(settings.policy_file))
+    if problems:
+        raise ManifestError(
+            f"{args.path}: declares a data use the policy forbids",
+            details={"source": args.path, "problems": problems},
+        )
     say(
         f"{args.path}: ok — {manifest.id} ({manifest.name}), "
         f"{len(manifest.data)} data categories, {len(manifest.actions)} actions"

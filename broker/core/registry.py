@@ -19,8 +19,16 @@ from broker.core.catalog import Catalog
 from broker.core.connector import Connector, ConnectorSource
 from broker.core.errors import ManifestError, NotFound
 from broker.core.manifest import Manifest, load_manifest_file, parse_manifest
+from broker.core.policy import Policy
 
-__all__ = ["ENTRY_POINT_GROUP", "ConnectorRegistry", "RegistryProblem", "load_registry"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ConnectorRegistry",
+    "RegistryProblem",
+    "forbidden_use_problems",
+    "load_registry",
+    "refuse_forbidden_uses",
+]
 
 ENTRY_POINT_GROUP = "broker.connectors"
 
@@ -151,3 +159,25 @@ def load_registry(
             continue
         registry.add(connector)
     return registry
+
+
+def forbidden_use_problems(manifest: Manifest, policy: Policy) -> list[str]:
+    """One message per data declaration whose use the operator's policy forbids."""
+    return [
+        f"data[{i}].use: {d.use!r} is forbidden by the data-use policy ({forbidden})"
+        for i, d in enumerate(manifest.data)
+        if (forbidden := policy.forbids(d.use)) is not None
+    ]
+
+
+def refuse_forbidden_uses(registry: ConnectorRegistry, policy: Policy) -> None:
+    """Unload every connector that declares a use the policy forbids (kept as a problem)."""
+    for connector in list(registry.connectors.values()):
+        problems = forbidden_use_problems(connector.manifest, policy)
+        if problems:
+            del registry.connectors[connector.id]
+            registry.problems.append(
+                RegistryProblem(
+                    str(connector.source), "declares a forbidden data use", tuple(problems)
+                )
+            )

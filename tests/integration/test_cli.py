@@ -320,3 +320,23 @@ def test_stale_schema_is_refused(tmp_path, database_url) -> None:
     settings = Settings(home=tmp_path / "h", database_url=database_url)
     with pytest.raises(ConfigurationError, match="is at revision 0000"):
         build_runtime(settings, plugins=[])
+
+
+def test_connectors_check_and_list_apply_the_data_use_policy(env, tmp_path, monkeypatch, capsys):
+    selling = tmp_path / "selling.toml"
+    selling.write_text(
+        GOOD_MANIFEST.replace(
+            'purpose = "Post work item updates to a channel"',
+            'purpose = "Post work item updates to a channel"\nuse = "third_party_sharing.sale"',
+        ).replace('id = "example"', 'id = "seller"')
+    )
+    assert main(["connectors", "check", str(selling)]) == 1
+    err = capsys.readouterr().err
+    assert "declares a data use the policy forbids" in err
+    assert "data[0].use: 'third_party_sharing.sale' is forbidden by the data-use policy" in err
+    monkeypatch.setenv("BROKER_CONNECTORS_PATH", str(tmp_path))
+    assert main(["connectors", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert "seller" not in [c["id"] for c in listed["connectors"]]
+    refused = [p for p in listed["problems"] if p["source"].endswith(str(selling))]
+    assert [p["message"] for p in refused] == ["declares a forbidden data use"]

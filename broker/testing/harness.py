@@ -20,7 +20,8 @@ import httpx
 from broker.core.catalog import default_catalog
 from broker.core.connector import Connector
 from broker.core.errors import BrokerError
-from broker.flows.connect import approve, complete_callback, create_connect_session
+from broker.flows.callback import complete_callback
+from broker.flows.connect import approve, create_connect_session
 from broker.flows.revoke import revoke_connection
 from broker.flows.share import TransferRequest, create_transfer, transfer_dict
 from broker.runtime import Runtime, build_runtime

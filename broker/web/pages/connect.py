@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 
 from broker.core.errors import SessionInvalid
 from broker.flows import connect as flow
+from broker.flows.callback import complete_callback
 from broker.web.deps import RuntimeDep, client_ip
 
 __all__ = ["CSRF_COOKIE", "router"]
@@ -118,7 +119,7 @@ def callback(
     error: Annotated[str | None, Query(max_length=200)] = None,
     error_description: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> Response:
-    outcome = flow.complete_callback(
+    outcome = complete_callback(
         rt, state=state, code=code, error=error, error_description=error_description
     )
     if outcome.return_url:

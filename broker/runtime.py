@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -100,6 +101,9 @@ def build_runtime(
     catalog = load_catalog(settings.catalog) if settings.catalog else default_catalog()
     url = settings.resolved_database_url
     db_existed = not settings.is_embedded_database or (settings.home / "broker.db").exists()
+    if not db_existed:
+        # Created 0600 before SQLite opens it: its -wal and -shm files take this mode.
+        os.close(os.open(settings.home / "broker.db", os.O_WRONLY | os.O_CREAT, 0o600))
     engine = create_db_engine(url)
     if upgrade is None:
         upgrade = settings.is_embedded_database
@@ -107,7 +111,6 @@ def build_runtime(
         upgrade_schema(engine)
         if not db_existed:
             db_file = settings.home / "broker.db"
-            db_file.chmod(0o600)
             created.append(f"created SQLite database {db_file.resolve()} (0600)")
     else:
         current, head = schema_revisions(engine)

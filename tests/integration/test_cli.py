@@ -266,7 +266,8 @@ def test_serve_creates_embedded_home_and_says_so(tmp_path, monkeypatch, capsys) 
     assert f"created broker home {home}" in out
     assert f"created token-encryption key file {home / 'keys.json'} (0600)" in out
     assert f"created SQLite database {home / 'broker.db'} (0600)" in out
-    assert stat.S_IMODE(os.stat(home / "broker.db").st_mode) == 0o600
+    for name in ("broker.db", "broker.db-wal", "broker.db-shm"):
+        assert stat.S_IMODE(os.stat(home / name).st_mode) == 0o600, name
     assert "http://127.0.0.1:8765" in out
     assert stat.S_IMODE(os.stat(home / "keys.json").st_mode) == 0o600
     assert settings.callback_url == "http://127.0.0.1:8765/oauth/callback"

@@ -163,14 +163,18 @@ def _post_form(
         ) from None
 
 
-def _error_code(resp: httpx.Response) -> tuple[str, str | None]:
-    """The OAuth ``error`` (or ``http_<status>``) and ``error_description`` of an answer."""
+def _json_object(resp: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object, or ``{}`` when it is not one."""
     try:
         body = resp.json()
     except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        body = {}
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_code(resp: httpx.Response) -> tuple[str, str | None]:
+    """The OAuth ``error`` (or ``http_<status>``) and ``error_description`` of an answer."""
+    body = _json_object(resp)
     error = str(body.get("error") or f"http_{resp.status_code}")[:100]
     description = body.get("error_description")
     return error, description[:200] if isinstance(description, str) and description else None
@@ -182,18 +186,12 @@ def _token_response(
     what: str,
     token_type: str = "bearer",  # noqa: S107 - a token type, not a secret
 ) -> TokenSet:
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        body = {}
+    body = _json_object(resp)
     if resp.status_code >= 400 or "error" in body:
-        error = str(body.get("error") or f"http_{resp.status_code}")[:100]
-        description = body.get("error_description")
+        error, description = _error_code(resp)
         message = f"{what} refused: {error}"
-        if isinstance(description, str) and description:
-            message += f" ({description[:200]})"
+        if description:
+            message += f" ({description})"
         raise ProviderError(message, details={"status": resp.status_code, "provider_error": error})
     return TokenSet.from_response(body, token_type=token_type)
 

@@ -5,6 +5,12 @@ small API, mounted under ``/sandbox``; the sandbox connector points at it. A
 demo page at ``/demo`` plays the host application: in one click each it starts
 a connect session for a demo user, shares a sample update over the connection,
 opens the user's own page (``/me``) and hands out an auditor key for ``/audit``.
+
+Those helpers need no authentication, so the demo must not be reachable from a
+network: ``broker demo`` refuses a non-loopback ``--host`` (or ``BROKER_BASE_URL``)
+unless told ``--i-know-this-is-public``, the helpers (and the sandbox's
+``/api/received``) answer loopback clients only, and each start revokes the demo
+keys of the previous one (:func:`issue_demo_admin_key`).
 """
 
 from __future__ import annotations
@@ -14,33 +20,38 @@ import secrets
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from broker.core.catalog import Catalog
 from broker.core.connector import Connector, ConnectorSource
 from broker.core.errors import BrokerError
+from broker.core.gateway import TransferRequest
 from broker.core.manifest import parse_manifest
 from broker.core.urls import is_allowed_return_url
 from broker.flows.browser_sessions import create_user_session
 from broker.flows.connect import create_connect_session
 from broker.flows.connections import list_connections
-from broker.flows.keys import create_api_key
-from broker.flows.share import TransferRequest, create_transfer
+from broker.flows.keys import create_api_key, list_api_keys, revoke_api_key
+from broker.flows.workers import create_transfer
 from broker.runtime import Runtime
 from broker.sandbox import SandboxClient, SandboxProvider, create_sandbox_app
+from broker.sandbox.app import loopback_only
 
 __all__ = [
+    "DEMO_KEY_LABEL",
     "DEMO_USER",
     "SAMPLE_UPDATE",
     "SANDBOX_CLIENT_ID",
     "demo_router",
+    "issue_demo_admin_key",
     "sandbox_connector",
     "sandbox_manifest",
     "sandbox_setup",
 ]
 
 DEMO_USER = "demo-user"
+DEMO_KEY_LABEL = "demo"
 SANDBOX_CLIENT_ID = "broker-demo"
 CLIENT_ID_ENV = "BROKER_SANDBOX_CLIENT_ID"
 CLIENT_SECRET_ENV = "BROKER_SANDBOX_CLIENT_SECRET"
@@ -95,7 +106,7 @@ def sandbox_connector(catalog: Catalog, sandbox_url: str) -> Connector:
     return Connector(manifest, ConnectorSource("builtin", "broker.demo"))
 
 
-def sandbox_setup(callback_url: str) -> tuple[SandboxProvider, FastAPI]:
+def sandbox_setup(callback_url: str, *, public: bool = False) -> tuple[SandboxProvider, FastAPI]:
     """A sandbox provider with the broker registered as its OAuth client.
 
     The client secret is generated per process and handed over the way an
@@ -109,11 +120,12 @@ def sandbox_setup(callback_url: str) -> tuple[SandboxProvider, FastAPI]:
             SandboxClient(
                 client_id=SANDBOX_CLIENT_ID,
                 client_secret=secret,
-                redirect_uris=[callback_url],
+                # the sandbox connector's own callback, and the shared one
+                redirect_uris=[f"{callback_url}/sandbox", callback_url],
             )
         ]
     )
-    return provider, create_sandbox_app(provider)
+    return provider, create_sandbox_app(provider, local_only=not public)
 
 
 SAMPLE_UPDATE = {
@@ -134,8 +146,24 @@ def _active_connection(rt: Runtime) -> str | None:
     return None
 
 
-def demo_router(rt: Runtime, provider: SandboxProvider) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+def issue_demo_admin_key(rt: Runtime) -> tuple[str, list[str]]:
+    """A new demo admin key; every earlier demo key (admin, and the auditor keys the demo
+    page handed out) is revoked first, with the console sessions opened with them.
+    Returns the raw key and the ids revoked."""
+    revoked = []
+    for key in list_api_keys(rt.engine):
+        if key.label == DEMO_KEY_LABEL and key.revoked_at is None:
+            revoke_api_key(rt.engine, key.id)
+            revoked.append(key.id)
+    _, raw = create_api_key(rt.engine, role="admin", label=DEMO_KEY_LABEL)
+    return raw, revoked
+
+
+def demo_router(rt: Runtime, provider: SandboxProvider, *, public: bool = False) -> APIRouter:
+    """The demo page and its helpers. They act without authentication, so they answer
+    loopback clients only, unless the operator started a ``public`` demo on purpose."""
+    guard = [] if public else [Depends(loopback_only)]
+    router = APIRouter(include_in_schema=False, dependencies=guard)
     # The demo page is the "host application" a connect returns to.
     back = f"{rt.settings.resolved_base_url}/demo"
     if not is_allowed_return_url(back, rt.settings.return_url_prefixes):
@@ -191,7 +219,7 @@ def demo_router(rt: Runtime, provider: SandboxProvider) -> APIRouter:
 
     @router.post("/demo/auditor-key")
     def demo_auditor_key(request: Request) -> Response:
-        _, raw = create_api_key(rt.engine, role="auditor", label="demo")
+        _, raw = create_api_key(rt.engine, role="auditor", label=DEMO_KEY_LABEL)
         return page(request, "demo_key.html", {"key": raw})
 
     return router

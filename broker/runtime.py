@@ -7,8 +7,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib.metadata import EntryPoint
+from typing import Any
 
 import httpx
 from sqlalchemy import Engine
@@ -20,6 +21,7 @@ from broker.core.errors import ConfigurationError
 from broker.core.policy import Policy, load_policy
 from broker.core.registry import ConnectorRegistry, load_registry, refuse_forbidden_uses
 from broker.core.vault import KeyRing, TokenVault
+from broker.metrics import BrokerMetrics
 from broker.settings import Settings
 from broker.store.db import create_db_engine, schema_revisions, upgrade_schema
 from broker.store.types import utcnow
@@ -42,6 +44,52 @@ class Runtime:
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _signing: tuple[int, SigningKeyRing] | None = field(default=None, repr=False)
+    # The delivery workers of this process (broker.flows.workers), started on first use.
+    workers: Any = field(default=None, repr=False)
+    _workers_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _outcome_events: dict[str, threading.Event] = field(default_factory=dict, repr=False)
+    _outcome_results: dict[str, tuple[Any, str | None]] = field(default_factory=dict, repr=False)
+
+    def outcome_event(self, transfer_id: str) -> threading.Event:
+        """Set when this process changes the transfer (outcome, reschedule); waiters
+        for a transfer run elsewhere poll the database as well."""
+        with self._locks_guard:
+            return self._outcome_events.setdefault(transfer_id, threading.Event())
+
+    def signal_outcome(
+        self, transfer_id: str, *, transfer: Any = None, unrecorded: str | None = None
+    ) -> None:
+        """Wake this process's waiters, handing them the stored ``transfer`` (saves a
+        read); ``unrecorded``: the outcome that was reached but could not be written
+        (the waiter answers 503 instead of waiting on)."""
+        with self._locks_guard:
+            ev = self._outcome_events.pop(transfer_id, None)
+            if ev is not None and (transfer is not None or unrecorded is not None):
+                self._outcome_results[transfer_id] = (transfer, unrecorded)
+        if ev is not None:
+            ev.set()
+
+    def forget_outcome(self, transfer_id: str) -> tuple[Any, str | None]:
+        """Drop the waiter's event; returns what the signal handed over, if anything:
+        ``(transfer or None, unrecorded outcome or None)``."""
+        with self._locks_guard:
+            self._outcome_events.pop(transfer_id, None)
+            return self._outcome_results.pop(transfer_id, (None, None))
+
+    _metrics: Any = field(default=None, repr=False)
+
+    @property
+    def metrics(self) -> BrokerMetrics:
+        """This process's Prometheus metrics (created on first use)."""
+        if self._metrics is None:
+            with self._workers_guard:
+                if self._metrics is None:
+                    self._metrics = BrokerMetrics(self.engine, self.clock)
+        return self._metrics
+
+    def lease_duration(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
+    _receipt: tuple[int, SigningKeyRing] | None = field(default=None, repr=False)
 
     def signing_keys(self) -> SigningKeyRing:
         """The checkpoint signing key ring, re-read whenever its file changed (a
@@ -52,12 +100,23 @@ class Runtime:
             self._signing = (mtime, SigningKeyRing.load(path))
         return self._signing[1]
 
+    def receipt_keys(self) -> SigningKeyRing:
+        """The consent-receipt signing key ring (its own keys, not the checkpoints'),
+        re-read whenever its file changed."""
+        path = self.settings.resolved_receipt_keys_file
+        mtime = path.stat().st_mtime_ns
+        if self._receipt is None or self._receipt[0] != mtime:
+            self._receipt = (mtime, SigningKeyRing.load(path))
+        return self._receipt[1]
+
     def connection_lock(self, connection_id: str) -> threading.Lock:
         """The in-process lock that lets one token refresh run per connection."""
         with self._locks_guard:
             return self._locks.setdefault(connection_id, threading.Lock())
 
     def close(self) -> None:
+        if self.workers is not None:
+            self.workers.stop()
         self.http.close()
         self.engine.dispose()
 
@@ -96,6 +155,15 @@ def build_runtime(
         created.append(
             f"created checkpoint signing key file {settings.resolved_signing_keys_file.resolve()}"
             f" (0600); verifier key {signing.verifiers()[0].vkey}"
+        )
+    receipts, made = SigningKeyRing.load_or_create(
+        settings.resolved_receipt_keys_file, settings.resolved_receipt_key_name
+    )
+    if made:
+        created.append(
+            f"created consent-receipt signing key file "
+            f"{settings.resolved_receipt_keys_file.resolve()} (0600); verifier key "
+            f"{receipts.verifiers()[0].vkey}"
         )
     policy = load_policy(settings.policy_file)
     catalog = load_catalog(settings.catalog) if settings.catalog else default_catalog()

@@ -50,7 +50,10 @@ class Settings(BaseSettings):
         default=120.0, gt=0, le=3600, description="seconds a connector's Python hook may run"
     )
     reconcile_after: int = Field(
-        default=300, ge=0, description="seconds before a pending transfer counts as interrupted"
+        default=300,
+        ge=0,
+        description="seconds before a pending transfer from before the delivery engine "
+        "(no lease) counts as interrupted",
     )
     http_trust_env: bool = Field(
         default=False, description="let outgoing HTTP use proxy settings from the environment"
@@ -77,6 +80,77 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(
         default=None, description="data-use policy TOML; default: the packaged policy"
     )
+    workers: int = Field(
+        default=4, ge=0, le=256, description="delivery worker threads in this process; 0: none"
+    )
+    delivery_processes: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="`broker serve` also starts this many `broker worker` processes",
+    )
+    transfer_wait: float = Field(
+        default=30.0, ge=0, le=600, description="seconds a transfer request waits for its outcome"
+    )
+    lease_seconds: float = Field(
+        default=60.0, ge=1, le=3600, description="a worker's lease on a transfer it delivers"
+    )
+    worker_poll: float = Field(
+        default=1.0, gt=0, le=60, description="seconds between a worker's looks for due transfers"
+    )
+    retry_hold_max: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="a retry wait up to this is held by the worker; longer ones are rescheduled",
+    )
+    token_refresh_timeout: float = Field(
+        default=30.0, gt=0, le=300, description="seconds a token refresh may take at the provider"
+    )
+    metrics_token: str | None = Field(
+        default=None, min_length=16, description="bearer token for GET /metrics besides admin keys"
+    )
+    receipt_keys_file: Path | None = Field(
+        default=None,
+        description="consent-receipt signing keys; default BROKER_HOME/receipt-keys.json",
+    )
+    user_session_ttl: int = Field(
+        default=1800, ge=60, le=86400, description="seconds a /me browser session lasts"
+    )
+    console_session_ttl: int = Field(
+        default=14400, ge=60, le=7 * 86400, description="seconds an /audit console session lasts"
+    )
+    console_login_limit_per_address: str = Field(
+        default="10/minute;50/hour",
+        description="console sign-in attempts allowed per client address (limits syntax)",
+    )
+    console_login_limit_per_key: str = Field(
+        default="5/minute;20/hour",
+        description="console sign-ins allowed per API key id (limits syntax)",
+    )
+    rate_limit_storage: str = Field(
+        default="memory",
+        pattern=r"^(memory|database)$",
+        description="where sign-in counters live: memory (one process) or database (several)",
+    )
+    platform_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=80,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="the host platform's name, shown in the pages' header and on the consent "
+        "page; unset, the header says 'Integrations' and the page 'the platform account'",
+    )
+    confirm_ttl: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 86400,
+        description="seconds a pending_confirmation connection waits for the host's confirm",
+    )
+    shared_callback_connectors: str = Field(
+        default="",
+        description="comma-separated connector ids kept on the shared /oauth/callback",
+    )
 
     @field_validator("return_url_allowlist", "connectors_path")
     @classmethod
@@ -102,7 +176,18 @@ class Settings(BaseSettings):
 
     @property
     def callback_url(self) -> str:
+        """The shared callback, kept for redirect URIs registered before per-connector ones."""
         return f"{self.resolved_base_url}/oauth/callback"
+
+    def connector_callback_url(self, connector_id: str) -> str:
+        """The connector's own callback (RFC 9700 §4.4.2: one redirect URI per provider)."""
+        return f"{self.resolved_base_url}/oauth/callback/{connector_id}"
+
+    @property
+    def shared_callback_ids(self) -> frozenset[str]:
+        return frozenset(
+            p.strip() for p in self.shared_callback_connectors.split(",") if p.strip()
+        )
 
     @property
     def resolved_keys_file(self) -> Path:
@@ -115,6 +200,16 @@ class Settings(BaseSettings):
     @property
     def resolved_signing_keys_file(self) -> Path:
         return self.signing_keys_file or self.home / "signing-keys.json"
+
+    @property
+    def resolved_receipt_keys_file(self) -> Path:
+        return self.receipt_keys_file or self.home / "receipt-keys.json"
+
+    @property
+    def resolved_receipt_key_name(self) -> str:
+        """The name receipts are signed as (distinct from the checkpoint origin)."""
+        host = urlsplit(self.resolved_base_url).hostname or "localhost"
+        return f"{host}/consent-receipts"
 
     @property
     def checkpoints_file(self) -> Path:

@@ -109,9 +109,30 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_audit_public_key(args: argparse.Namespace) -> int:
     from broker.flows.checkpoints import public_keys
+    from broker.flows.receipts import receipt_public_keys
 
-    for k in public_keys(runtime())["keys"]:
+    rt = runtime()
+    keys = receipt_public_keys(rt) if args.receipts else public_keys(rt)
+    for k in keys["keys"]:
         say(k["vkey"] + (f" retired={k['retired_at']}" if k["retired_at"] else ""))
+    return 0
+
+
+def cmd_audit_verify_receipt(args: argparse.Namespace) -> int:
+    from broker.core.errors import InvalidInput
+    from broker.flows.receipts import verify_receipt
+
+    note = Path(args.receipt).read_text(encoding="utf-8")
+    try:
+        result = verify_receipt(runtime(), note)
+    except InvalidInput as exc:
+        say(f"receipt FAILED: {exc.message}")
+        return 1
+    body = result["receipt"]
+    key = f"key {result['key_id']}"
+    if result["legacy"]:
+        key += " (the checkpoint key, which signed receipts before the receipt key)"
+    say(f"receipt OK: consent {body.get('consent_id')} of {body.get('user_id')}, signed by {key}")
     return 0
 
 
@@ -173,7 +194,13 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit_checkpoint)
     p = audit.add_parser("public-key", help="the checkpoint verifier keys (a key file)")
+    p.add_argument(
+        "--receipts", action="store_true", help="the consent-receipt verifier keys instead"
+    )
     p.set_defaults(func=cmd_audit_public_key)
+    p = audit.add_parser("verify-receipt", help="check a signed consent receipt (exit 0: genuine)")
+    p.add_argument("receipt", help="the receipt file (consent-….note)")
+    p.set_defaults(func=cmd_audit_verify_receipt)
     p = audit.add_parser("user", help="who received a user's data (GDPR Art. 15(1)(c))")
     p.add_argument("user_id")
     p.add_argument("--format", choices=["json", "csv", "html"], default="json")

@@ -45,8 +45,25 @@ def cmd_transfers_reconcile(args: argparse.Namespace) -> int:
         return 0
     resolved = reconcile(rt, older_than=args.older_than)
     for t in resolved:
-        say(f"marked {t.id} failed (interrupted; the third party may have received it)")
+        if t.status == "pending":
+            say(f"{t.id}: queued again under its idempotency key (the third party is idempotent)")
+        else:
+            say(f"{t.id}: {t.status} (interrupted; the third party may have received it)")
     say(f"{len(resolved)} interrupted transfer(s) resolved")
+    return 0
+
+
+def cmd_transfers_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from broker.flows.stats import delivery_stats
+
+    stats = delivery_stats(runtime())
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True, default=str))
+        return 0
+    for key, value in stats.items():
+        say(f"{key:<28} {value}")
     return 0
 
 
@@ -75,7 +92,9 @@ def register(sub: Any) -> None:
     tr = sub.add_parser("transfers", help="transfers").add_subparsers(
         dest="transfers", required=True
     )
-    p = tr.add_parser("reconcile", help="resolve transfers interrupted between record and send")
+    p = tr.add_parser(
+        "reconcile", help="resolve transfers whose worker stopped mid-delivery (expired leases)"
+    )
     p.add_argument(
         "--older-than",
         type=int,
@@ -85,6 +104,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="report only")
     p.set_defaults(func=cmd_transfers_reconcile)
+    p = tr.add_parser("stats", help="the delivery queue and outcomes, as /metrics shows them")
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.set_defaults(func=cmd_transfers_stats)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
     p = db.add_parser("upgrade", help="apply migrations (Alembic)")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 from broker.cli import common
@@ -14,7 +17,22 @@ if TYPE_CHECKING:
     from broker.runtime import Runtime
     from broker.settings import Settings
 
-__all__ = ["build_app", "register"]
+__all__ = ["build_app", "public_demo_problem", "register"]
+
+
+def public_demo_problem(settings: Settings) -> str | None:
+    """Why this demo would be reachable from a network (its helpers hand out keys and
+    data without authentication), or None when it binds and is addressed on loopback."""
+    from urllib.parse import urlsplit
+
+    from broker.core.urls import is_loopback_host
+
+    if not is_loopback_host(settings.host):
+        return f"--host {settings.host} is not a loopback address"
+    base_host = urlsplit(settings.resolved_base_url).hostname
+    if not is_loopback_host(base_host):
+        return f"BROKER_BASE_URL {settings.resolved_base_url} is not on a loopback host"
+    return None
 
 
 def build_app(args: argparse.Namespace, *, demo: bool) -> tuple[FastAPI, Settings]:
@@ -22,6 +40,17 @@ def build_app(args: argparse.Namespace, *, demo: bool) -> tuple[FastAPI, Setting
     from broker.web.app import create_app
 
     settings = common.settings(args)
+    public = bool(getattr(args, "i_know_this_is_public", False))
+    if demo and (problem := public_demo_problem(settings)):
+        if not public:
+            from broker.core.errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"broker demo refuses to start: {problem}. The demo page hands out API keys "
+                "without authentication; run it on 127.0.0.1, or pass "
+                "--i-know-this-is-public if you really mean to expose it."
+            )
+        say(f"WARNING: {problem}; the demo is exposed (--i-know-this-is-public)")
     base = settings.resolved_base_url
     builtins = []
     mounts = {}
@@ -29,7 +58,7 @@ def build_app(args: argparse.Namespace, *, demo: bool) -> tuple[FastAPI, Setting
     if demo:
         from broker.demo import sandbox_connector, sandbox_setup
 
-        provider, sandbox_app = sandbox_setup(settings.callback_url)
+        provider, sandbox_app = sandbox_setup(settings.callback_url, public=public)
         builtins.append(sandbox_connector(catalog(settings), f"{base}/sandbox"))
         mounts["/sandbox"] = sandbox_app
     rt = build_runtime(settings, builtins=builtins)
@@ -42,11 +71,12 @@ def build_app(args: argparse.Namespace, *, demo: bool) -> tuple[FastAPI, Setting
         say(f"warning: connector {problem.source}: {problem.message}")
     app = create_app(rt, mounts=mounts)
     if demo:
-        from broker.demo import demo_router
-        from broker.flows.keys import create_api_key
+        from broker.demo import demo_router, issue_demo_admin_key
 
-        app.include_router(demo_router(rt, provider))
-        _, raw = create_api_key(rt.engine, role="admin", label="demo")
+        app.include_router(demo_router(rt, provider, public=public))
+        raw, revoked = issue_demo_admin_key(rt)
+        if revoked:
+            say(f"revoked {len(revoked)} demo key(s) of earlier runs: {', '.join(revoked)}")
         say(f"demo admin API key (shown once): {raw}")
         say(f"demo page: {base}/demo")
     say(f"broker listening on {base}  (OAuth callback {settings.callback_url})")
@@ -55,11 +85,18 @@ def build_app(args: argparse.Namespace, *, demo: bool) -> tuple[FastAPI, Setting
 
 def report_reconcile(rt: Runtime) -> None:
     from broker.flows.reconcile import reconcile
+    from broker.flows.revoke import resume_interrupted_revocations
 
+    for connection_id in resume_interrupted_revocations(rt):
+        say(f"connection {connection_id}: an interrupted revocation was finished")
     for t in reconcile(rt):
         say(
-            f"transfer {t.id} was interrupted (pending since {t.created_at:%Y-%m-%d %H:%M:%S}); "
-            "marked failed — the third party may or may not have received it"
+            f"transfer {t.id} was interrupted (pending since {t.created_at:%Y-%m-%d %H:%M:%S}): "
+            + (
+                "sent again under its idempotency key"
+                if t.status == "pending"
+                else "outcome_unknown — the third party may or may not have received it"
+            )
         )
 
 
@@ -67,14 +104,47 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     import uvicorn
 
     from broker.flows.checkpoints import start_checkpointing
+    from broker.flows.workers import ensure_workers
 
     app, settings = build_app(args, demo=demo)
-    checkpoints = start_checkpointing(app.state.runtime)
+    rt = app.state.runtime
+    checkpoints = start_checkpointing(rt)
+    workers = ensure_workers(rt)
+    if workers is not None:
+        say(f"{workers.threads} delivery worker(s) running as {workers.owner}")
+    children = _delivery_processes(settings, demo=demo)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
     finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        rt.close()
         checkpoints.stop()
     return 0
+
+
+def _delivery_processes(settings: Settings, *, demo: bool) -> list[subprocess.Popen[bytes]]:
+    """``BROKER_DELIVERY_PROCESSES`` child ``broker worker`` processes, so delivery runs
+    on other cores than the API (the database is shared; leases keep them apart)."""
+    count = settings.delivery_processes
+    if count and demo:
+        say("BROKER_DELIVERY_PROCESSES is ignored by the demo (its sandbox is in-process)")
+        return []
+    children = []
+    for _ in range(count):
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "broker.cli", "worker"], env=os.environ.copy()
+            )
+        )
+    if children:
+        say(f"{count} delivery process(es) started: {', '.join(str(c.pid) for c in children)}")
+    return children
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -89,4 +159,11 @@ def register(sub: Any) -> None:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--host", default=None, help="interface (default 127.0.0.1)")
         p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+        if name == "demo":
+            p.add_argument(
+                "--i-know-this-is-public",
+                action="store_true",
+                help="allow a non-loopback --host or BROKER_BASE_URL (the demo page hands "
+                "out keys without authentication)",
+            )
         p.set_defaults(func=func)

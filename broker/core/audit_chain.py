@@ -124,14 +124,19 @@ EVENTS: frozenset[str] = frozenset(
         "consent.granted",
         "consent.withdrawn",
         "connection.revoked",
+        "connection.confirmed",
         "transfer.pending",
         "transfer.delivered",
         "transfer.failed",
+        "transfer.outcome_unknown",
+        "transfer.cancelled",
+        "transfer.late_outcome",
         "transfer.blocked",
         "token.refreshed",
         "key.rotated",
         "policy.changed",
         "disclosure.legal",
+        "console.login_failed",
     }
 )
 GENESIS_HASH: str = "0" * 64

@@ -15,7 +15,7 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -45,19 +45,28 @@ class DeliveryOutcome:
     response_id: str | None = None
     reason: str | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    retry_in: float | None = None  # not delivered yet: try again in this many seconds
+    unknown: bool = False  # a request went out and no answer came: it may have arrived
 
 
 class HookTimedOut(Exception):
     """A connector hook did not return within its time limit."""
 
 
-def guarded_client(transport: EgressTransport, *, user_agent: str, timeout: float) -> httpx.Client:
-    """The client a hook receives: guarded transport, no redirects, no proxies from env."""
+def guarded_client(
+    transport: EgressTransport,
+    *,
+    user_agent: str,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Client:
+    """The client a hook receives: guarded transport, no redirects, no proxies from env;
+    ``headers`` go on every request (the delivery's idempotency key)."""
     return httpx.Client(
         transport=transport,
         follow_redirects=False,
         timeout=timeout,
-        headers={"User-Agent": user_agent},
+        headers={"User-Agent": user_agent, **(headers or {})},
         trust_env=False,
     )
 
@@ -122,6 +131,7 @@ def dispatch(
     user_agent: str,
     http_timeout: float,
     time_limit: float | None,
+    headers: Mapping[str, str] | None = None,
 ) -> DeliveryOutcome:
     """Deliver ``payload`` through ``connector``; never raises for what the connector
     or the third party did. ``time_limit`` applies to plugin code only."""
@@ -129,7 +139,9 @@ def dispatch(
     limit = time_limit if connector.has_deliver_hook else None
     if limit is not None and transport.deadline is None:
         transport.deadline = time.monotonic() + limit
-    client = guarded_client(transport, user_agent=user_agent, timeout=http_timeout)
+    client = guarded_client(
+        transport, user_agent=user_agent, timeout=http_timeout, headers=headers
+    )
 
     def call() -> object:
         return connector.deliver(action, copy.deepcopy(payload), client)
@@ -164,6 +176,10 @@ def dispatch(
         transport.stop("the delivery is over")
         client.close()
     outcome.status_code = transport.log.last_status
+    if not outcome.delivered and transport.log.retry_in is not None:
+        outcome.retry_in = transport.log.retry_in
+    if not outcome.delivered and transport.log.unanswered:
+        outcome.unknown = True
     if outcome.reason:
         outcome.reason = outcome.reason[:1000]
     return outcome

@@ -6,7 +6,11 @@ receive. For every request it:
 1. refuses any host the manifest does not declare (its action URLs and
    ``hosts``, with the connection's settings filled in), and any URL that is not
    https (plain http only on loopback), *before* a socket is opened; the refusal
-   is logged (logger ``broker.egress``) and recorded, and fails the transfer;
+   is logged (logger ``broker.egress``) and recorded, and fails the transfer.
+   Below it, the inner transport the broker gives it
+   (:class:`~broker.core.addresses.PinnedTransport`) resolves the host once, refuses
+   private, loopback, link-local and metadata addresses, and connects to the
+   checked address; such a refusal is recorded the same way;
 2. adds ``Authorization: Bearer <access token>`` itself, replacing any such
    header the connector set, on a copy of the request: the connector's request
    and response objects never carry the token;
@@ -73,6 +77,9 @@ class RetryPolicy:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     retry_after_max: float = 60.0
+    # A wait longer than this is not slept here: the delivery stops and says when
+    # to try again (``EgressLog.retry_in``), so the engine reschedules the job.
+    hold_max: float | None = None
 
 
 @dataclass
@@ -85,6 +92,8 @@ class EgressLog:
     gave_up: str | None = None
     last_status: int | None = None
     refreshed: bool = False
+    retry_in: float | None = None  # seconds until the next attempt is due, if rescheduled
+    unanswered: bool = False  # a request went out and no answer came back
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -265,7 +274,8 @@ class EgressTransport(httpx.BaseTransport):
         if delay is None and resp is not None:
             delay = retry_after_seconds(resp.headers.get("retry-after"), self._clock())
         if delay is not None and delay > 0:
-            wait = min(delay, self.policy.retry_after_max)
+            hold = self.policy.hold_max
+            wait = delay if hold is not None else min(delay, self.policy.retry_after_max)
             record["retry_after"] = wait
         else:
             ceiling = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (attempt - 1))
@@ -292,11 +302,22 @@ class EgressTransport(httpx.BaseTransport):
             resp: httpx.Response | None = None
             try:
                 resp = self._send_once(request, body, token)
+            except EgressDenied as exc:  # the address check at the socket (core.addresses)
+                where = f"{request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}"
+                record["error"] = f"refused before connecting: {exc.message}"
+                self.log.refused.append(where)
+                log.warning("connector %r: %s", self.connector_id, exc.message)
+                raise EgressDenied(
+                    f"connector {self.connector_id!r} tried to reach {where}; refused: "
+                    f"{exc.message}",
+                    details={"connector": self.connector_id, "destination": where},
+                ) from None
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 record["error"] = f"could not connect ({type(exc).__name__})"
                 failure: httpx.HTTPError = exc
             except httpx.HTTPError as exc:
                 record["error"] = f"no answer ({type(exc).__name__}); the outcome is unknown"
+                self.log.unanswered = True
                 raise
             else:
                 record["status"] = self.log.last_status = resp.status_code
@@ -320,6 +341,12 @@ class EgressTransport(httpx.BaseTransport):
                     raise failure
                 return _detach(resp)
             wait = self._wait(record, resp, delay, attempt)
+            if self.policy.hold_max is not None and wait > self.policy.hold_max:
+                self.log.retry_in = wait
+                self.log.gave_up = f"rescheduled in {wait:.0f}s after: {record['error']}"
+                if resp is None:
+                    raise failure
+                return _detach(resp)
             if self.deadline is not None and time.monotonic() + wait > self.deadline:
                 self.log.gave_up = (
                     f"gave up after {attempt} attempts: waiting {wait:.0f}s more would pass "

@@ -13,8 +13,10 @@
     ├── NotFound                     not_found          404
     ├── Conflict                     conflict           409
     │   ├── ConnectionNotActive      connection_not_active 409
-    │   └── IdempotencyConflict      idempotency_key_reused 409
+    │   ├── IdempotencyConflict      idempotency_key_reused 409
+    │   └── NotCancellable           not_cancellable    409
     ├── SessionInvalid               session_invalid    400
+    ├── RateLimited                  rate_limited       429
     ├── StateInvalid                 state_invalid      400
     ├── ManifestError                manifest_invalid   422
     ├── CatalogError                 catalog_invalid    422
@@ -24,7 +26,9 @@
     │   ├── DeliveryRejected         delivery_rejected  502
     │   └── TokenRejected            token_rejected     502
     ├── ConnectorFailed              connector_failed   502
-    └── DeliveryFailed               delivery_failed    502
+    ├── DeliveryFailed               delivery_failed    502
+    │   └── OutcomeUnknown           outcome_unknown    502
+    └── OutcomeNotRecorded           outcome_not_recorded 503
 
 Each error carries a stable ``code`` (rendered by the API as
 ``{"error": {"code", "message", "details"}}``), a human ``message`` and
@@ -33,6 +37,7 @@ JSON-safe ``details``. Messages never contain tokens or secrets.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = [
@@ -50,12 +55,16 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidInput",
     "ManifestError",
+    "NotCancellable",
     "NotFound",
+    "OutcomeNotRecorded",
+    "OutcomeUnknown",
     "OutsideGrant",
     "PayloadTooLarge",
     "PermissionDenied",
     "ProviderError",
     "PurposeNotDeclared",
+    "RateLimited",
     "ReturnUrlNotAllowed",
     "SessionInvalid",
     "StateInvalid",
@@ -148,6 +157,20 @@ class SessionInvalid(BrokerError):
     status = 400
 
 
+class RateLimited(BrokerError):
+    """Too many attempts (console sign-in); ``retry_after`` seconds until the next is heard.
+
+    Rendered with a ``Retry-After`` header."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = max(1, math.ceil(retry_after)) if retry_after is not None else 60
+        details = {"retry_after": self.retry_after} if retry_after is not None else None
+        super().__init__(message, details=details)
+
+
 class StateInvalid(BrokerError):
     """An OAuth ``state`` that is unknown, expired, replayed or forged."""
 
@@ -214,3 +237,24 @@ class DeliveryFailed(BrokerError):
 
     code = "delivery_failed"
     status = 502
+
+
+class OutcomeUnknown(DeliveryFailed):
+    """The delivery may or may not have reached the third party (its worker stopped
+    mid-flight and the third party is not known to honour idempotency keys)."""
+
+    code = "outcome_unknown"
+
+
+class OutcomeNotRecorded(BrokerError):
+    """The delivery ran but its outcome could not be written (the database failed);
+    the transfer stays pending under its lease and is resolved when the lease ends."""
+
+    code = "outcome_not_recorded"
+    status = 503
+
+
+class NotCancellable(Conflict):
+    """The transfer has started or ended; only a transfer still queued can be cancelled."""
+
+    code = "not_cancellable"

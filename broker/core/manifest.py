@@ -17,17 +17,24 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from broker.core.catalog import Catalog
 from broker.core.errors import ConfigurationError, InvalidInput, ManifestError
-from broker.core.placeholders import BUILTIN_PLACEHOLDERS, placeholder_problem, sample_url
+from broker.core.placeholders import (
+    BUILTIN_PLACEHOLDERS,
+    host_label_problem,
+    host_placeholders,
+    placeholder_problem,
+    sample_url,
+)
 from broker.core.policy import DEFAULT_USE, is_data_use
 from broker.core.urls import url_problem
 
 __all__ = [
     "Action",
     "DataDeclaration",
+    "DeliverySettings",
     "Manifest",
     "OAuthSettings",
     "Setting",
@@ -74,6 +81,25 @@ class OAuthSettings(_Strict):
     token_type: str = Field(default="bearer", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,30}$")
     revocation: Literal["rfc7009", "bearer", "client_json"] = "rfc7009"
     revoke_method: Literal["POST", "DELETE"] = "POST"
+    # RFC 9207 / RFC 9700 §4.4 (mix-up): the authorization server's issuer identifier,
+    # checked against ``iss`` in its authorization response; with the flag set, a
+    # response without ``iss`` is refused.
+    issuer: str | None = Field(default=None, min_length=1, max_length=500)
+    authorization_response_iss_parameter_supported: bool = False
+    # Which redirect URI the broker sends: the connector's own
+    # (BASE_URL/oauth/callback/{id}) or the shared BASE_URL/oauth/callback.
+    redirect: Literal["per_connector", "shared"] = "per_connector"
+
+    @model_validator(mode="after")
+    def _issuer_rules(self) -> OAuthSettings:
+        if self.issuer is not None:
+            if problem := url_problem(sample_url(self.issuer)):
+                raise ValueError(f"issuer: {problem}")
+            if "?" in self.issuer or "#" in self.issuer:
+                raise ValueError("issuer: must not carry a query or fragment (RFC 9207)")
+        elif self.authorization_response_iss_parameter_supported:
+            raise ValueError("authorization_response_iss_parameter_supported needs oauth.issuer")
+        return self
 
 
 class DataDeclaration(_Strict):
@@ -95,6 +121,29 @@ class Setting(_Strict):
     example: str | None = None
 
 
+class DeliverySettings(_Strict):
+    """How the delivery engine treats this third party (``[delivery]``).
+
+    ``idempotent``: the third party honours the idempotency header, so a delivery
+    whose worker stopped mid-flight is sent again under the same key; otherwise it
+    ends ``outcome_unknown``. ``idempotency_header`` names the header that carries
+    the transfer id on every attempt (empty: none is sent). ``max_in_flight`` bounds
+    concurrent deliveries to this connector per worker process; ``rate_limit``
+    (``"100/minute"``) bounds how often they start, counted in the database so every
+    process shares it; ``ordered`` delivers each connection's transfers one at a
+    time, oldest first."""
+
+    idempotent: bool = False
+    idempotency_header: str = Field(
+        default="Idempotency-Key", pattern=r"^([A-Za-z0-9-]{1,64})?$"
+    )
+    max_in_flight: int | None = Field(default=None, ge=1, le=1000)
+    rate_limit: str | None = Field(
+        default=None, pattern=r"^[1-9][0-9]{0,6}/(second|minute|hour|day)$"
+    )
+    ordered: bool = False
+
+
 class Action(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     method: str = "POST"
@@ -114,6 +163,7 @@ class Manifest(_Strict):
     actions: tuple[Action, ...] = ()
     settings: tuple[Setting, ...] = ()
     hosts: tuple[str, ...] = ()
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
 
     def declaration(self, category: str) -> DataDeclaration | None:
         return next((d for d in self.data if d.category == category), None)
@@ -158,12 +208,38 @@ class Manifest(_Strict):
                     f"(must match {setting.pattern})",
                     details={"field": field, "pattern": setting.pattern},
                 )
+            if setting.name in self.host_settings and (problem := host_label_problem(value)):
+                raise InvalidInput(
+                    f"{field}: {value!r} cannot stand in a host name: {problem}",
+                    details={"field": field},
+                )
             out[setting.name] = value
         return out
 
+    def url_templates(self) -> dict[str, str]:
+        """Every URL that may carry placeholders, by field (``hosts`` as https URLs)."""
+        oauth = self.oauth
+        urls = {
+            f"oauth.{name}": url
+            for name in ("authorize_url", "token_url", "revoke_url")
+            if (url := getattr(oauth, name)) is not None
+        }
+        urls.update({f"actions[{i}].url": a.url for i, a in enumerate(self.actions)})
+        urls.update({f"hosts[{i}]": f"https://{h}/" for i, h in enumerate(self.hosts)})
+        return urls
+
+    @property
+    def host_settings(self) -> frozenset[str]:
+        """The settings that fill a host name label in some URL."""
+        return frozenset(
+            name for url in self.url_templates().values() for name in host_placeholders(url)
+        )
+
     def digest(self) -> str:
         """SHA-256 of the manifest as shown to users; consent records keep it."""
-        encoded = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # [delivery] is how the broker sends, not what the user agrees to: left out.
+        shown = self.model_dump(mode="json", exclude={"delivery"})
+        encoded = json.dumps(shown, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(encoded.encode()).hexdigest()
 
     def public_dict(self) -> dict[str, Any]:
@@ -180,6 +256,17 @@ def _location(loc: tuple[Any, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(manifest)"
+
+
+def _template_problem(url: str, declared: set[str] | None) -> str | None:
+    """Why a manifest URL (a template when ``declared`` names its settings) is not
+    acceptable: its placeholders, then its scheme, host and port as the URL rules see
+    it with sample values filled in (named by the template, not the sample)."""
+    if declared is not None and (problem := placeholder_problem(url, declared)):
+        return problem
+    sample = sample_url(url)
+    problem = url_problem(sample)
+    return problem.replace(repr(sample), repr(url), 1) if problem else None
 
 
 def _meaning_problems(manifest: Manifest, catalog: Catalog) -> list[str]:
@@ -208,9 +295,7 @@ def _meaning_problems(manifest: Manifest, catalog: Catalog) -> list[str]:
             problems.append(f"{field}: must not be empty")
         elif not templated and ("{" in url or "}" in url):
             problems.append(f"{field}: {url!r} may not contain placeholders")
-        elif problem := (
-            (templated and placeholder_problem(url, declared)) or url_problem(sample_url(url))
-        ):
+        elif problem := _template_problem(url, declared if templated else None):
             problems.append(f"{field}: {problem}")
     for i, host in enumerate(manifest.hosts):
         if not _HOST_ENTRY.fullmatch(host):

@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from authlib.common.urls import url_decode
@@ -29,6 +30,7 @@ __all__ = [
     "TokenSet",
     "authorization_url",
     "exchange_code",
+    "issuer_problem",
     "new_state",
     "refresh_tokens",
     "revoke_token",
@@ -97,10 +99,7 @@ class TokenSet:
         expires_at = None
         expires_in = body.get("expires_in")
         if expires_in is not None:
-            try:
-                seconds = int(expires_in)
-            except (TypeError, ValueError):
-                raise ProviderError("token endpoint sent a non-numeric expires_in") from None
+            seconds = _lifetime(expires_in)
             expires_at = (now or datetime.now(UTC)) + timedelta(seconds=seconds)
         refresh = body.get("refresh_token")
         scope = body.get("scope")
@@ -111,6 +110,35 @@ class TokenSet:
             expires_at=expires_at,
             scope=" ".join(scope) if isinstance(scope, list) else scope,
         )
+
+
+# The longest access-token lifetime taken at its word: ten years. Longer (10**12 would
+# overflow a datetime) is a broken or hostile provider, not a real token.
+MAX_EXPIRES_IN = 10 * 366 * 24 * 3600
+
+
+def _lifetime(expires_in: Any) -> int:
+    """RFC 6749 ``expires_in``: seconds, as a JSON integer (or, as some providers send
+    it, an integral number or a string of digits), from 0 to ``MAX_EXPIRES_IN``; anything
+    else is the provider's error, not ours."""
+    if isinstance(expires_in, bool):
+        seconds = None
+    elif isinstance(expires_in, int):
+        seconds = expires_in
+    elif isinstance(expires_in, float) and expires_in.is_integer():
+        seconds = int(expires_in)
+    elif isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
+        seconds = int(expires_in) if len(expires_in) <= 12 else MAX_EXPIRES_IN + 1
+    else:
+        seconds = None
+    if seconds is None:
+        raise ProviderError("token endpoint sent a non-numeric expires_in")
+    if not 0 <= seconds <= MAX_EXPIRES_IN:
+        raise ProviderError(
+            "token endpoint sent an expires_in out of range",
+            details={"max_expires_in": MAX_EXPIRES_IN},
+        )
+    return seconds
 
 
 def authorization_url(
@@ -135,6 +163,41 @@ def authorization_url(
     )
 
 
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname.lower(), port or {"https": 443, "http": 80}.get(scheme)
+
+
+def issuer_problem(
+    iss: str | None, *, expected: str | None, required: bool, authorize_url: str
+) -> str | None:
+    """Why an authorization response's ``iss`` (RFC 9207) is refused, or ``None``.
+
+    With an ``expected`` issuer (the manifest's ``oauth.issuer``) ``iss`` must equal
+    it exactly (RFC 9207 §2.4: simple string comparison). Without one, an ``iss`` the
+    provider sends anyway must at least name the origin of the authorize URL the
+    attempt was sent to. ``required`` (the provider's
+    ``authorization_response_iss_parameter_supported``) refuses an answer without it."""
+    if iss is None:
+        if required:
+            return "the provider's answer carries no iss, but this provider always sends one"
+        return None
+    if expected is not None:
+        if iss != expected:
+            return "the provider's answer names another issuer (iss); possible mix-up"
+        return None
+    if _origin(iss) is None or _origin(iss) != _origin(authorize_url):
+        return "the provider's answer names an issuer (iss) on another origin; possible mix-up"
+    return None
+
+
 def _client_auth(
     oauth: OAuthSettings, creds: ClientCredentials, form: dict[str, str]
 ) -> tuple[dict[str, str], httpx.BasicAuth | None]:
@@ -151,10 +214,14 @@ def _post_form(
     oauth: OAuthSettings,
     creds: ClientCredentials,
     what: str,
+    timeout: float | None = None,
 ) -> httpx.Response:
     form, auth = _client_auth(oauth, creds, form)
+    extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     try:
-        return http.post(url, data=form, auth=auth, headers={"Accept": "application/json"})
+        return http.post(
+            url, data=form, auth=auth, headers={"Accept": "application/json"}, **extra
+        )
     except httpx.TimeoutException:
         raise ProviderError(f"{what} timed out", details={"endpoint": url}) from None
     except httpx.HTTPError as exc:
@@ -220,9 +287,15 @@ def exchange_code(
 
 
 def refresh_tokens(
-    http: httpx.Client, oauth: OAuthSettings, creds: ClientCredentials, *, refresh_token: str
+    http: httpx.Client,
+    oauth: OAuthSettings,
+    creds: ClientCredentials,
+    *,
+    refresh_token: str,
+    timeout: float | None = None,
 ) -> TokenSet:
-    """Use a refresh token; a provider that does not rotate keeps the old one."""
+    """Use a refresh token; a provider that does not rotate keeps the old one.
+    ``timeout`` (seconds) replaces the client's for this request."""
     body = prepare_token_request("refresh_token", refresh_token=refresh_token)
     resp = _post_form(
         http,
@@ -231,6 +304,7 @@ def refresh_tokens(
         oauth=oauth,
         creds=creds,
         what="token refresh",
+        timeout=timeout,
     )
     tokens = _token_response(resp, what="token refresh", token_type=oauth.token_type)
     if tokens.refresh_token is None:

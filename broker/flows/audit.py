@@ -7,7 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from sqlalchemy import func
@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from broker.core.audit_chain import AuditEntry, VerifyResult, read_head, verify_chain
 from broker.core.checkpoint import Checkpoint, open_note, split_notes
+from broker.core.csv_cells import csv_row
 from broker.core.errors import InvalidInput
 from broker.core.merkle import Frontier, leaf_hash
 from broker.flows.paging import page
@@ -34,7 +35,9 @@ __all__ = [
     "verify_log",
 ]
 
-STATUSES = ("pending", "delivered", "failed", "blocked")
+STATUSES = ("pending", "delivered", "failed", "blocked", "outcome_unknown", "cancelled")
+# Counted as disclosed: delivered, and outcome_unknown (it may have arrived).
+DISCLOSED = ("delivered", "outcome_unknown")
 EXPORT_COLUMNS = (
     "id", "created_at", "completed_at", "status", "user_id", "connector", "connection_id",
     "action", "categories", "field_paths", "dropped", "purpose", "legal_basis", "consent_id",
@@ -135,8 +138,17 @@ class TransferFilter:
             )
         for name in ("since", "until"):
             value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
+            if value is None:
+                continue
+            if value.tzinfo is None or value.utcoffset() is None:
                 raise InvalidInput(f"{name} must include a time zone", details={"field": name})
+            try:
+                utc = value.astimezone(UTC)
+            except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+                raise InvalidInput(
+                    f"{name} is out of range once converted to UTC", details={"field": name}
+                ) from None
+            object.__setattr__(self, name, utc)
 
     def apply(self, stmt: Any) -> Any:
         if self.user_id:
@@ -198,7 +210,7 @@ def export_transfers(rt: Runtime, flt: TransferFilter, fmt: str) -> Iterator[str
         for t in iter_transfers(rt, flt):
             buf.seek(0)
             buf.truncate()
-            writer.writerow([_cell(t.get(c)) for c in EXPORT_COLUMNS])
+            writer.writerow(csv_row(_cell(t.get(c)) for c in EXPORT_COLUMNS))
             yield buf.getvalue()
         return
     for t in iter_transfers(rt, flt):
@@ -208,7 +220,9 @@ def export_transfers(rt: Runtime, flt: TransferFilter, fmt: str) -> Iterator[str
 
 
 def recipients_report(rt: Runtime) -> list[dict[str, Any]]:
-    """Per third party: what it received (delivered transfers only), how often, when."""
+    """Per third party: what it received, how often, when. Categories and fields count
+    delivered transfers and those whose outcome is unknown (a possible disclosure);
+    ``transfers`` counts the delivered ones, the other statuses are counted apart."""
     with Session(rt.engine) as session:
         totals = session.exec(
             select(
@@ -222,7 +236,7 @@ def recipients_report(rt: Runtime) -> list[dict[str, Any]]:
         ).all()
         rows = session.exec(
             select(Transfer.connector_id, Transfer.categories, Transfer.field_paths).where(
-                Transfer.status == "delivered"
+                col(Transfer.status).in_(DISCLOSED)
             )
         ).all()
         others = session.exec(
@@ -245,7 +259,8 @@ def recipients_report(rt: Runtime) -> list[dict[str, Any]]:
         cats, fields = received.get(connector_id, (set(), set()))
         report.append(_recipient(rt, connector_id, n, first, last, cats, fields, counts))
     for connector_id in sorted(set(counts) - seen):
-        report.append(_recipient(rt, connector_id, 0, None, None, set(), set(), counts))
+        cats, fields = received.get(connector_id, (set(), set()))  # outcome_unknown only
+        report.append(_recipient(rt, connector_id, 0, None, None, cats, fields, counts))
     return sorted(report, key=lambda r: r["connector"]) + _legal_recipients(rt)
 
 

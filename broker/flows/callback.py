@@ -1,22 +1,37 @@
 """The OAuth callback: the provider's answer to an approved consent.
 
-``state`` is single-use (claimed atomically) and expires. Nothing is
-half-stored: on any error the connection stays ``pending`` with the reason in
-``last_error``; on success the tokens, the consent record, the
-``consent.granted`` event and the ``active`` status are written in one
-transaction.
+``state`` is single-use (claimed atomically) and expires; claiming it also
+deletes the attempt's sealed PKCE verifier from the row (it is kept in memory
+for the one code exchange). Before anything else the answer must
+
+* arrive at the redirect URI the attempt used (one per connector: a response
+  for one connector's attempt at another connector's callback is a mix-up,
+  RFC 9700 §4.4),
+* come back to the browser that approved it (the nonce in its cookie matches
+  the attempt's digest: RFC 9700 §4.7, login CSRF),
+* carry the right ``iss`` when the provider sends one or says it always does
+  (RFC 9207).
+
+Nothing is half-stored: on any error or refusal the connection stays
+``pending`` with the reason in ``last_error`` and the attempt is spent; on
+success the tokens, the consent record, the ``consent.granted`` event and the
+``active`` (or, when the host asked to confirm, ``pending_confirmation``)
+status are written in one transaction.
 """
 
 from __future__ import annotations
 
+import hmac
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel import col, select, update
 
-from broker.core.errors import BrokerError, ProviderError, StateInvalid
-from broker.core.oauth import exchange_code
+from broker.core.errors import BrokerError, NotFound, ProviderError, StateInvalid
+from broker.core.oauth import exchange_code, issuer_problem
+from broker.core.placeholders import render_url
 from broker.core.tokens import digest, new_secret
 from broker.flows.connect import client_credentials, safe_return
 from broker.flows.connection_setup import check_new_connection, provider_oauth
@@ -29,6 +44,15 @@ __all__ = ["CallbackOutcome", "complete_callback"]
 
 _PROVIDER_ERROR = re.compile(r"^[a-z_]{1,64}$")
 
+NOT_THIS_BROWSER = (
+    "This sign-in did not come back to the browser that started it, so nothing was "
+    "connected. If you were connecting an integration, start again from the platform."
+)
+MIX_UP = (
+    "The answer came from a different provider than the one this connection was started "
+    "with, so nothing was connected. Start again from the platform."
+)
+
 
 @dataclass(frozen=True)
 class CallbackOutcome:
@@ -37,6 +61,9 @@ class CallbackOutcome:
     connector_name: str | None
     message: str
     return_url: str | None
+    #: the browser nonce this answer used (the page removes it from the cookie)
+    browser_nonce: str | None = None
+    status: str | None = None
 
 
 def _claim_attempt(rt: Runtime, state: str | None) -> OAuthAttempt:
@@ -52,18 +79,39 @@ def _claim_attempt(rt: Runtime, state: str | None) -> OAuthAttempt:
         if attempt.used_at is not None:
             raise StateInvalid("this authorization answer was already used; it was ignored")
         if attempt.expires_at <= now:
+            session.exec(
+                update(OAuthAttempt)
+                .where(col(OAuthAttempt.id) == attempt.id)
+                .values(code_verifier=None)
+            )
+            session.commit()
             raise StateInvalid("this authorization attempt has expired; please connect again")
+        # Spent from here on, whatever follows: the sealed verifier leaves the row now
+        # (this process keeps it in ``attempt`` for the one exchange).
         result = session.exec(
             update(OAuthAttempt)
             .where(col(OAuthAttempt.id) == attempt.id, col(OAuthAttempt.used_at).is_(None))
-            .values(used_at=now)
+            .values(used_at=now, code_verifier=None)
+            .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
             raise StateInvalid("this authorization answer was already used; it was ignored")
     return attempt
 
 
-def _fail(rt: Runtime, attempt: OAuthAttempt, reason: str, public: str) -> CallbackOutcome:
+def _fail(
+    rt: Runtime,
+    attempt: OAuthAttempt,
+    reason: str,
+    public: str,
+    *,
+    redirect: bool = True,
+    nonce: str | None = None,
+) -> CallbackOutcome:
+    """Refuse: the connection stays ``pending`` with ``last_error``; nothing is stored.
+
+    ``redirect=False`` (the answer reached the wrong callback or the wrong browser)
+    shows the page instead of sending this browser to the host's return URL."""
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, attempt.connection_id)
         if conn is not None and conn.status == "pending":
@@ -71,16 +119,61 @@ def _fail(rt: Runtime, attempt: OAuthAttempt, reason: str, public: str) -> Callb
             conn.updated_at = rt.clock()
             session.add(conn)
     consent = attempt.consent
+    back = (
+        safe_return(
+            rt,
+            consent.get("return_url"),
+            {"status": "error", "connection_id": attempt.connection_id},
+        )
+        if redirect
+        else None
+    )
     return CallbackOutcome(
         ok=False,
         connection_id=attempt.connection_id,
         connector_name=consent.get("connector_name"),
         message=public,
-        return_url=safe_return(
-            rt,
-            consent.get("return_url"),
-            {"status": "error", "connection_id": attempt.connection_id},
-        ),
+        return_url=back,
+        browser_nonce=nonce,
+        status="error",
+    )
+
+
+def _matching_nonce(attempt: OAuthAttempt, nonces: Iterable[str]) -> str | None:
+    """The browser's nonce whose digest the attempt keeps, if the browser has it."""
+    if attempt.browser_hash is None:  # an attempt approved before browsers were bound
+        return None
+    found = None
+    for nonce in nonces:
+        if hmac.compare_digest(digest(nonce), attempt.browser_hash):
+            found = nonce
+    return found
+
+
+def _issuer_refusal(rt: Runtime, attempt: OAuthAttempt, iss: str | None) -> str | None:
+    """Why the answer's ``iss`` is refused (RFC 9207), or ``None``."""
+    with session_scope(rt.engine) as session:
+        conn = session.get(Connection, attempt.connection_id)
+    if conn is None:
+        return None  # refused later: the attempt is no longer open
+    try:
+        connector = rt.registry.get(conn.connector_id)
+    except NotFound:
+        return None  # refused later, with the usual message
+    oauth = connector.manifest.oauth
+    if iss is None and not oauth.authorization_response_iss_parameter_supported:
+        return None
+    values = {**(conn.settings or {}), "client_id": ""}
+    try:
+        expected = render_url(oauth.issuer, values) if oauth.issuer is not None else None
+        authorize_url = render_url(oauth.authorize_url, values)
+    except (KeyError, ValueError) as exc:
+        return f"the manifest's issuer cannot be filled in for this connection ({exc})"
+    return issuer_problem(
+        iss,
+        expected=expected,
+        required=oauth.authorization_response_iss_parameter_supported,
+        authorize_url=authorize_url,
     )
 
 
@@ -91,21 +184,52 @@ def complete_callback(
     code: str | None,
     error: str | None,
     error_description: str | None = None,
+    redirect_uri: str,
+    browser_nonces: Iterable[str] = (),
+    iss: str | None = None,
 ) -> CallbackOutcome:
+    """Finish the attempt ``state`` names.
+
+    ``redirect_uri`` is the callback URL the answer arrived at (without its query),
+    ``browser_nonces`` the nonces the browser's cookie holds, ``iss`` the answer's
+    issuer parameter, if any."""
     attempt = _claim_attempt(rt, state)
+    nonce = _matching_nonce(attempt, browser_nonces)
+    if attempt.redirect_uri != redirect_uri:
+        return _fail(
+            rt,
+            attempt,
+            f"refused: the answer arrived at {redirect_uri}, not at the attempt's redirect URI "
+            f"{attempt.redirect_uri} (possible mix-up)",
+            MIX_UP,
+            redirect=False,
+            nonce=nonce,
+        )
+    if nonce is None:
+        return _fail(
+            rt,
+            attempt,
+            "refused: the answer came back to a browser without this attempt's cookie "
+            "(possible login CSRF)",
+            NOT_THIS_BROWSER,
+            redirect=False,
+        )
+    if refused := _issuer_refusal(rt, attempt, iss):
+        return _fail(rt, attempt, f"refused: {refused}", MIX_UP, redirect=False, nonce=nonce)
     if error:
         code_name = error if _PROVIDER_ERROR.match(error) else "invalid_error"
         if code_name == "access_denied":
             public = "You did not allow access at the provider, so nothing was connected."
         else:
             public = f"The provider refused the connection ({code_name}); nothing was connected."
-        return _fail(rt, attempt, f"provider returned error={code_name}", public)
+        return _fail(rt, attempt, f"provider returned error={code_name}", public, nonce=nonce)
     if not code:
         return _fail(
             rt,
             attempt,
             "provider answered without a code",
             "The provider sent no authorization code.",
+            nonce=nonce,
         )
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, attempt.connection_id)
@@ -113,6 +237,8 @@ def complete_callback(
         raise StateInvalid("this connection attempt is no longer open")
     try:
         connector = rt.registry.get(conn.connector_id)
+        if attempt.code_verifier is None:
+            raise StateInvalid("this authorization attempt has no PKCE verifier left")
         verifier = rt.vault.open(attempt.code_verifier, connection_id=conn.id, kind="pkce_verifier")
         creds = client_credentials(connector)
         oauth = provider_oauth(connector, conn.settings, creds)
@@ -130,9 +256,12 @@ def complete_callback(
             attempt,
             exc.message,
             f"The provider could not complete the connection: {exc.message}.",
+            nonce=nonce,
         )
     except BrokerError as exc:
-        return _fail(rt, attempt, exc.message, "The connection could not be completed.")
+        return _fail(
+            rt, attempt, exc.message, "The connection could not be completed.", nonce=nonce
+        )
     refused = check_new_connection(rt, connector, conn.settings or {}, tokens, oauth, creds)
     if refused is not None:
         return _fail(
@@ -141,9 +270,12 @@ def complete_callback(
             f"connection check failed: {refused}",
             f"{connector.manifest.name} is reachable, but the connection check failed: "
             f"{refused}. Nothing was connected.",
+            nonce=nonce,
         )
     consent = attempt.consent
     now = rt.clock()
+    confirm = bool(consent.get("confirm"))
+    status = "pending_confirmation" if confirm else "active"
     record = ConsentRecord(
         id="cons_" + new_secret(nbytes=12),
         connection_id=conn.id,
@@ -185,8 +317,11 @@ def complete_callback(
                 updated_at=now,
             )
         )
-        conn.status = "active"
-        conn.activated_at = now
+        conn.status = status
+        if confirm:
+            conn.confirm_by = now + timedelta(seconds=rt.settings.confirm_ttl)
+        else:
+            conn.activated_at = now
         conn.updated_at = now
         conn.last_error = None
         conn.consent_id = record.id
@@ -203,7 +338,7 @@ def complete_callback(
             consent_id=record.id,
             categories=list(record.granted_categories),
             legal_basis="consent",
-            outcome="active",
+            outcome=status,
             details={
                 "declined": list(record.declined_categories),
                 "privacy_policy_url": record.privacy_policy_url,
@@ -212,12 +347,22 @@ def complete_callback(
                 "manifest_digest": record.manifest_digest,
             },
         )
+    name = consent["connector_name"]
+    message = f"{name} is connected."
+    if confirm:
+        message = (
+            f"{name} is connected and waits for the platform to confirm it; "
+            "nothing is shared until then."
+        )
+    returned = "pending_confirmation" if confirm else "connected"
     return CallbackOutcome(
         ok=True,
         connection_id=conn.id,
-        connector_name=consent["connector_name"],
-        message=f"{consent['connector_name']} is connected.",
+        connector_name=name,
+        message=message,
         return_url=safe_return(
-            rt, consent.get("return_url"), {"status": "connected", "connection_id": conn.id}
+            rt, consent.get("return_url"), {"status": returned, "connection_id": conn.id}
         ),
+        browser_nonce=nonce,
+        status=status,
     )

@@ -27,7 +27,7 @@ from typing import Any
 from broker.core.checkpoint import Checkpoint, sign_note
 from broker.core.errors import NotFound
 from broker.runtime import Runtime
-from broker.store.audit import append_event, on_append
+from broker.store.audit import append_event, lock_head, on_append
 from broker.store.db import session_scope
 from broker.store.merkle_models import CheckpointRow
 from broker.store.tree import latest_checkpoint, root_at, tree_size
@@ -71,6 +71,9 @@ def sign_checkpoint(rt: Runtime, witness: Checkpointing | None = None) -> Checkp
     ring = rt.signing_keys()
     signer = ring.signer()
     with _SIGN_LOCK, session_scope(rt.engine) as session:
+        # Under the append lock: across processes, checkpoints are written in the order
+        # of their sizes, so a later checkpoint never has a smaller tree.
+        lock_head(session)
         size = tree_size(session)
         root = root_at(session, size)
         cp = Checkpoint(ring.name, size, root, rt.clock().strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -85,7 +88,10 @@ def sign_checkpoint(rt: Runtime, witness: Checkpointing | None = None) -> Checkp
             created_at=rt.clock(),
         )
         session.add(row)
-    _append_file(rt, note)
+        session.flush()
+        # Still under the lock, so the file too is in size order across processes (a
+        # commit that then failed leaves a valid signature of a committed tree).
+        _append_file(rt, note)
     if witness is not None:
         witness.send(note)
     return row

@@ -3,11 +3,20 @@
 The provider's answer comes back to ``broker.flows.callback``. Approving
 records the user's choice and a ``pending`` connection; nothing usable exists
 until the callback has exchanged the code.
+
+Approving also binds the attempt to the approving browser (RFC 9700 §4.7): a
+random nonce goes into that browser's cookie and only its digest onto the
+attempt, so an authorize URL handed to someone else cannot link their
+third-party account to this platform account. Each attempt uses the
+connector's own redirect URI (RFC 9700 §4.4.2, mix-up) unless its manifest or
+the operator keeps it on the shared one.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +28,7 @@ from sqlmodel import Session, col, select, update
 from broker.core.catalog import Heading
 from broker.core.connector import Connector
 from broker.core.errors import (
+    ConfigurationError,
     InvalidInput,
     ReturnUrlNotAllowed,
     SessionInvalid,
@@ -46,6 +56,7 @@ from broker.store.models import (
 )
 
 __all__ = [
+    "Approval",
     "CategoryChoice",
     "ConsentView",
     "IssuedSession",
@@ -54,12 +65,21 @@ __all__ = [
     "client_credentials",
     "consent_view",
     "create_connect_session",
+    "credentials_problem",
+    "offered_connectors",
+    "redirect_uri_for",
     "safe_return",
+    "validate_display_name",
     "validate_user_id",
     "with_query",
 ]
 
+log = logging.getLogger("broker.connect")
+
 _USER_ID = re.compile(r"^[A-Za-z0-9._:@+-]{1,200}$")
+# Control, format (bidi overrides, zero-width), surrogate, private-use and unassigned
+# characters, and line/paragraph separators: nothing that could hide or reorder text.
+_BAD_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,20 @@ class IssuedSession:
     token: str
     url: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Approval:
+    """The approved attempt: where to send the browser, and the nonce its cookie keeps.
+
+    Only the nonce's SHA-256 is stored; the callback refuses an answer that does not
+    come back with it."""
+
+    authorize_url: str
+    browser_nonce: str
+
+    def __repr__(self) -> str:
+        return "Approval(authorize_url=<redacted>, browser_nonce=<redacted>)"
 
 
 @dataclass(frozen=True)
@@ -92,6 +126,14 @@ class ConsentView:
     return_url: str | None
     expires_at: datetime
     settings: dict[str, str] = field(default_factory=dict)
+    display_name: str | None = None
+    platform_name: str | None = None
+    confirm: bool = False
+
+    @property
+    def account_name(self) -> str:
+        """How the page names the platform account being connected."""
+        return self.display_name or self.user_id
 
 
 def validate_user_id(user_id: Any) -> str:
@@ -101,6 +143,24 @@ def validate_user_id(user_id: Any) -> str:
             details={"field": "user_id"},
         )
     return user_id
+
+
+def validate_display_name(name: Any) -> str | None:
+    """1-200 characters, not only spaces, no control or invisible formatting characters."""
+    if name is None:
+        return None
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= 200
+        or not name.strip()
+        or any(unicodedata.category(ch) in _BAD_NAME_CATEGORIES for ch in name)
+    ):
+        raise InvalidInput(
+            "display_name must be 1-200 printable characters, without control or "
+            "formatting characters",
+            details={"field": "display_name"},
+        )
+    return name
 
 
 def with_query(url: str, params: dict[str, str]) -> str:
@@ -118,8 +178,11 @@ def create_connect_session(
     created_by: str | None = None,
     kind: str = "connect",
     settings: Mapping[str, str] | None = None,
+    display_name: str | None = None,
+    confirm: bool = False,
 ) -> IssuedSession:
     validate_user_id(user_id)
+    validate_display_name(display_name)
     values: dict[str, str] = {}
     if connector_id is not None:
         values = rt.registry.get(connector_id).manifest.validate_settings(settings)
@@ -148,6 +211,8 @@ def create_connect_session(
         created_by=created_by,
         created_at=now,
         expires_at=now + timedelta(seconds=rt.settings.connect_session_ttl),
+        display_name=display_name,
+        confirm=bool(confirm),
     )
     with session_scope(rt.engine) as session:
         session.add(row)
@@ -188,6 +253,7 @@ def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> Consen
     with session_scope(rt.engine) as session:
         row = _live_session(session, rt, token, kind="connect")
         _check_connector(row, connector_id)
+    client_credentials(connector)  # an unconfigured connector is not offered for consent
     groups: list[tuple[Heading, list[CategoryChoice]]] = []
     declared = {d.category: d for d in connector.manifest.data}
     for heading, categories in rt.catalog.by_heading():
@@ -216,6 +282,9 @@ def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> Consen
         return_url=row.return_url,
         expires_at=row.expires_at,
         settings=connector.manifest.validate_settings(settings_in_token(token)),
+        display_name=row.display_name,
+        platform_name=rt.settings.platform_name,
+        confirm=row.confirm,
     )
 
 
@@ -230,7 +299,7 @@ def _consume(session: Session, row: ConnectSession, now: datetime) -> None:
         raise SessionInvalid("this session link has already been used")
 
 
-def client_credentials(connector: Connector) -> ClientCredentials:
+def _resolve_credentials(connector: Connector) -> ClientCredentials:
     oauth = connector.manifest.oauth
     return ClientCredentials(
         client_id=resolve_secret(oauth.client_id, connector_id=connector.id, field="client_id"),
@@ -238,6 +307,48 @@ def client_credentials(connector: Connector) -> ClientCredentials:
             oauth.client_secret, connector_id=connector.id, field="client_secret"
         ),
     )
+
+
+def credentials_problem(connector: Connector) -> str | None:
+    """For operators (log, CLI): why the connector's client credentials do not resolve."""
+    try:
+        _resolve_credentials(connector)
+    except ConfigurationError as exc:
+        return exc.message
+    return None
+
+
+def client_credentials(connector: Connector) -> ClientCredentials:
+    """The connector's OAuth client credentials, from the environment.
+
+    When they are not set, the operator's message (naming the environment variable)
+    goes to the log; the error raised, which pages and the API show, names none."""
+    try:
+        return _resolve_credentials(connector)
+    except ConfigurationError as exc:
+        log.error("%s", exc.message)
+        raise ConfigurationError(
+            f"{connector.manifest.name} is not set up on this platform yet: its OAuth client "
+            "credentials are missing. The operator can find the details in the broker's log.",
+            details={"connector": connector.id},
+        ) from None
+
+
+def offered_connectors(rt: Runtime) -> list[Connector]:
+    """The connectors a user may pick: those whose client credentials are set."""
+    return [c for c in rt.registry.all() if credentials_problem(c) is None]
+
+
+def redirect_uri_for(rt: Runtime, connector: Connector) -> str:
+    """The redirect URI a new attempt uses: the connector's own callback, unless its
+    manifest (``[oauth] redirect = "shared"``) or ``BROKER_SHARED_CALLBACK_CONNECTORS``
+    keeps it on the shared one registered before per-connector callbacks existed."""
+    if (
+        connector.manifest.oauth.redirect == "shared"
+        or connector.id in rt.settings.shared_callback_ids
+    ):
+        return rt.settings.callback_url
+    return rt.settings.connector_callback_url(connector.id)
 
 
 def approve(
@@ -248,10 +359,13 @@ def approve(
     optional_granted: Iterable[str],
     client_ip: str | None,
     user_agent: str | None,
-) -> str:
-    """Record the user's choice and return the provider's authorize URL."""
+) -> Approval:
+    """Record the user's choice; return the provider's authorize URL and the nonce the
+    approving browser must keep in its cookie (only its digest is stored)."""
     connector = rt.registry.get(connector_id)
     manifest = connector.manifest
+    with session_scope(rt.engine) as session:  # the session first, before reading its settings
+        _check_connector(_live_session(session, rt, token, kind="connect"), connector_id)
     chosen = set(optional_granted)
     unknown = chosen - set(manifest.optional_categories)
     if unknown:
@@ -267,11 +381,22 @@ def approve(
     now = rt.clock()
     pkce = Pkce.generate()
     state = new_state()
+    nonce = new_secret(nbytes=32)
+    redirect_uri = redirect_uri_for(rt, connector)
     connection_id = "conn_" + new_secret(nbytes=12)
     with session_scope(rt.engine) as session:
         row = _live_session(session, rt, token, kind="connect")
         _check_connector(row, connector_id)
         _consume(session, row, now)
+        # Attempts nobody answered in time are spent too: their verifiers go.
+        session.exec(
+            update(OAuthAttempt)
+            .where(
+                col(OAuthAttempt.expires_at) <= now,
+                col(OAuthAttempt.code_verifier).is_not(None),
+            )
+            .values(code_verifier=None)
+        )
         session.add(
             Connection(
                 id=connection_id,
@@ -293,7 +418,8 @@ def approve(
                 code_verifier=rt.vault.seal(
                     pkce.verifier, connection_id=connection_id, kind="pkce_verifier"
                 ),
-                redirect_uri=rt.settings.callback_url,
+                redirect_uri=redirect_uri,
+                browser_hash=digest(nonce),
                 consent={
                     "granted": granted,
                     "declined": declined,
@@ -309,19 +435,21 @@ def approve(
                     "user_agent": (user_agent or "")[:500] or None,
                     "return_url": row.return_url,
                     "settings": settings,
+                    "confirm": row.confirm,
                 },
                 created_at=now,
                 expires_at=now + timedelta(seconds=rt.settings.oauth_state_ttl),
             )
         )
-    return authorization_url(
+    url = authorization_url(
         oauth,
         client_id=creds.client_id,
-        redirect_uri=rt.settings.callback_url,
+        redirect_uri=redirect_uri,
         state=state,
         pkce=pkce,
         extra=connector.authorize_params(),
     )
+    return Approval(authorize_url=url, browser_nonce=nonce)
 
 
 def cancel(rt: Runtime, *, token: str | None, connector_id: str) -> str | None:

@@ -1,14 +1,17 @@
-"""API keys: created once, shown once, stored as a SHA-256 digest."""
+"""API keys: created once, shown once, stored as a SHA-256 digest.
+
+Revoking a key also ends, in the same transaction, every console session
+(``browser_sessions``) opened with it."""
 
 from __future__ import annotations
 
 from sqlalchemy import Engine
-from sqlmodel import col, select
+from sqlmodel import col, select, update
 
 from broker.core.errors import AuthenticationRequired, InvalidInput, NotFound, PermissionDenied
 from broker.core.tokens import digest, new_secret
 from broker.store.db import session_scope
-from broker.store.models import ApiKey
+from broker.store.models import ApiKey, BrowserSessionRecord
 from broker.store.types import utcnow
 
 __all__ = [
@@ -64,7 +67,16 @@ def revoke_api_key(engine: Engine, key_id: str) -> ApiKey:
         row = session.get(ApiKey, key_id)
         if row is None:
             raise NotFound(f"no API key {key_id!r}", details={"key_id": key_id})
+        now = utcnow()
         if row.revoked_at is None:
-            row.revoked_at = utcnow()
+            row.revoked_at = now
             session.add(row)
+        session.exec(
+            update(BrowserSessionRecord)
+            .where(
+                col(BrowserSessionRecord.api_key_id) == key_id,
+                col(BrowserSessionRecord.ended_at).is_(None),
+            )
+            .values(ended_at=now)
+        )
     return row

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, or_
@@ -28,11 +28,18 @@ def encode_cursor(t: Transfer) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The ``(created_at, id)`` a cursor names; anything else (not base64 JSON, a time
+    without a zone or out of range once in UTC, a non-string id) is ``InvalidInput``."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, tid = json.loads(raw)
-        return datetime.fromisoformat(created), str(tid)
-    except (ValueError, TypeError):
+        if not isinstance(created, str) or not isinstance(tid, str):
+            raise TypeError
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError
+        return when.astimezone(UTC), tid
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise InvalidInput("cursor is not valid", details={"field": "cursor"}) from None
 
 

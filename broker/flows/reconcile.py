@@ -1,76 +1,113 @@
-"""Resolve transfers left ``pending`` by a crash between recording and completing.
+"""Resolve transfers whose worker stopped mid-run (an expired lease).
 
-Such a transfer may or may not have reached the third party, so it is never
-marked delivered and never resent automatically: it becomes ``failed`` with
-the reason "interrupted", and a ``transfer.failed`` event says so. The
-caller can retry with a new idempotency key once it has checked.
+Workers do this themselves (:func:`broker.store.jobs.claim_lapsed`); this is the
+operator's command for a broker with no worker running. It touches only
+transfers whose lease has run out, never one a live worker holds (that worker
+keeps its lease alive). Such a transfer may or may not have reached the third
+party, so it is never marked delivered or failed: it is sent again under the
+same ``Idempotency-Key`` when the manifest declares the third party idempotent
+(it is given back to the queue), and otherwise ends ``outcome_unknown``.
+
+A ``pending`` transfer from before the delivery engine (no schedule and no
+lease) that is older than ``BROKER_RECONCILE_AFTER`` is treated the same way.
 """
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, select, update
 
+from broker.flows.engine import LAPSED, finish
 from broker.runtime import Runtime
-from broker.store.audit import append_event
 from broker.store.db import session_scope
+from broker.store.jobs import claim_lapsed, release
 from broker.store.models import Transfer
 
 __all__ = ["INTERRUPTED", "find_interrupted", "reconcile"]
 
-INTERRUPTED = (
-    "interrupted: the broker stopped between recording and completing this delivery; "
-    "the third party may or may not have received it"
-)
+INTERRUPTED = LAPSED
+
+
+def _legacy(session: Session, rt: Runtime, older_than: int | None) -> list[Transfer]:
+    age = rt.settings.reconcile_after if older_than is None else older_than
+    cutoff = rt.clock() - timedelta(seconds=age)
+    return list(
+        session.exec(
+            select(Transfer)
+            .where(
+                Transfer.status == "pending",
+                col(Transfer.lease_owner).is_(None),
+                col(Transfer.next_attempt_at).is_(None),
+                col(Transfer.created_at) <= cutoff,
+            )
+            .order_by(col(Transfer.created_at))
+        ).all()
+    )
 
 
 def find_interrupted(rt: Runtime, *, older_than: int | None = None) -> list[Transfer]:
-    age = rt.settings.reconcile_after if older_than is None else older_than
-    cutoff = rt.clock() - timedelta(seconds=age)
+    """Pending transfers whose lease ran out (or pre-engine ones past the age)."""
+    now = rt.clock()
     with Session(rt.engine) as session:
-        return list(
-            session.exec(
-                select(Transfer)
-                .where(Transfer.status == "pending", col(Transfer.created_at) <= cutoff)
-                .order_by(col(Transfer.created_at))
-            ).all()
-        )
+        lapsed = session.exec(
+            select(Transfer)
+            .where(
+                Transfer.status == "pending",
+                col(Transfer.lease_owner).is_not(None),
+                col(Transfer.lease_until) < now,
+            )
+            .order_by(col(Transfer.created_at))
+        ).all()
+        return [*lapsed, *_legacy(session, rt, older_than)]
 
 
 def reconcile(rt: Runtime, *, older_than: int | None = None) -> list[Transfer]:
-    """Mark interrupted transfers failed; returns the ones it resolved."""
-    resolved = []
-    for stale in find_interrupted(rt, older_than=older_than):
+    """Resolve interrupted transfers; returns them as they now stand."""
+    owner = f"reconcile:{secrets.token_hex(4)}"
+    now = rt.clock()
+    with Session(rt.engine) as session:
+        legacy = [t.id for t in _legacy(session, rt, older_than)]
+    if legacy:  # give pre-engine rows a lapsed lease, so they go the same way
         with session_scope(rt.engine) as session:
-            t = session.get(Transfer, stale.id, with_for_update=True)
-            if t is None or t.status != "pending":
-                continue
-            now = rt.clock()
-            t.status = "failed"
-            t.reason = INTERRUPTED
-            t.completed_at = now
-            session.add(t)
-            append_event(
-                session,
-                head_file=rt.settings.audit_head_file,
-                time=now,
-                event="transfer.failed",
-                actor="broker:reconcile",
-                user_id=t.user_id,
-                connector_id=t.connector_id,
-                connection_id=t.connection_id,
-                transfer_id=t.id,
-                consent_id=t.consent_id,
-                categories=list(t.categories),
-                field_paths=list(t.field_paths),
-                purpose=t.purpose,
-                legal_basis=t.legal_basis,
-                payload_sha256=t.payload_sha256,
-                payload_bytes=t.payload_bytes,
-                destination=t.destination,
-                outcome="failed",
-                details={"reason": "interrupted", "pending_since": t.created_at.isoformat()},
+            session.exec(
+                update(Transfer)
+                .where(
+                    col(Transfer.id).in_(legacy),
+                    col(Transfer.status) == "pending",
+                    col(Transfer.lease_owner).is_(None),
+                )
+                .values(lease_owner="pre-engine", lease_until=now - timedelta(seconds=1))
             )
-        resolved.append(t)
+    resolved: list[Transfer] = []
+    until = now + rt.lease_duration()
+    while claims := claim_lapsed(rt.engine, owner=owner, now=now, until=until, limit=100):
+        for claim in claims:
+            with Session(rt.engine) as session:
+                t = session.get(Transfer, claim.transfer_id)
+            if t is None:
+                continue
+            try:
+                idempotent = rt.registry.get(t.connector_id).manifest.delivery.idempotent
+            except Exception:
+                idempotent = False
+            if idempotent and t.payload_sealed is not None:
+                attempts = [*t.attempts, {"at": now.isoformat(), "error": LAPSED}]
+                release(rt.engine, transfer_id=t.id, owner=owner, at=now, attempts=attempts)
+                with Session(rt.engine) as session:
+                    again = session.get(Transfer, t.id)
+                resolved.append(again or t)
+                continue
+            attempts = [*t.attempts, {"at": now.isoformat(), "error": LAPSED}]
+            stored, _ = finish(
+                rt,
+                t,
+                owner=owner,
+                status="outcome_unknown",
+                attempts=attempts,
+                reason=LAPSED,
+                actor="broker:reconcile",
+            )
+            resolved.append(stored)
     return resolved

@@ -23,6 +23,7 @@ from typing import Any
 from jinja2 import Environment
 from sqlmodel import Session, col, select
 
+from broker.core.csv_cells import csv_row
 from broker.core.policy import data_uses
 from broker.flows.audit import recipients_report
 from broker.flows.disclosures import LEGAL_USE
@@ -40,7 +41,7 @@ __all__ = [
 
 CSV_COLUMNS = (
     "time", "recipient", "recipient_name", "kind", "flagged", "legal_basis", "purpose", "uses",
-    "categories", "field_paths", "reference", "consent_id", "transfer_id",
+    "categories", "field_paths", "reference", "possible", "consent_id", "transfer_id",
 )  # fmt: skip
 _BASIS_NAMES = {
     "consent": "Consent",
@@ -70,7 +71,10 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
     with Session(rt.engine) as session:
         transfers = session.exec(
             select(Transfer)
-            .where(Transfer.user_id == user_id, Transfer.status == "delivered")
+            .where(
+                Transfer.user_id == user_id,
+                col(Transfer.status).in_(("delivered", "outcome_unknown")),
+            )
             .order_by(col(Transfer.created_at))
         ).all()
         legal = _legal_rows(session, user_id)
@@ -90,6 +94,9 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
                 "categories": sorted(t.categories),
                 "field_paths": sorted(t.field_paths),
                 "reference": None,
+                # outcome_unknown: the broker cannot tell whether it arrived; counted
+                # as a disclosure, and said so.
+                "possible": t.status == "outcome_unknown",
                 "consent_id": t.consent_id,
                 "transfer_id": t.id,
                 "privacy_policy_url": connector.manifest.privacy_policy_url if connector else None,
@@ -110,6 +117,7 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
                 "categories": sorted(row.categories),
                 "field_paths": sorted(row.field_paths),
                 "reference": row.details.get("reference"),
+                "possible": False,
                 "consent_id": None,
                 "transfer_id": None,
                 "privacy_policy_url": None,
@@ -171,7 +179,7 @@ def user_report_csv(report: dict[str, Any]) -> str:
     writer = csv.writer(buf)
     writer.writerow(CSV_COLUMNS)
     for d in report["disclosures"]:
-        writer.writerow([_cell(d[c]) for c in CSV_COLUMNS])
+        writer.writerow(csv_row(_cell(d[c]) for c in CSV_COLUMNS))
     return buf.getvalue()
 
 

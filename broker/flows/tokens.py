@@ -1,18 +1,29 @@
 """Access tokens for delivery: read, and refreshed one at a time per connection.
 
-A refresh holds the connection's in-process lock and, on PostgreSQL, the
-token row's ``FOR UPDATE`` lock, so concurrent transfers (in this process or
-another) wait for one refresh instead of racing. The rotated refresh token is
-committed with the new access token before that access token is used.
+- **One refresh per connection.** A refresh holds the connection's in-process
+  lock and, on PostgreSQL, the token row's ``FOR UPDATE`` lock, so concurrent
+  transfers (in this process or another) wait for one refresh instead of racing.
+- **A waiter takes any newer token.** A caller that waited for the lock uses
+  whatever token is stored now if it differs from the one that failed it and has
+  not expired, even when that token is already inside the refresh margin
+  (short-lived tokens would otherwise make every waiter refresh again).
+- **The margin fits the token.** A token counts as due for refresh
+  ``BROKER_TOKEN_REFRESH_SKEW`` seconds before it expires, but never earlier
+  than half its lifetime (a 3 s token is used for 1.5 s, not refreshed forever).
+- **A refresh is never abandoned half-way.** It runs in its own thread with its
+  own timeout (``BROKER_TOKEN_REFRESH_TIMEOUT``); a caller that stops waiting
+  does not stop it, so the rotated refresh token the provider hands back is
+  always committed before anything else happens to the connection.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import threading
+from datetime import datetime, timedelta
 
 from sqlmodel import Session, select
 
-from broker.core.errors import ConnectionNotActive, ProviderError
+from broker.core.errors import BrokerError, ConnectionNotActive, ProviderError
 from broker.core.oauth import refresh_tokens
 from broker.flows.connect import client_credentials
 from broker.flows.connection_setup import provider_oauth
@@ -21,23 +32,38 @@ from broker.store.audit import append_event
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConnectionToken
 
-__all__ = ["access_token", "refresh_access_token"]
+__all__ = ["access_token", "refresh_access_token", "refresh_margin"]
 
 
 def _open(rt: Runtime, row: ConnectionToken, kind: str) -> str:
     sealed = row.access_token if kind == "access_token" else row.refresh_token
-    assert sealed is not None
+    if sealed is None:
+        raise ConnectionNotActive(f"the connection has no {kind.replace('_', ' ')}")
     return rt.vault.open(sealed, connection_id=row.connection_id, kind=kind)
+
+
+def refresh_margin(rt: Runtime, row: ConnectionToken) -> timedelta:
+    """How long before expiry the token counts as due: the skew, at most half its life."""
+    margin = timedelta(seconds=rt.settings.token_refresh_skew)
+    if row.expires_at is not None and row.updated_at is not None:
+        lifetime = row.expires_at - row.updated_at
+        if lifetime > timedelta(0):
+            margin = min(margin, lifetime / 2)
+    return margin
 
 
 def _fresh(rt: Runtime, row: ConnectionToken) -> bool:
     if row.expires_at is None:
         return True
-    return row.expires_at > rt.clock() + timedelta(seconds=rt.settings.token_refresh_skew)
+    return row.expires_at > rt.clock() + refresh_margin(rt, row)
+
+
+def _expired(row: ConnectionToken, now: datetime) -> bool:
+    return row.expires_at is not None and row.expires_at <= now
 
 
 def access_token(rt: Runtime, connection_id: str) -> str:
-    """A usable access token, refreshing first if it has expired."""
+    """A usable access token, refreshing first if it is due."""
     with Session(rt.engine) as session:
         row = session.get(ConnectionToken, connection_id)
     if row is None:
@@ -59,7 +85,36 @@ def _mark_reconsent(rt: Runtime, connection_id: str, reason: str) -> None:
 
 
 def refresh_access_token(rt: Runtime, connection_id: str, *, stale: str | None) -> str:
-    """Refresh unless another caller already replaced ``stale``; returns the new token."""
+    """Refresh unless another caller already replaced ``stale``; returns the new token.
+
+    The work runs in a thread of its own; this call waits for it up to
+    ``BROKER_TOKEN_REFRESH_TIMEOUT`` (plus a second) and then gives up, while the
+    refresh still finishes and commits."""
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["token"] = _refresh(rt, connection_id, stale=stale)
+        except BaseException as exc:  # handed to the waiting caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name=f"refresh-{connection_id}", daemon=True)
+    thread.start()
+    thread.join(rt.settings.token_refresh_timeout + 1.0)
+    if thread.is_alive():
+        raise ProviderError(
+            "token refresh is taking too long; it will still complete",
+            details={"connection_id": connection_id},
+        )
+    error = box.get("error")
+    if isinstance(error, BaseException):
+        raise error
+    token = box["token"]
+    assert isinstance(token, str)
+    return token
+
+
+def _refresh(rt: Runtime, connection_id: str, *, stale: str | None) -> str:
     with rt.connection_lock(connection_id), session_scope(rt.engine) as session:
         row = session.exec(
             select(ConnectionToken)
@@ -69,30 +124,38 @@ def refresh_access_token(rt: Runtime, connection_id: str, *, stale: str | None) 
         if row is None:
             raise ConnectionNotActive("the connection has no tokens")
         current = _open(rt, row, "access_token")
-        if current != stale and _fresh(rt, row):
-            return current  # someone refreshed while we waited
+        if current != stale and not _expired(row, rt.clock()):
+            return current  # someone refreshed while we waited: any newer token will do
         conn = session.get(Connection, connection_id)
-        assert conn is not None
+        if conn is None or conn.status != "active":
+            raise ConnectionNotActive("the connection is no longer active")
         connector = rt.registry.get(conn.connector_id)
         if row.refresh_token is None:
             reason = "the access token expired and the provider issued no refresh token"
             session.rollback()
             _mark_reconsent(rt, connection_id, reason)
             raise ProviderError(reason + "; the user must connect again")
+        old_refresh = _open(rt, row, "refresh_token")
         try:
             creds = client_credentials(connector)
             tokens = refresh_tokens(
                 rt.http,
                 provider_oauth(connector, conn.settings, creds),
                 creds,
-                refresh_token=_open(rt, row, "refresh_token"),
+                refresh_token=old_refresh,
+                timeout=rt.settings.token_refresh_timeout,
             )
         except ProviderError as exc:
+            rt.metrics.refreshes.labels("failed").inc()
             if exc.details.get("provider_error") in ("invalid_grant", "unauthorized_client"):
                 session.rollback()
                 _mark_reconsent(rt, connection_id, exc.message)
             raise
+        except BrokerError:
+            raise
+        rt.metrics.refreshes.labels("rotated" if tokens.refresh_token else "refreshed").inc()
         now = rt.clock()
+        rotated = tokens.refresh_token is not None and tokens.refresh_token != old_refresh
         row.access_token = rt.vault.seal(
             tokens.access_token, connection_id=connection_id, kind="access_token"
         )
@@ -114,6 +177,6 @@ def refresh_access_token(rt: Runtime, connection_id: str, *, stale: str | None) 
             user_id=conn.user_id,
             connector_id=conn.connector_id,
             connection_id=connection_id,
-            details={"rotated": tokens.refresh_token is not None},
+            details={"rotated": rotated},
         )
         return tokens.access_token

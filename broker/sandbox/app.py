@@ -7,7 +7,8 @@ Routes, relative to wherever the app is mounted:
 * ``POST /oauth/token``      authorization_code (PKCE S256) and refresh_token (rotating);
 * ``POST /oauth/revoke``     RFC 7009;
 * ``POST /api/{action}``     bearer-protected; stores the request and answers 201;
-* ``GET  /api/received``     what the API has stored, as JSON (no authentication).
+* ``GET  /api/received``     what the API has stored, as JSON (no authentication, so it
+  answers loopback clients only: :func:`loopback_only`).
 
 Handlers are plain functions run in FastAPI's threadpool; request bodies are read by async
 dependencies beforehand. Self-links are built from the ASGI ``root_path``, so they are right
@@ -17,6 +18,7 @@ both standalone and under ``app.mount("/sandbox", ...)``.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import uuid
 from datetime import UTC, datetime
@@ -28,7 +30,7 @@ from authlib.oauth2.rfc6749 import (
     OAuth2Error,
     UnsupportedTokenTypeError,
 )
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
@@ -38,7 +40,7 @@ from .provider import Fault, SandboxProvider
 from .requests import IncomingRequest, read_incoming
 from .server import SandboxAuthorizationServer, create_resource_protector
 
-__all__ = ["SCOPE_DESCRIPTIONS", "create_sandbox_app"]
+__all__ = ["SCOPE_DESCRIPTIONS", "create_sandbox_app", "is_loopback_client", "loopback_only"]
 
 SCOPE_DESCRIPTIONS = {
     "messages:write": "post messages on your behalf",
@@ -65,6 +67,44 @@ async def _read_body(request: Request) -> bytes:
 
 
 RawBody = Annotated[bytes, Depends(_read_body)]
+
+
+_FORWARDED = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def is_loopback_client(request: Request) -> bool:
+    """Whether the request comes from this machine: a loopback peer address and no
+    proxy header (a reverse proxy on this machine would make every client look local)."""
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if not address.is_loopback:
+        return False
+    return not any(name in request.headers for name in _FORWARDED)
+
+
+def loopback_only(request: Request) -> None:
+    """A dependency for routes that hand out data or keys without authentication: they
+    exist for someone at this machine (the demo), never for the network."""
+    if not is_loopback_client(request):
+        raise HTTPException(403, "this demo route answers only on this machine (loopback)")
+
+
+def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
+        exc.status_code, "http_error"
+    )
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": {}}},
+        status_code=exc.status_code,
+        headers=_NO_STORE,
+    )
 
 
 def _fault_response(fault: Fault) -> JSONResponse:
@@ -94,12 +134,14 @@ _POLICY_PAGE = (
 )
 
 
-def create_sandbox_app(provider: SandboxProvider) -> FastAPI:
-    """The sandbox provider's ASGI app, serving ``provider``'s state."""
+def create_sandbox_app(provider: SandboxProvider, *, local_only: bool = True) -> FastAPI:
+    """The sandbox provider's ASGI app, serving ``provider``'s state; ``local_only``:
+    the unauthenticated ``/api/received`` answers loopback clients only."""
     server = SandboxAuthorizationServer(provider)
     protector = create_resource_protector(provider)
     app = FastAPI(title="Sandbox Co.", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.provider = provider
+    app.add_exception_handler(HTTPException, _http_error)
 
     def error_page(request: Request, error: OAuth2Error) -> Response:
         """Redirect the error to the client if authlib validated its redirect URI, else show
@@ -177,7 +219,7 @@ def create_sandbox_app(provider: SandboxProvider) -> FastAPI:
         except OAuth2Error as error:
             return server.handle_error_response(None, error)
 
-    @app.get("/api/received")
+    @app.get("/api/received", dependencies=[Depends(loopback_only)] if local_only else [])
     def received() -> list[dict[str, Any]]:
         with provider.lock:
             return [item.to_json() for item in provider.received]
@@ -211,6 +253,8 @@ def create_sandbox_app(provider: SandboxProvider) -> FastAPI:
             sha256=hashlib.sha256(raw).hexdigest(),
         )
         provider.record_received(item)
+        if provider.answer_gate is not None:
+            provider.answer_gate.wait(30)
         return JSONResponse({"id": item.id, "ok": True}, status_code=201)
 
     return app

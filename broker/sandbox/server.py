@@ -164,7 +164,9 @@ class SandboxAuthorizationServer(AuthorizationServer):
         self.provider = provider
         self.register_token_generator(
             "default",
-            BearerTokenGenerator(_new_token, _new_token, provider.access_token_ttl),
+            BearerTokenGenerator(  # read per token: tests shorten it on a live provider
+                _new_token, _new_token, lambda _client, _grant: provider.access_token_ttl
+            ),
         )
         self.register_grant(_AuthorizationCodeGrant, [_RequireS256(required=True)])
         self.register_grant(_RotatingRefreshTokenGrant)

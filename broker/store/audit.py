@@ -15,9 +15,9 @@ keyed by the head it belongs to (seq and chain hash); an append that finds
 another head (a rollback, another process) reads it from ``merkle_nodes``.
 
 The head file is written by a background thread that coalesces commits (an
-fsync per commit would cost more than the transfer itself), so it may lag
-the table by a fraction of a second; a lagging head is safe (verification
-treats it as a lower bound). ``flush_head_files`` writes what is pending
+fsync per commit would cost more than the transfer itself; it writes at most
+every 0.2 s), so it may lag the table by a fraction of a second; a lagging
+head is safe (verification treats it as a lower bound). ``flush_head_files`` writes what is pending
 now; verification and process exit call it.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -52,11 +53,14 @@ from broker.store.models import AuditHead, AuditRow
 
 __all__ = [
     "append_event",
+    "appended",
     "fetch_nodes",
     "flush_head_files",
+    "frontier_for",
     "iter_canonical",
     "iter_entries",
     "latest_head",
+    "lock_head",
     "on_append",
     "row_to_entry",
 ]
@@ -94,6 +98,10 @@ class _HeadWriter:
                 self._thread.start()
         self._wake.set()
 
+    # Two fsyncs and a rename per write: at most this often (the file may lag the
+    # table by this much; verification treats it as a lower bound).
+    MIN_INTERVAL = 0.2
+
     def _run(self) -> None:
         while True:
             self._wake.wait()
@@ -102,6 +110,7 @@ class _HeadWriter:
                 self.flush()
             except Exception as exc:  # keep running; verification reports a bad head file
                 log.error("could not write the audit head file: %s", exc)
+            time.sleep(self.MIN_INTERVAL)  # later heads coalesce meanwhile
 
     def flush(self) -> None:
         with self._write_lock:
@@ -189,6 +198,37 @@ def _frontier(session: Session, head: AuditHead) -> Frontier:
     return Frontier.of(head.seq, found)
 
 
+def frontier_for(conn: Any, seq: int, chain_hash: str) -> Frontier:
+    """The tree's right edge after ``seq`` entries (head hash ``chain_hash``): the cached
+    one if it is of that head, else read from ``merkle_nodes`` on ``conn``."""
+    engine = conn.engine if hasattr(conn, "engine") else None
+    cached = _FRONTIERS.get(engine) if isinstance(engine, Engine) else None
+    if cached is not None and cached[0] == seq and cached[1] == chain_hash:
+        return Frontier(seq, list(cached[2].hashes))
+    wanted = root_nodes(seq)
+    found = fetch_nodes(conn, set(wanted))
+    if len(found) != len(wanted):
+        raise RuntimeError(
+            f"the Merkle tree does not cover the {seq} entries of the log; run `broker db upgrade`"
+        )
+    return Frontier.of(seq, found)
+
+
+def appended(
+    engine: Engine, head: ChainHead, frontier: Frontier, *, head_file: Path | None
+) -> None:
+    """After a commit that appended up to ``head`` outside ``append_event`` (the group
+    writer): cache the tree's edge, queue the head file, tell the listeners."""
+    _FRONTIERS[engine] = (head.seq, head.hash, frontier)
+    if head_file is not None:
+        _WRITER.submit(head_file, head)
+    for listener in list(_LISTENERS.get(engine, ())):
+        try:
+            listener(head.seq)
+        except Exception:  # the append is committed; a listener must not undo that
+            log.exception("audit append listener failed")
+
+
 def _lock_head(session: Session) -> AuditHead:
     bind = session.get_bind()
     if bind.dialect.name == "sqlite":
@@ -202,6 +242,12 @@ def _lock_head(session: Session) -> AuditHead:
         session.add(head)
         session.flush()
     return head
+
+
+def lock_head(session: Session) -> AuditHead:
+    """Take the append lock (the head row) in ``session``'s transaction and return the
+    head: whoever holds it sees a log nobody else is appending to."""
+    return _lock_head(session)
 
 
 def append_event(

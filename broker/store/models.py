@@ -15,11 +15,13 @@ __all__ = [
     "ApiKey",
     "AuditHead",
     "AuditRow",
+    "BrowserSessionRecord",
     "ConnectSession",
     "Connection",
     "ConnectionToken",
     "ConsentRecord",
     "OAuthAttempt",
+    "RateLimitCounter",
     "Transfer",
     "TransferCategory",
 ]
@@ -41,6 +43,34 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = _ts(default=None, nullable=True)
 
 
+class BrowserSessionRecord(SQLModel, table=True):
+    """A signed-in browser of ``/me`` (``kind`` ``user``) or ``/audit`` (``auditor``).
+
+    The cookie holds a random id; only its SHA-256 is here. ``ended_at`` is set by
+    signing out, and for console sessions by revoking ``api_key_id``."""
+
+    __tablename__ = "browser_sessions"
+
+    id: str = Field(primary_key=True, max_length=40)
+    token_hash: str = Field(max_length=64, unique=True)
+    kind: str = Field(max_length=20)
+    subject: str = Field(max_length=200)
+    api_key_id: str | None = Field(default=None, max_length=40, index=True)
+    created_at: datetime = _ts(default_factory=utcnow)
+    expires_at: datetime = _ts(index=True)
+    ended_at: datetime | None = _ts(default=None, nullable=True)
+
+
+class RateLimitCounter(SQLModel, table=True):
+    """One fixed-window counter of the ``limits`` storage over the database."""
+
+    __tablename__ = "rate_limit_counters"
+
+    key: str = Field(primary_key=True, max_length=255)
+    count: int = 0
+    expires_at: float = 0.0
+
+
 class ConnectSession(SQLModel, table=True):
     """A short-lived, single-use ticket for one user's browser to one consent page.
 
@@ -59,6 +89,10 @@ class ConnectSession(SQLModel, table=True):
     created_at: datetime = _ts(default_factory=utcnow)
     expires_at: datetime = _ts()
     used_at: datetime | None = _ts(default=None, nullable=True)
+    # How the consent page names the platform account (default: the user id).
+    display_name: str | None = Field(default=None, max_length=200)
+    # The connection waits in ``pending_confirmation`` until the host confirms it.
+    confirm: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 class Connection(SQLModel, table=True):
@@ -75,6 +109,8 @@ class Connection(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=Text)
     consent_id: str | None = Field(default=None, max_length=40)
     settings: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
+    # ``pending_confirmation`` only: the host must confirm before this, or it is revoked.
+    confirm_by: datetime | None = _ts(default=None, nullable=True)
 
 
 class ConnectionToken(SQLModel, table=True):
@@ -98,7 +134,9 @@ class OAuthAttempt(SQLModel, table=True):
 
     Holds the consent as shown and chosen, so the record written at the
     callback is exactly what the user saw; ``state`` is stored as a digest
-    and is single-use (``used_at``)."""
+    and is single-use (``used_at``). ``browser_hash`` is the digest of the nonce
+    in the approving browser's cookie (RFC 9700 §4.7); the sealed PKCE verifier
+    is deleted once the attempt is spent."""
 
     __tablename__ = "oauth_attempts"
 
@@ -106,8 +144,9 @@ class OAuthAttempt(SQLModel, table=True):
     state_hash: str = Field(max_length=64, unique=True)
     connection_id: str = Field(foreign_key="connections.id", max_length=40)
     session_id: str = Field(foreign_key="connect_sessions.id", max_length=40)
-    code_verifier: str = Field(sa_type=Text)
+    code_verifier: str | None = Field(default=None, sa_type=Text)
     redirect_uri: str = Field(sa_type=Text)
+    browser_hash: str | None = Field(default=None, max_length=64)
     consent: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts(default_factory=utcnow)
     expires_at: datetime = _ts()
@@ -142,7 +181,9 @@ class Transfer(SQLModel, table=True):
     """One delivery (or refused attempt) of data to a third party.
 
     Written ``pending`` and committed before the first byte leaves; the
-    outcome is written after. The payload is never stored: its SHA-256 is."""
+    outcome is written after, once (a conditional update). The payload is kept
+    only while the transfer is pending, sealed by the vault, for the worker that
+    delivers it; its SHA-256 is kept for good."""
 
     __tablename__ = "transfers"
     __table_args__ = (UniqueConstraint("connection_id", "idempotency_key"),)
@@ -171,6 +212,13 @@ class Transfer(SQLModel, table=True):
     actor: str | None = Field(default=None, max_length=200)
     created_at: datetime = _ts(default_factory=utcnow, index=True)
     completed_at: datetime | None = _ts(default=None, nullable=True)
+    # The job (broker.store.jobs): schedule, lease, runs so far, and the granted
+    # payload sealed by the vault while the transfer is pending (erased at the end).
+    next_attempt_at: datetime | None = _ts(default=None, nullable=True)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _ts(default=None, nullable=True)
+    runs: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    payload_sealed: str | None = Field(default=None, sa_type=Text, repr=False)
 
 
 class TransferCategory(SQLModel, table=True):

@@ -20,10 +20,12 @@ import httpx
 from broker.core.catalog import default_catalog
 from broker.core.connector import Connector
 from broker.core.errors import BrokerError
+from broker.core.gateway import TransferRequest
 from broker.flows.callback import complete_callback
 from broker.flows.connect import approve, create_connect_session
 from broker.flows.revoke import revoke_connection
-from broker.flows.share import TransferRequest, create_transfer, transfer_dict
+from broker.flows.share import transfer_dict
+from broker.flows.workers import create_transfer
 from broker.runtime import Runtime, build_runtime
 from broker.settings import Settings
 from broker.testing.fake_provider import FakeProvider
@@ -71,11 +73,13 @@ class BrokerHarness:
             self._setenv(c.manifest.oauth.client_id.removeprefix("env:"), p.client_id)
             self._setenv(c.manifest.oauth.client_secret.removeprefix("env:"), p.client_secret)
         self.waits: list[float] = []
-        # Backoff is recorded, not slept, so the time limit must not count it.
+        # Backoff is recorded, not slept, so the time limit must not count it, and
+        # waits up to 10 minutes are held in place (a share() sees its whole retry).
         values: dict[str, Any] = {
             "home": home / "broker",
             "base_url": BASE_URL,
             "connector_timeout": 3600,
+            "retry_hold_max": 600,
         }
         if database_url:
             values["database_url"] = database_url
@@ -129,7 +133,7 @@ class BrokerHarness:
             self.rt, user_id=user_id, connector_id=connector.id, settings=settings
         )
         token = parse_qs(urlsplit(issued.url).query)["session"][0]
-        authorize = approve(
+        approval = approve(
             self.rt,
             token=token,
             connector_id=connector.id,
@@ -137,12 +141,17 @@ class BrokerHarness:
             client_ip="127.0.0.1",
             user_agent="broker.testing",
         )
-        back = parse_qs(urlsplit(provider.authorize(authorize)).query)
+        answer = urlsplit(provider.authorize(approval.authorize_url))
+        back = parse_qs(answer.query)
         outcome = complete_callback(
             self.rt,
             state=back["state"][0],
             code=back.get("code", [None])[0],
             error=back.get("error", [None])[0],
+            # the browser that approved: the callback it reached and its cookie's nonce
+            redirect_uri=answer._replace(query="", fragment="").geturl(),
+            browser_nonces=[approval.browser_nonce],
+            iss=back.get("iss", [None])[0],
         )
         assert outcome.ok and outcome.connection_id, outcome.message
         return outcome.connection_id

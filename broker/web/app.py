@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.responses import Response
 
 from broker import __version__
+from broker.flows.login_throttle import LoginThrottle
 from broker.runtime import Runtime
 from broker.web.api import (
     audit,
@@ -21,12 +19,16 @@ from broker.web.api import (
     connect_sessions,
     connections,
     disclosures,
+    metrics,
     transfers,
     user_sessions,
 )
-from broker.web.errors import install_error_handlers
+from broker.web.csp import authorize_origin, content_security_policy, logo_origins
+from broker.web.errors import UnexpectedErrorMiddleware, install_error_handlers
+from broker.web.links import template_url_for
 from broker.web.pages import audit_console, connect, me
-from broker.web.sessions import KEY_FILE, SessionSigner
+from broker.web.request_guard import NulCharacterGuard
+from broker.web.security_headers import SecurityHeaders
 
 __all__ = ["create_app", "field_label", "when"]
 
@@ -34,28 +36,18 @@ _HERE = Path(__file__).parent
 log = logging.getLogger("broker.web")
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def _csp(request: Request) -> str:
-    """Nothing but our own stylesheet and images (and connectors' logos); no script at all.
-
-    The pages work without JavaScript, so ``script-src`` falls back to ``'none'``."""
-    form_action = ["'self'"]
-    # The consent form redirects to the provider's authorize URL; browsers apply
-    # form-action to that redirect, so the provider's origin is allowed there.
+    """The default policy (broker.web.csp): our own stylesheet and images, connectors'
+    logos, no script. The consent page sets its own, with the authorize origin of its
+    session; here a ``/connect/{id}`` response gets the manifest's authorize origin
+    only when its host has no placeholder."""
+    form_action: list[str | None] = []
     if request.url.path.startswith("/connect/"):
         connector_id = request.url.path.split("/")[2]
         rt: Runtime = request.app.state.runtime
         if connector_id in rt.registry:
-            form_action.append(_origin(rt.registry.get(connector_id).manifest.oauth.authorize_url))
-    images = ["'self'", *request.app.state.logo_origins]
-    return (
-        f"default-src 'none'; img-src {' '.join(images)}; style-src 'self'; "
-        f"form-action {' '.join(form_action)}; frame-ancestors 'none'; base-uri 'none'"
-    )
+            form_action.append(authorize_origin(rt.registry.get(connector_id).manifest))
+    return content_security_policy(images=request.app.state.logo_origins, form_action=form_action)
 
 
 def when(value: datetime | None) -> str:
@@ -93,40 +85,25 @@ def create_app(rt: Runtime, *, mounts: dict[str, object] | None = None) -> FastA
     env.filters["field_label"] = field_label
     env.filters["when"] = when
     env.globals["category_title"] = lambda key: c.title if (c := rt.catalog.get(key)) else key
-    app.state.logo_origins = sorted(
-        {_origin(c.manifest.logo_url) for c in rt.registry.all() if c.manifest.logo_url}
-    )
-    app.state.session_signer, made = SessionSigner.load_or_create(rt.settings.home / KEY_FILE)
-    if made:
-        log.info("created browser-session key %s (0600)", (rt.settings.home / KEY_FILE).resolve())
+    app.state.logo_origins = logo_origins(c.manifest for c in rt.registry.all())
+    # Console sign-in limits, per process (or shared through the database).
+    app.state.login_throttle = LoginThrottle.for_runtime(rt)
+    env.globals["url_for"] = template_url_for  # links from BROKER_BASE_URL, not Host
     https = rt.settings.resolved_base_url.startswith("https://")
     install_error_handlers(app)
+    # Inside ServerErrorMiddleware (so a 500 keeps the connection) and inside the
+    # security headers below (so the 500 carries them too).
+    app.add_middleware(UnexpectedErrorMiddleware)
+    app.add_middleware(NulCharacterGuard)
 
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response: Response = await call_next(request)
-        if request.url.path.startswith("/sandbox"):
-            return response
-        response.headers.setdefault("Content-Security-Policy", _csp(request))
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        response.headers.setdefault(
-            "Permissions-Policy", "camera=(), geolocation=(), microphone=(), payment=()"
-        )
-        if https:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        return response
+    app.add_middleware(SecurityHeaders, csp=_csp, https=https)
 
     app.include_router(connect_sessions.router)
     app.include_router(user_sessions.router)
     app.include_router(catalog.router)
     app.include_router(connections.router)
     app.include_router(transfers.router)
+    app.include_router(metrics.router)
     app.include_router(audit.router)
     app.include_router(disclosures.router)
     app.include_router(connect.router)

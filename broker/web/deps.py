@@ -5,23 +5,22 @@ from __future__ import annotations
 
 from typing import Annotated, NamedTuple
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
 from broker.core.errors import AuthenticationRequired
-from broker.flows.browser_sessions import console_key
+from broker.flows.browser_sessions import (
+    BrowserSession,
+    console_key,
+    open_browser_session,
+    read_browser_session,
+)
 from broker.flows.keys import authenticate, require_role
 from broker.runtime import Runtime
 from broker.store.models import ApiKey
-from broker.web.sessions import (
-    AUDITOR_COOKIE,
-    AUDITOR_TTL,
-    USER_COOKIE,
-    USER_TTL,
-    BrowserSession,
-    SessionSigner,
-)
+from broker.web.sessions import AUDITOR_COOKIE, USER_COOKIE, set_session_cookie
 
 __all__ = [
+    "SQL_INT_MAX",
     "AdminKey",
     "AnyKey",
     "AuditorKey",
@@ -34,6 +33,12 @@ __all__ = [
     "issue_session",
     "user_session",
 ]
+
+
+# The largest SQL INTEGER (32 bits on PostgreSQL: the type of the log's ``seq`` and of
+# checkpoint ids): the upper bound of every integer query parameter, so that
+# ``after=2147483648`` (or ``2**63``, past SQLite's 64 bits) is a 422, not a driver error.
+SQL_INT_MAX = 2**31 - 1
 
 
 class ConsoleSession(NamedTuple):
@@ -79,20 +84,14 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _now(rt: Runtime) -> int:
-    return int(rt.clock().timestamp())
-
-
 def user_session(request: Request, rt: RuntimeDep) -> BrowserSession | None:
-    """The user's session from its cookie, or None (absent, forged or expired)."""
-    signer: SessionSigner = request.app.state.session_signer
-    return signer.read(request.cookies.get(USER_COOKIE), kind="user", now=_now(rt))
+    """The user's session from its cookie, or None (absent, unknown, ended or expired)."""
+    return read_browser_session(rt, request.cookies.get(USER_COOKIE), kind="user")
 
 
 def auditor_session(request: Request, rt: RuntimeDep) -> ConsoleSession | None:
     """The console session and its still-valid API key, or None."""
-    signer: SessionSigner = request.app.state.session_signer
-    session = signer.read(request.cookies.get(AUDITOR_COOKIE), kind="auditor", now=_now(rt))
+    session = read_browser_session(rt, request.cookies.get(AUDITOR_COOKIE), kind="auditor")
     if session is None:
         return None
     try:
@@ -101,11 +100,16 @@ def auditor_session(request: Request, rt: RuntimeDep) -> ConsoleSession | None:
         return None
 
 
-def issue_session(request: Request, rt: Runtime, kind: str, subject: str) -> str:
-    signer: SessionSigner = request.app.state.session_signer
-    ttl = USER_TTL if kind == "user" else AUDITOR_TTL
-    value, _ = signer.issue(kind, subject, now=_now(rt), ttl=ttl)
-    return value
+def issue_session(
+    request: Request, response: Response, rt: Runtime, kind: str, subject: str
+) -> BrowserSession:
+    """Open a server-side session and set its cookie on ``response``; a console session
+    (``auditor``) is tied to the API key ``subject``."""
+    key_id = subject if kind == "auditor" else None
+    value, session = open_browser_session(rt, kind, subject, api_key_id=key_id)
+    cookie = USER_COOKIE if kind == "user" else AUDITOR_COOKIE
+    set_session_cookie(request, response, cookie, value, session)
+    return session
 
 
 UserSession = Annotated[BrowserSession | None, Depends(user_session)]

@@ -4,16 +4,18 @@ or as a plain page (browser routes); never a stack trace or a secret."""
 from __future__ import annotations
 
 import logging
+import traceback
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker.core.errors import BrokerError
+from broker.core.errors import BrokerError, RateLimited
 
-__all__ = ["error_body", "install_error_handlers"]
+__all__ = ["UnexpectedErrorMiddleware", "error_body", "install_error_handlers", "render_error"]
 
 log = logging.getLogger("broker.web")
 
@@ -54,6 +56,13 @@ def _render(request: Request, status: int, code: str, message: str, details: dic
     )
 
 
+def render_error(
+    request: Request, status: int, code: str, message: str, details: dict | None = None
+) -> Response:
+    """The error as the route's audience reads it: the JSON shape, or a page."""
+    return _render(request, status, code, message, details or {})
+
+
 def _validation_problems(exc: RequestValidationError) -> list[dict]:
     problems = []
     for err in exc.errors():
@@ -68,7 +77,10 @@ def _validation_problems(exc: RequestValidationError) -> list[dict]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BrokerError)
     async def _broker_error(request: Request, exc: BrokerError) -> Response:
-        return _render(request, exc.status, exc.code, exc.message, exc.details)
+        response = _render(request, exc.status, exc.code, exc.message, exc.details)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -90,13 +102,56 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.error(
-            "unhandled %s on %s %s",
-            type(exc).__name__,
-            request.method,
-            request.url.path,
-            exc_info=exc,
-        )
-        return _render(
-            request, 500, "internal_error", "the broker hit an internal error; it was logged", {}
-        )
+        # Last resort, in Starlette's ServerErrorMiddleware: only errors raised outside
+        # UnexpectedErrorMiddleware land here, and the server then drops the connection.
+        return _internal_error(request, exc)
+
+
+_INTERNAL_MESSAGE = "the broker hit an internal error; it was logged"
+
+
+def _log_unexpected(method: str, path: str, exc: BaseException) -> None:
+    """Where it failed, never what with: the exception's message and the query string can
+    carry a token, a session link or user data, so the log gets the type and the stack."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    stack = "".join(traceback.format_list(frames)).rstrip()
+    log.error("unhandled %s on %s %s\n%s", type(exc).__name__, method, path, stack)
+
+
+def _internal_error(request: Request, exc: BaseException) -> Response:
+    _log_unexpected(request.method, request.url.path, exc)
+    return _render(request, 500, "internal_error", _INTERNAL_MESSAGE, {})
+
+
+class UnexpectedErrorMiddleware:
+    """Turn an unexpected exception into the 500 error shape, and keep the connection.
+
+    Starlette's own catch-all runs in ServerErrorMiddleware, which answers and then
+    re-raises, so the server closes the client's keep-alive connection (its next request
+    fails). This middleware sits inside it (``app.add_middleware``) and answers without
+    re-raising. A response already under way (a stream that fails midway) cannot be
+    replaced: the error goes on up, and the server cuts that connection, which tells the
+    client the body is incomplete."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            response = _internal_error(Request(scope), exc)
+            await response(scope, receive, send)

@@ -65,7 +65,7 @@ def test_link_sets_a_session_cookie_once_and_drops_the_token(
     assert first.headers["location"] == "/me"  # the token leaves the address bar
     assert first.headers["referrer-policy"] == "no-referrer"
     cookie = first.headers["set-cookie"]
-    assert cookie.startswith("broker_me=v1.")
+    assert re.match(r"broker_me=[A-Za-z0-9_-]{43};", cookie)  # a random session id only
     for flag in ("HttpOnly", "Path=/me", "SameSite=lax", "Max-Age=1800"):
         assert flag in cookie, cookie
     assert "Secure" not in cookie  # http base URL; see the https test
@@ -86,8 +86,7 @@ def test_no_forged_or_expired_session(stack: Stack, browser: Browser) -> None:
     assert browser.get(f"{stack.url}/me").status_code == 400  # no cookie
     sign_in(stack, browser)
     value = browser.client.cookies["broker_me"]
-    version, payload, mac = value.split(".")
-    forged = f"{version}.{payload[:-2]}AA.{mac}"
+    forged = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
     other = Browser()
     try:
         other.client.cookies.set("broker_me", forged, domain="127.0.0.1", path="/me")

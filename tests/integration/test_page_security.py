@@ -22,7 +22,10 @@ def _directives(csp: str) -> dict[str, list[str]]:
     return {d.split()[0]: d.split()[1:] for d in (p.strip() for p in csp.split(";")) if d}
 
 
-def test_consent_and_me_pages_allow_logos_and_the_provider_only(make_settings) -> None:
+def test_consent_and_me_pages_allow_logos_and_the_provider_only(make_settings, monkeypatch) -> None:
+    # the consent page is offered only for a connector whose credentials resolve
+    monkeypatch.setenv("BROKER_SANDBOX_CLIENT_ID", "sandbox-client")
+    monkeypatch.setenv("BROKER_SANDBOX_CLIENT_SECRET", "sandbox-secret")
     data = {**sandbox_manifest("https://sandbox.example.org"), "logo_url": LOGO}
     manifest = parse_manifest(data, default_catalog(), source="test")
     connector = Connector(manifest, ConnectorSource("builtin", "test"))

@@ -16,7 +16,7 @@ NAME = "user.name"
 
 def _verifiers(stack: Stack) -> list[NoteVerifier]:
     with stack.api(stack.auditor_key) as api:
-        resp = api.get("/v1/audit/public-key", params={"format": "text"})
+        resp = api.get("/v1/audit/public-key", params={"format": "text", "keys": "receipts"})
     assert resp.status_code == 200, resp.text
     lines = [ln for ln in resp.text.splitlines() if ln.strip()]
     return [NoteVerifier.from_vkey(ln.split()[0]) for ln in lines]

@@ -1,84 +1,94 @@
-"""Signed session cookies: what they accept and what they refuse."""
+"""Server-side browser sessions: what they accept, what they refuse, and what ends them."""
 
 from __future__ import annotations
 
-import base64
-import json
-import stat
-from pathlib import Path
+from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+from sqlmodel import Session, select
 
-from broker.web.sessions import SessionSigner
-
-NOW = 1_800_000_000
+from broker.core.tokens import digest
+from broker.flows.browser_sessions import (
+    end_browser_session,
+    open_browser_session,
+    read_browser_session,
+)
+from broker.flows.keys import create_api_key, revoke_api_key
+from broker.runtime import Runtime, build_runtime
+from broker.store.models import BrowserSessionRecord
 
 
 @pytest.fixture
-def signer() -> SessionSigner:
-    return SessionSigner(b"k" * 32)
+def rt(make_settings) -> Iterator[Runtime]:
+    runtime = build_runtime(make_settings(), plugins=[], upgrade=True)
+    yield runtime
+    runtime.close()
 
 
-def test_round_trip(signer: SessionSigner) -> None:
-    value, issued = signer.issue("user", "user-1", now=NOW, ttl=60)
-    read = signer.read(value, kind="user", now=NOW + 59)
+def _rows(rt: Runtime) -> list[BrowserSessionRecord]:
+    with Session(rt.engine) as session:
+        return list(session.exec(select(BrowserSessionRecord)).all())
+
+
+def test_round_trip_and_only_a_digest_is_stored(rt: Runtime) -> None:
+    value, issued = open_browser_session(rt, "user", "user-1")
+    read = read_browser_session(rt, value, kind="user")
     assert read == issued
-    assert read.subject == "user-1" and read.expires_at == NOW + 60
-    assert len(read.csrf) >= 32
-    other, _ = signer.issue("user", "user-1", now=NOW, ttl=60)
-    assert signer.read(other, kind="user", now=NOW).csrf != read.csrf
+    assert read.subject == "user-1" and read.csrf
+    (row,) = _rows(rt)
+    assert row.token_hash == digest(value)
+    stored = " ".join(str(v) for v in row.model_dump().values())
+    assert value not in stored and issued.csrf not in stored
 
 
-def test_expired_wrong_kind_and_other_key_are_refused(signer: SessionSigner) -> None:
-    value, _ = signer.issue("user", "user-1", now=NOW, ttl=60)
-    assert signer.read(value, kind="user", now=NOW + 60) is None
-    assert signer.read(value, kind="auditor", now=NOW) is None
-    assert SessionSigner(b"x" * 32).read(value, kind="user", now=NOW) is None
+def test_unknown_tampered_oversized_and_other_kind_are_refused(rt: Runtime) -> None:
+    value, _ = open_browser_session(rt, "user", "user-1")
+    assert read_browser_session(rt, None, kind="user") is None
+    assert read_browser_session(rt, "", kind="user") is None
+    assert (
+        read_browser_session(rt, value[:-1] + ("A" if value[-1] != "A" else "B"), kind="user")
+        is None
+    )
+    assert read_browser_session(rt, "x" * 10_000, kind="user") is None
+    assert read_browser_session(rt, value, kind="auditor") is None
 
 
-def _b64(data: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+def test_sessions_expire_by_the_runtime_clock(rt: Runtime) -> None:
+    value, issued = open_browser_session(rt, "user", "user-1")
+    assert issued.expires_at - issued.issued_at == timedelta(seconds=rt.settings.user_session_ttl)
+    real = rt.clock
+    rt.clock = lambda: real() + timedelta(seconds=rt.settings.user_session_ttl + 1)
+    try:
+        assert read_browser_session(rt, value, kind="user") is None
+        open_browser_session(rt, "user", "user-2")  # purges the expired row
+    finally:
+        rt.clock = real
+    assert [r.subject for r in _rows(rt)] == ["user-2"]
 
 
-@pytest.mark.parametrize(
-    "mangle",
-    [
-        lambda v: v.replace("v1.", "v2.", 1),
-        lambda v: v + "x",
-        lambda v: v[:-1],
-        lambda v: ".".join(v.split(".")[:2]),
-        lambda v: (
-            "v1."
-            + _b64({"k": "user", "s": "admin", "c": "c", "i": NOW, "e": NOW + 9e9})
-            + "."
-            + v.split(".")[2]
-        ),
-        lambda v: "",
-        lambda v: "v1.!!.!!",
-    ],
-)
-def test_tampering_is_refused(signer: SessionSigner, mangle) -> None:
-    value, _ = signer.issue("user", "user-1", now=NOW, ttl=60)
-    assert signer.read(mangle(value), kind="user", now=NOW) is None
+def test_each_session_has_its_own_csrf_secret(rt: Runtime) -> None:
+    _, a = open_browser_session(rt, "user", "user-1")
+    _, b = open_browser_session(rt, "user", "user-1")
+    assert a.csrf != b.csrf and a.id != b.id
 
 
-def test_a_validly_signed_but_malformed_payload_is_refused(signer: SessionSigner) -> None:
-    payload = _b64({"k": "user"})
-    forged = f"v1.{payload}.{signer._mac(payload)}"
-    assert signer.read(forged, kind="user", now=NOW) is None
+def test_ending_a_session_ends_every_copy_of_its_cookie(rt: Runtime) -> None:
+    value, _ = open_browser_session(rt, "user", "user-1")
+    other, _ = open_browser_session(rt, "user", "user-1")
+    assert end_browser_session(rt, value) is True
+    assert read_browser_session(rt, value, kind="user") is None
+    assert end_browser_session(rt, value) is False  # already ended
+    assert read_browser_session(rt, other, kind="user") is not None  # only that one
 
 
-def test_key_file_is_created_private_and_reused(tmp_path: Path) -> None:
-    path = tmp_path / "session.key"
-    first, made = SessionSigner.load_or_create(path)
-    assert made
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    again, made_again = SessionSigner.load_or_create(path)
-    assert not made_again
-    value, _ = first.issue("auditor", "key_1", now=NOW, ttl=60)
-    assert again.read(value, kind="auditor", now=NOW) is not None
-
-
-def test_short_keys_are_refused() -> None:
-    with pytest.raises(ValueError):
-        SessionSigner(b"short")
+def test_revoking_a_key_ends_the_console_sessions_it_opened(rt: Runtime) -> None:
+    key, _ = create_api_key(rt.engine, role="auditor")
+    keep, _ = create_api_key(rt.engine, role="auditor")
+    value, _ = open_browser_session(rt, "auditor", key.id, api_key_id=key.id)
+    kept, _ = open_browser_session(rt, "auditor", keep.id, api_key_id=keep.id)
+    revoke_api_key(rt.engine, key.id)
+    assert read_browser_session(rt, value, kind="auditor") is None
+    assert read_browser_session(rt, kept, kind="auditor") is not None
+    ended = {r.api_key_id: r.ended_at for r in _rows(rt)}
+    assert ended[key.id] is not None and ended[keep.id] is None

@@ -12,7 +12,14 @@ import pytest
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from broker.core.manifest import Action, DataDeclaration, Manifest, OAuthSettings, Setting
+from broker.core.manifest import (
+    Action,
+    DataDeclaration,
+    DeliverySettings,
+    Manifest,
+    OAuthSettings,
+    Setting,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "connectors.md"
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -21,6 +28,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "### `[[data]]`": DataDeclaration,
     "### `[[actions]]`": Action,
     "### `[[settings]]`": Setting,
+    "### `[delivery]`": DeliverySettings,
 }
 ROW = re.compile(r"^\| `(\w+)` \| ([^|]+) \| (yes|no) \|([^|]*)\|")
 
@@ -41,6 +49,8 @@ def table(heading: str) -> dict[str, tuple[str, str]]:
 def documented_default(value: Any) -> str:
     if value is None:
         return "none"
+    if isinstance(value, BaseModel):  # a table whose every field has its default
+        return "`{}`"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, tuple | list):

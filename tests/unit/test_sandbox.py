@@ -46,7 +46,10 @@ def provider() -> SandboxProvider:
 def client(provider: SandboxProvider) -> Iterator[TestClient]:
     # A loopback host: authlib accepts plain http there and nowhere else.
     app = create_sandbox_app(provider)
-    with TestClient(app, base_url="http://localhost", follow_redirects=False) as test_client:
+    # The client is on loopback too: /api/received answers nobody else.
+    with TestClient(
+        app, base_url="http://localhost", follow_redirects=False, client=("127.0.0.1", 50000)
+    ) as test_client:
         yield test_client
 
 
@@ -554,7 +557,12 @@ def test_mounted_under_sandbox_links_and_flow_stay_under_the_mount(
 ) -> None:
     parent = FastAPI()
     parent.mount("/sandbox", create_sandbox_app(provider), name="sandbox")
-    with TestClient(parent, base_url="http://127.0.0.1:8000", follow_redirects=False) as client:
+    with TestClient(
+        parent,
+        base_url="http://127.0.0.1:8000",
+        follow_redirects=False,
+        client=("127.0.0.1", 50000),
+    ) as client:
         verifier, challenge = pkce_pair()
         page = client.get("/sandbox/oauth/authorize", params=authorize_params(challenge))
         assert page.status_code == 200

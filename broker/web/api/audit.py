@@ -10,10 +10,11 @@ from fastapi.responses import PlainTextResponse, Response
 
 from broker.flows.audit import recipients_report, verify_log
 from broker.flows.checkpoints import checkpoint_dict, public_keys
+from broker.flows.receipts import receipt_public_keys
 from broker.flows.reports import processing_records, records_yaml
 from broker.store.audit import iter_entries, latest_head
 from broker.store.tree import checkpoints, consistency_proof, inclusion_proof, latest_checkpoint
-from broker.web.deps import AuditorKey, RuntimeDep
+from broker.web.deps import SQL_INT_MAX, AuditorKey, RuntimeDep
 
 __all__ = ["router"]
 
@@ -38,7 +39,7 @@ def recipients(rt: RuntimeDep, _key: AuditorKey) -> dict[str, Any]:
 def log(
     rt: RuntimeDep,
     _key: AuditorKey,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=SQL_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     entries = []
@@ -67,7 +68,7 @@ def checkpoint(
 def checkpoint_list(
     rt: RuntimeDep,
     _key: AuditorKey,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=SQL_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Every checkpoint in signing order (``id`` pages: pass the last ``id`` as after_id)."""
@@ -80,8 +81,8 @@ def checkpoint_list(
 def proof_inclusion(
     rt: RuntimeDep,
     _key: AuditorKey,
-    seq: Annotated[int, Query(ge=1)],
-    size: Annotated[int | None, Query(ge=1)] = None,
+    seq: Annotated[int, Query(ge=1, le=SQL_INT_MAX)],
+    size: Annotated[int | None, Query(ge=1, le=SQL_INT_MAX)] = None,
 ) -> dict[str, Any]:
     """RFC 9162 inclusion proof of entry ``seq`` (leaf ``seq - 1``) in the tree of ``size``."""
     return inclusion_proof(rt.engine, seq=seq, size=size)
@@ -91,8 +92,8 @@ def proof_inclusion(
 def proof_consistency(
     rt: RuntimeDep,
     _key: AuditorKey,
-    old: Annotated[int, Query(alias="from", ge=0)],
-    new: Annotated[int | None, Query(alias="to", ge=0)] = None,
+    old: Annotated[int, Query(alias="from", ge=0, le=SQL_INT_MAX)],
+    new: Annotated[int | None, Query(alias="to", ge=0, le=SQL_INT_MAX)] = None,
 ) -> dict[str, Any]:
     """RFC 9162 consistency proof from the tree of ``from`` entries to the one of ``to``."""
     return consistency_proof(rt.engine, old=old, new=new)
@@ -103,10 +104,15 @@ def public_key(
     rt: RuntimeDep,
     _key: AuditorKey,
     format: Annotated[str, Query(pattern="^(json|text)$")] = "json",
+    keys_of: Annotated[str, Query(alias="keys", pattern="^(checkpoints|receipts)$")] = (
+        "checkpoints"
+    ),
 ) -> dict[str, Any] | Response:
     """The checkpoint verifier keys (C2SP vkeys), retired ones with ``retired_at``;
-    ``format=text`` is the key file ``verify-export --public-key`` reads."""
-    keys = public_keys(rt)
+    ``format=text`` is the key file ``verify-export --public-key`` reads.
+    ``keys=receipts``: the consent-receipt keys, then the checkpoint keys that signed
+    receipts before (``legacy``)."""
+    keys = receipt_public_keys(rt) if keys_of == "receipts" else public_keys(rt)
     if format == "text":
         lines = [
             k["vkey"] + (f" retired={k['retired_at']}" if k["retired_at"] else "")

@@ -20,5 +20,7 @@ def create(body: ConnectSessionCreate, rt: RuntimeDep, key: AdminKey) -> Connect
         return_url=body.return_url,
         created_by=key.id,
         settings=body.settings,
+        display_name=body.display_name,
+        confirm=body.confirm,
     )
     return ConnectSessionIssued(token=issued.token, url=issued.url, expires_at=issued.expires_at)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from broker.flows.confirm import confirm_connection
 from broker.flows.connect import validate_user_id
 from broker.flows.connections import (
     connection_dict,
@@ -55,6 +56,15 @@ def revoke(connection_id: str, rt: RuntimeDep, key: AdminKey) -> dict[str, Any]:
         "provider_revocation": result["provider_revocation"],
         "already_revoked": result["already"],
     }
+
+
+@router.post("/connections/{connection_id}/confirm", response_model=ConnectionPublic)
+def confirm(connection_id: str, rt: RuntimeDep, key: AdminKey) -> ConnectionPublic:
+    """Make a ``pending_confirmation`` connection (``confirm: true`` on its connect session)
+    ``active``; ``409 conflict`` when it is not waiting (e.g. confirmed already) or its
+    confirmation window has passed (it is then revoked)."""
+    conn = confirm_connection(rt, connection_id, actor=key.id)
+    return ConnectionPublic(**connection_dict(*get_connection(rt, conn.id)))
 
 
 @router.get("/consents/{consent_id}/receipt", response_class=PlainTextResponse)

@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["ConnectSessionCreate", "ConnectSessionIssued", "ConnectionPublic", "ConsentPublic"]
 
 
+def _no_nul(value: Any) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("contains the character U+0000, which is not accepted")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key)
+            _no_nul(item)
+
+
 class _In(BaseModel):
+    """A request body: no unknown fields, and no U+0000 in any string (PostgreSQL's text
+    columns refuse it, so it would fail in the driver rather than as a 422)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        _no_nul(data)
+        return data
 
 
 class ConnectSessionCreate(_In):
@@ -21,6 +40,17 @@ class ConnectSessionCreate(_In):
         default=None,
         max_length=20,
         description="the connector's per-connection settings (its manifest's [[settings]])",
+    )
+    display_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="how the consent page names the platform account (default: user_id)",
+    )
+    confirm: bool = Field(
+        default=False,
+        description="the connection waits in pending_confirmation until "
+        "POST /v1/connections/{id}/confirm",
     )
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -13,15 +14,68 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from broker.core.errors import InvalidInput, PayloadTooLarge
+from broker.core.gateway import TransferRequest
 from broker.flows.audit import TransferFilter, export_transfers, list_transfers
-from broker.flows.share import TransferRequest, create_transfer, transfer_dict
+from broker.flows.engine import cancel_transfer, find_transfer
+from broker.flows.share import transfer_dict
+from broker.flows.workers import raise_for_outcome, submit_transfer
 from broker.web.deps import AdminKey, AuditorKey, RuntimeDep
+
+if TYPE_CHECKING:
+    from broker.store.models import Transfer
 
 router = APIRouter(prefix="/v1", tags=["transfers"])
 
 
+# Deeper than any real payload, far below what the recursive scope walk can take.
+MAX_JSON_DEPTH = 64
+
+
 def _reject_constant(name: str) -> Any:
     raise InvalidInput(f"request body contains {name}, which is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf: no JSON encoder can send it on
+        raise InvalidInput(
+            f"request body contains the number {text[:40]}, which is out of range",
+            details={"limit": "numbers must be finite IEEE 754 doubles"},
+        )
+    return value
+
+
+def _check_strings_and_depth(value: Any) -> None:
+    """Refuse what parses but cannot be stored or sent on: nesting deeper than
+    ``MAX_JSON_DEPTH``, lone UTF-16 surrogates (``"\\ud800"``, not encodable as UTF-8)
+    and U+0000 (refused by PostgreSQL text and JSON columns), in keys and values."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list) and depth > MAX_JSON_DEPTH:
+            raise InvalidInput(
+                f"the request body nests objects and arrays deeper than {MAX_JSON_DEPTH} levels",
+                details={"max_depth": MAX_JSON_DEPTH},
+            )
+        if isinstance(item, dict):
+            for key, child in item.items():
+                _check_string(key)
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            _check_string(item)
+
+
+def _check_string(text: str) -> None:
+    if "\x00" in text:
+        raise InvalidInput("request body contains the character U+0000, which is not accepted")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            "request body contains a lone UTF-16 surrogate (like \\ud800), which is not text"
+        ) from None
 
 
 async def _read_json(request: Request, limit: int) -> Any:
@@ -41,9 +95,33 @@ async def _read_json(request: Request, limit: int) -> Any:
             )
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks), parse_constant=_reject_constant)
+        body = json.loads(b"".join(chunks), parse_constant=_reject_constant, parse_float=_finite)
     except (ValueError, RecursionError):
         raise InvalidInput("the request body is not valid JSON") from None
+    _check_strings_and_depth(body)
+    return body
+
+
+def _prefers_async(request: Request) -> bool:
+    """RFC 7240 ``Prefer: respond-async`` (among other preferences, any case)."""
+    for header in request.headers.getlist("prefer"):
+        for pref in header.split(","):
+            if pref.split(";")[0].strip().lower() == "respond-async":
+                return True
+    return False
+
+
+def _answer(transfer: Transfer, new: bool) -> JSONResponse:
+    """201 with the outcome, 202 while it is pending, 200 for a replay; a failed,
+    cancelled or unknown outcome is the error it is, carrying the transfer."""
+    body = _json(transfer_dict(transfer))
+    location = {"Location": f"/v1/transfers/{transfer.id}"}
+    if not new:
+        return JSONResponse(body, status_code=200, headers={"Idempotent-Replayed": "true"})
+    if transfer.status == "pending":
+        return JSONResponse(body, status_code=202, headers=location)
+    raise_for_outcome(transfer, body)
+    return JSONResponse(body, status_code=201, headers=location)
 
 
 @router.post("/connections/{connection_id}/transfers", status_code=201)
@@ -51,19 +129,30 @@ async def create(
     connection_id: str, request: Request, rt: RuntimeDep, key: AdminKey
 ) -> JSONResponse:
     body = await _read_json(request, rt.settings.max_payload_bytes)
-    parsed = TransferRequest.parse(body)
+    header_key = request.headers.get("idempotency-key")
+    parsed = TransferRequest.parse(body, idempotency_key=header_key)
+    wait = 0.0 if _prefers_async(request) else rt.settings.transfer_wait
     transfer, new = await run_in_threadpool(
-        create_transfer, rt, connection_id=connection_id, request=parsed, actor=key.id
+        submit_transfer, rt, connection_id=connection_id, request=parsed, actor=key.id, wait=wait
     )
-    return JSONResponse(
-        _json(transfer_dict(transfer)),
-        status_code=201 if new else 200,
-        headers=None if new else {"Idempotent-Replayed": "true"},
-    )
+    return _answer(transfer, new)
+
+
+@router.post("/transfers/{transfer_id}/cancel")
+def cancel(transfer_id: str, rt: RuntimeDep, key: AdminKey) -> dict[str, Any]:
+    """Cancel a transfer that has not started (queued, or waiting for a retry)."""
+    return _json(transfer_dict(cancel_transfer(rt, transfer_id, actor=key.id)))
 
 
 def _json(data: dict[str, Any]) -> dict[str, Any]:
     return jsonable_encoder(data)
+
+
+# The filters, bounded like the console's (docs/api.md): longer values match nothing.
+User = Annotated[str | None, Query(max_length=200)]
+ConnectorId = Annotated[str | None, Query(max_length=63)]
+Category = Annotated[str | None, Query(max_length=200)]
+Status = Annotated[str | None, Query(max_length=20)]
 
 
 def _filter(
@@ -88,10 +177,10 @@ def _filter(
 def transfers(
     rt: RuntimeDep,
     _key: AuditorKey,
-    user: str | None = None,
-    connector: str | None = None,
-    category: str | None = None,
-    status: str | None = None,
+    user: User = None,
+    connector: ConnectorId = None,
+    category: Category = None,
+    status: Status = None,
     since: datetime | None = None,
     until: datetime | None = None,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
@@ -107,11 +196,11 @@ def transfers(
 def export(
     rt: RuntimeDep,
     _key: AuditorKey,
-    format: str = "jsonl",
-    user: str | None = None,
-    connector: str | None = None,
-    category: str | None = None,
-    status: str | None = None,
+    format: Annotated[str, Query(pattern="^(jsonl|csv)$")] = "jsonl",
+    user: User = None,
+    connector: ConnectorId = None,
+    category: Category = None,
+    status: Status = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> StreamingResponse:
@@ -129,3 +218,10 @@ def export(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="transfers.{format}"'},
     )
+
+
+# After /transfers/export: a path parameter would take "export" too.
+@router.get("/transfers/{transfer_id}")
+def get_transfer(transfer_id: str, rt: RuntimeDep, _key: AuditorKey) -> dict[str, Any]:
+    """One transfer: its status (``pending`` until final), attempts and outcome."""
+    return _json(transfer_dict(find_transfer(rt, transfer_id)))

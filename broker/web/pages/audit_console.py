@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from broker.core.errors import BrokerError, InvalidInput, NotFound, SessionInvalid
+from broker.core.errors import BrokerError, InvalidInput, NotFound, RateLimited, SessionInvalid
 from broker.flows.activity import daily_transfers
 from broker.flows.audit import (
     STATUSES,
@@ -23,19 +23,13 @@ from broker.flows.audit import (
     recipients_report,
     verify_log,
 )
-from broker.flows.browser_sessions import sign_in_with_key
+from broker.flows.browser_sessions import end_browser_session, sign_in_with_key
 from broker.flows.checkpoints import checkpoint_dict
 from broker.store.audit import latest_head
 from broker.store.tree import latest_checkpoint
-from broker.web.deps import AuditorSession, ConsoleSession, RuntimeDep, issue_session
+from broker.web.deps import AuditorSession, ConsoleSession, RuntimeDep, client_ip, issue_session
 from broker.web.pages.chart import stacked_bars
-from broker.web.sessions import (
-    AUDITOR_COOKIE,
-    clear_session_cookie,
-    cookies_secure,
-    csrf_matches,
-    set_session_cookie,
-)
+from broker.web.sessions import AUDITOR_COOKIE, clear_session_cookie, cookies_secure, csrf_matches
 
 __all__ = ["TransferSearch", "router"]
 
@@ -152,26 +146,32 @@ def console_sign_in(
         raise SessionInvalid(
             "the sign-in form has expired or was not sent from this site; reload it"
         )
+    throttle = request.app.state.login_throttle
     try:
-        api_key = sign_in_with_key(rt, key)
+        api_key = sign_in_with_key(rt, key, throttle=throttle, client=client_ip(request))
+    except RateLimited:
+        raise  # 429 with Retry-After, in the error shape
     except BrokerError as exc:
         response = _page(request, "audit_login.html", {"login_csrf": csrf, "error": exc.message})
         response.status_code = exc.status
         return response
     response = RedirectResponse(request.url_for("console_transfers").path, status_code=303)
-    set_session_cookie(
-        request, response, AUDITOR_COOKIE, issue_session(request, rt, "auditor", api_key.id)
-    )
+    issue_session(request, response, rt, "auditor", api_key.id)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/audit")
     return response
 
 
 @router.post("/audit/logout")
 def console_sign_out(
-    request: Request, current: AuditorSession, csrf: Annotated[str, Form(max_length=200)] = ""
+    request: Request,
+    rt: RuntimeDep,
+    current: AuditorSession,
+    csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     if current is not None and not csrf_matches(current.session.csrf, csrf):
         raise SessionInvalid("the sign-out form was not sent from the console; reload it")
+    if current is not None:
+        end_browser_session(rt, request.cookies.get(AUDITOR_COOKIE))
     response = RedirectResponse(
         request.url_for("console_login").path + "?signed_out=1", status_code=303
     )

@@ -1,25 +1,68 @@
-"""The consent page, its approve/cancel form, and the OAuth callback."""
+"""The consent page, its approve/cancel form, and the OAuth callbacks.
+
+Approving sets the OAuth binding cookie: ``HttpOnly``, ``SameSite=Lax`` (sent on
+the provider's top-level redirect back), ``__Host-`` prefixed, ``Secure`` and
+``Path=/`` when the base URL is https. It holds the nonces of this browser's open
+attempts (the newest few, so two tabs can connect at once); the callback needs the
+attempt's nonce and removes it.
+"""
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from broker.core.errors import SessionInvalid
 from broker.flows import connect as flow
-from broker.flows.callback import complete_callback
+from broker.flows.callback import CallbackOutcome, complete_callback
+from broker.runtime import Runtime
+from broker.web.csp import authorize_origin, content_security_policy
 from broker.web.deps import RuntimeDep, client_ip
 
-__all__ = ["CSRF_COOKIE", "router"]
+__all__ = ["CSRF_COOKIE", "binding_cookie_name", "router"]
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 CSRF_COOKIE = "broker_csrf"
+_BINDING = "broker_oauth"
+_MAX_NONCES = 3
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
+
+
+def _https(rt: Runtime) -> bool:
+    return rt.settings.resolved_base_url.startswith("https://")
+
+
+def binding_cookie_name(rt: Runtime) -> str:
+    return f"__Host-{_BINDING}" if _https(rt) else _BINDING
+
+
+def _nonces(request: Request, rt: Runtime) -> list[str]:
+    raw = request.cookies.get(binding_cookie_name(rt), "")
+    return [n for n in raw.split(".") if _NONCE.fullmatch(n)][:_MAX_NONCES]
+
+
+def _set_nonces(response: Response, rt: Runtime, nonces: list[str]) -> None:
+    name = binding_cookie_name(rt)
+    if not nonces:
+        response.delete_cookie(name, path="/", secure=_https(rt), httponly=True, samesite="lax")
+        return
+    response.set_cookie(
+        name,
+        ".".join(nonces[:_MAX_NONCES]),
+        max_age=rt.settings.oauth_state_ttl,
+        path="/",
+        httponly=True,
+        secure=_https(rt),
+        samesite="lax",
+    )
 
 
 def _templates(request: Request) -> Jinja2Templates:
@@ -45,7 +88,7 @@ def choose(request: Request, rt: RuntimeDep, session: str | None = None) -> Resp
     if not session:
         raise SessionInvalid("this link has no session; ask the application for a new one")
     return _templates(request).TemplateResponse(
-        request, "choose.html", {"connectors": rt.registry.all(), "session": session}
+        request, "choose.html", {"connectors": flow.offered_connectors(rt), "session": session}
     )
 
 
@@ -60,6 +103,11 @@ def consent_page(
     )
     _csrf_cookie(request, response, csrf)
     response.headers["Referrer-Policy"] = "no-referrer"
+    # form-action: the authorize origin of this session, its host placeholders filled
+    response.headers["Content-Security-Policy"] = content_security_policy(
+        images=request.app.state.logo_origins,
+        form_action=[authorize_origin(view.connector.manifest, view.settings)],
+    )
     return response
 
 
@@ -97,7 +145,7 @@ def consent_submit(
         return response
     if decision != "approve":
         raise SessionInvalid("unknown decision")
-    url = flow.approve(
+    approval = flow.approve(
         rt,
         token=session,
         connector_id=connector_id,
@@ -105,23 +153,79 @@ def consent_submit(
         client_ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
     )
-    response = RedirectResponse(url, status_code=303)
+    response = RedirectResponse(approval.authorize_url, status_code=303)
     response.delete_cookie(CSRF_COOKIE, path="/connect")
+    _set_nonces(response, rt, [approval.browser_nonce, *_nonces(request, rt)])
     return response
+
+
+State = Annotated[str | None, Query(max_length=512)]
+Code = Annotated[str | None, Query(max_length=4096)]
+Error = Annotated[str | None, Query(max_length=200)]
+ErrorDescription = Annotated[str | None, Query(max_length=1000)]
+Issuer = Annotated[str | None, Query(max_length=500)]
 
 
 @router.get("/oauth/callback")
 def callback(
     request: Request,
     rt: RuntimeDep,
-    state: Annotated[str | None, Query(max_length=512)] = None,
-    code: Annotated[str | None, Query(max_length=4096)] = None,
-    error: Annotated[str | None, Query(max_length=200)] = None,
-    error_description: Annotated[str | None, Query(max_length=1000)] = None,
+    state: State = None,
+    code: Code = None,
+    error: Error = None,
+    error_description: ErrorDescription = None,
+    iss: Issuer = None,
 ) -> Response:
-    outcome = complete_callback(
-        rt, state=state, code=code, error=error, error_description=error_description
+    """The shared callback, for redirect URIs registered before per-connector ones."""
+    return _finish(
+        request, rt, rt.settings.callback_url, state, code, error, error_description, iss
     )
+
+
+@router.get("/oauth/callback/{connector_id}")
+def connector_callback(
+    request: Request,
+    rt: RuntimeDep,
+    connector_id: Annotated[str, PathParam(pattern=r"^[a-z][a-z0-9_-]{1,62}$")],
+    state: State = None,
+    code: Code = None,
+    error: Error = None,
+    error_description: ErrorDescription = None,
+    iss: Issuer = None,
+) -> Response:
+    """The connector's own callback: an answer for another connector's attempt is refused."""
+    url = rt.settings.connector_callback_url(connector_id)
+    return _finish(request, rt, url, state, code, error, error_description, iss)
+
+
+def _finish(
+    request: Request,
+    rt: Runtime,
+    redirect_uri: str,
+    state: str | None,
+    code: str | None,
+    error: str | None,
+    error_description: str | None,
+    iss: str | None,
+) -> Response:
+    nonces = _nonces(request, rt)
+    outcome: CallbackOutcome = complete_callback(
+        rt,
+        state=state,
+        code=code,
+        error=error,
+        error_description=error_description,
+        redirect_uri=redirect_uri,
+        browser_nonces=nonces,
+        iss=iss,
+    )
+    response = _outcome_page(request, outcome)
+    if outcome.browser_nonce is not None:  # this attempt is over: its nonce goes
+        _set_nonces(response, rt, [n for n in nonces if n != outcome.browser_nonce])
+    return response
+
+
+def _outcome_page(request: Request, outcome: CallbackOutcome) -> Response:
     if outcome.return_url:
         return RedirectResponse(outcome.return_url, status_code=303)
     response = _templates(request).TemplateResponse(

@@ -1,8 +1,9 @@
 """``/me``: a user's own integrations, what each received, and disconnecting them.
 
-The host creates a one-time link (``POST /v1/user-sessions``); opening it sets
-a short-lived session cookie for ``/me`` and redirects to drop the token from
-the address bar. Every form carries the session's CSRF secret.
+The host creates a one-time link (``POST /v1/user-sessions``); opening it opens
+a short-lived server-side session (its random id in a cookie for ``/me``) and
+redirects to drop the token from the address bar. Every form carries the
+session's CSRF secret; signing out ends the session on the server at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from broker.flows.activity import (
     connection_history,
     owned_connection,
 )
-from broker.flows.browser_sessions import redeem_user_session
+from broker.flows.browser_sessions import BrowserSession, end_browser_session, redeem_user_session
 from broker.flows.connections import list_connections
 from broker.flows.receipts import consent_receipt
 from broker.flows.reports import user_report, user_report_csv
@@ -30,13 +31,7 @@ from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
 from broker.store.models import Connection, ConsentRecord
 from broker.web.deps import RuntimeDep, UserSession, issue_session
-from broker.web.sessions import (
-    USER_COOKIE,
-    BrowserSession,
-    clear_session_cookie,
-    csrf_matches,
-    set_session_cookie,
-)
+from broker.web.sessions import USER_COOKIE, clear_session_cookie, csrf_matches
 
 __all__ = ["ConnectionView", "router"]
 
@@ -44,12 +39,13 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 
 RECENT = 5
 PAGE = 25
-_LIVE = ("active", "reconsent_required", "error")
+_LIVE = ("active", "pending_confirmation", "reconsent_required", "error")
 STATUS_LABELS = {
     "active": "Connected",
     "reconsent_required": "Needs you to connect again",
     "error": "Error",
     "revoked": "Disconnected",
+    "revoking": "Disconnecting",
     "pending": "Not completed",
 }
 
@@ -133,9 +129,7 @@ def my_integrations(
     if session is not None:
         user_id = redeem_user_session(rt, session)
         response = RedirectResponse(request.url_for("my_integrations").path, status_code=303)
-        set_session_cookie(
-            request, response, USER_COOKIE, issue_session(request, rt, "user", user_id)
-        )
+        issue_session(request, response, rt, "user", user_id)
         return response
     user = _session(current)
     rows = list_connections(rt, user.subject)
@@ -154,7 +148,7 @@ def my_integrations(
             "user_id": user.subject,
             "csrf": user.csrf,
             "current": [v for v in views if v.conn.status in _LIVE],
-            "past": [v for v in views if v.conn.status == "revoked"],
+            "past": [v for v in views if v.conn.status in ("revoked", "revoking")],
             "unfinished": [v for v in views if v.conn.status == "pending"],
             "recent": recent,
             "flash": flash,
@@ -256,11 +250,15 @@ def me_disclosures(fmt: str, rt: RuntimeDep, current: UserSession) -> Response:
 
 @router.post("/me/sign-out")
 def me_sign_out(
-    request: Request, current: UserSession, csrf: Annotated[str, Form(max_length=200)]
+    request: Request,
+    rt: RuntimeDep,
+    current: UserSession,
+    csrf: Annotated[str, Form(max_length=200)],
 ) -> Response:
     user = _session(current)
     if not csrf_matches(user.csrf, csrf):
         raise SessionInvalid("the form was not sent from your integrations page; reload it")
+    end_browser_session(rt, request.cookies.get(USER_COOKIE))
     response = _page(
         request,
         "message.html",

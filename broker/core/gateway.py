@@ -1,0 +1,236 @@
+"""The transfer gateway: may this payload go to this third party, and what of it?
+
+A pure decision over plain values; no database, no network. The flow that asks
+(:mod:`broker.flows.share`) records whatever it answers. In order:
+
+1. the connection must be ``active`` with a consent record, else refused
+   (``connection_not_active``);
+2. every payload field maps to a catalog category; a field outside the grant
+   refuses the request in ``reject`` mode (``outside_grant``) and is dropped in
+   ``drop`` mode; a payload with nothing left is refused;
+3. a ``purpose`` the caller names must be one the manifest declares for the
+   categories sent (``purpose_not_declared``);
+4. no data use of those categories (or the one the caller names) may be
+   forbidden by the operator's policy (``forbidden_use``), and a named use must be
+   declared (``purpose_not_declared``).
+
+The payload's canonical JSON and its SHA-256 are part of either answer: an
+idempotent replay compares digests whatever the verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.core.catalog import Catalog
+from broker.core.errors import (
+    BrokerError,
+    ConnectionNotActive,
+    ForbiddenUse,
+    InvalidInput,
+    OutsideGrant,
+    PurposeNotDeclared,
+)
+from broker.core.manifest import Manifest
+from broker.core.policy import Policy, is_data_use
+from broker.core.scope import canonical_payload, check_scope, drop_fields, payload_digest
+
+__all__ = ["MODES", "Allowed", "Refused", "TransferRequest", "decide"]
+
+MODES = ("reject", "drop")
+_FIELDS = frozenset({"action", "data", "purpose", "mode", "idempotency_key", "use"})
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    action: str
+    data: dict[str, Any]
+    purpose: str | None = None
+    mode: str = "reject"
+    idempotency_key: str | None = None
+    use: str | None = None  # a fideslang data-use key the caller says this transfer serves
+
+    @classmethod
+    def parse(cls, body: Any, *, idempotency_key: str | None = None) -> TransferRequest:
+        """Validate a request body; ``idempotency_key`` is the ``Idempotency-Key`` header's."""
+        if not isinstance(body, dict):
+            raise InvalidInput("the request body must be a JSON object")
+        unknown = set(body) - _FIELDS
+        if unknown:
+            raise InvalidInput(
+                f"unknown field(s): {', '.join(sorted(unknown))}",
+                details={"fields": sorted(unknown)},
+            )
+        action = body.get("action")
+        if not isinstance(action, str) or not action:
+            raise InvalidInput(
+                "action is required and must be a string", details={"field": "action"}
+            )
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise InvalidInput(
+                "data is required and must be a JSON object", details={"field": "data"}
+            )
+        purpose = body.get("purpose")
+        if purpose is not None and (not isinstance(purpose, str) or not 0 < len(purpose) <= 500):
+            raise InvalidInput(
+                "purpose must be a string of 1-500 characters", details={"field": "purpose"}
+            )
+        mode = body.get("mode", "reject")
+        if mode not in MODES:
+            raise InvalidInput("mode must be 'reject' or 'drop'", details={"field": "mode"})
+        key = body.get("idempotency_key")
+        if key is not None and idempotency_key is not None and key != idempotency_key:
+            raise InvalidInput(
+                "the Idempotency-Key header and the body's idempotency_key differ",
+                details={"field": "idempotency_key"},
+            )
+        key = idempotency_key if key is None else key
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
+            raise InvalidInput(
+                "idempotency_key must be a string of 1-200 characters",
+                details={"field": "idempotency_key"},
+            )
+        use = body.get("use")
+        if use is not None and (not isinstance(use, str) or not is_data_use(use)):
+            raise InvalidInput("use must be a known data-use key", details={"field": "use"})
+        return cls(
+            action=action, data=data, purpose=purpose, mode=mode, idempotency_key=key, use=use
+        )
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """Send ``data`` (``body`` is its canonical JSON) under ``purpose``."""
+
+    data: dict[str, Any]
+    body: bytes
+    payload_sha256: str
+    categories: tuple[str, ...]
+    field_paths: tuple[str, ...]
+    dropped: tuple[dict[str, Any], ...]
+    purpose: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Send nothing. ``record`` goes into the ``transfer.blocked`` event; ``details``
+    into the error the caller gets (with the blocked transfer's id added)."""
+
+    error: type[BrokerError]
+    message: str
+    reason: str
+    payload_sha256: str
+    categories: tuple[str, ...]
+    field_paths: tuple[str, ...]
+    dropped: tuple[dict[str, Any], ...] = ()
+    record: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def exception(self, transfer_id: str) -> BrokerError:
+        return self.error(self.message, details={"transfer_id": transfer_id, **self.details})
+
+
+def decide(
+    *,
+    manifest: Manifest,
+    catalog: Catalog,
+    policy: Policy,
+    connection_status: str,
+    granted: Collection[str] | None,
+    request: TransferRequest,
+) -> Allowed | Refused:
+    """The verdict on one transfer request; ``granted`` is None without a consent record."""
+    scope = check_scope(catalog, request.data, set(granted or ()))
+    data = request.data
+    if scope.outside and request.mode == "drop":
+        data = drop_fields(request.data, set(scope.field_paths))
+    body = canonical_payload(data)
+    digest = payload_digest(body)
+    every_path = tuple(f.path for f in (*scope.allowed, *scope.outside))
+
+    def refuse(error: type[BrokerError], message: str, reason: str, **kw: Any) -> Refused:
+        return Refused(
+            error=error,
+            message=message,
+            reason=reason,
+            payload_sha256=digest,
+            categories=kw.pop("categories", tuple(scope.categories)),
+            field_paths=kw.pop("field_paths", tuple(scope.field_paths)),
+            **kw,
+        )
+
+    if connection_status != "active" or granted is None:
+        return refuse(
+            ConnectionNotActive,
+            f"the connection is {connection_status}; nothing was sent",
+            f"connection is {connection_status}",
+            field_paths=every_path,
+            record={"status": connection_status},
+            details={"status": connection_status},
+        )
+    outside = [f.to_dict() for f in scope.outside]
+    dropped = tuple(outside) if request.mode == "drop" else ()
+    if scope.outside and request.mode == "reject":
+        return refuse(
+            OutsideGrant,
+            "the payload has fields outside what the user granted; nothing was sent",
+            "fields outside the grant",
+            categories=tuple(
+                sorted(set(scope.categories) | {f.category for f in scope.outside if f.category})
+            ),
+            field_paths=every_path,
+            record={"outside": outside},
+            details={"fields": outside},
+        )
+    if not scope.allowed:
+        return refuse(
+            OutsideGrant,
+            "no field of the payload is within the grant; nothing was sent",
+            "nothing within the grant",
+            record={"dropped": outside},
+            dropped=dropped,
+            details={"fields": outside},
+        )
+    declared = {d.category: d.purpose for d in manifest.data if d.category in scope.categories}
+    if request.purpose is not None and request.purpose not in declared.values():
+        return refuse(
+            PurposeNotDeclared,
+            f"{manifest.name} does not declare that purpose for these categories",
+            "purpose not declared",
+            record={"purpose": request.purpose},
+            dropped=dropped,
+            details={"declared": sorted(set(declared.values()))},
+        )
+    uses = sorted({d.use for d in manifest.data if d.category in scope.categories})
+    if forbidden := policy.forbidden_in([request.use] if request.use else uses):
+        use, by = next(iter(forbidden.items()))
+        return refuse(
+            ForbiddenUse,
+            f"the data-use policy forbids {use!r}; nothing was sent",
+            "forbidden use",
+            record={"use": use, "forbidden_by": by},
+            dropped=dropped,
+            details={"use": use, "forbidden_by": by},
+        )
+    if request.use is not None and request.use not in uses:
+        return refuse(
+            PurposeNotDeclared,
+            f"{manifest.name} does not declare that use for these categories",
+            "use not declared",
+            record={"use": request.use},
+            dropped=dropped,
+            details={"declared_uses": uses},
+        )
+    purpose = request.purpose or "; ".join(dict.fromkeys(declared[c] for c in scope.categories))
+    return Allowed(
+        data=data,
+        body=body,
+        payload_sha256=digest,
+        categories=tuple(scope.categories),
+        field_paths=tuple(scope.field_paths),
+        dropped=tuple(outside),
+        purpose=purpose,
+    )

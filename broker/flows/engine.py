@@ -1,0 +1,413 @@
+"""The delivery engine: run one claimed transfer and record its outcome, once.
+
+A worker that holds a transfer's lease (:mod:`broker.store.jobs`) calls
+:func:`run_claim`. It
+
+- ends a taken-over transfer (its previous worker stopped mid-run) as
+  ``outcome_unknown``, unless the manifest declares the third party idempotent,
+  in which case it is sent again under the same ``Idempotency-Key``;
+- cancels a transfer whose connection is no longer active (nothing is sent);
+- otherwise opens the sealed payload and delivers it (:mod:`broker.flows.delivery`),
+  every request carrying ``Idempotency-Key: <transfer id>``;
+- reschedules it when the third party asked for a wait longer than the worker
+  holds (``Retry-After``), or ends it ``delivered`` / ``failed``.
+
+The outcome is written by :func:`finish` with a conditional update (still
+pending, still this worker's lease) together with its audit event; a transient
+database error is retried on a fresh connection. An outcome for a transfer that
+someone else ended meanwhile changes nothing and is recorded as
+``transfer.late_outcome``. A final outcome erases the sealed payload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import weakref
+from datetime import datetime, timedelta
+from typing import Any
+
+from limits import parse
+from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import Connection as DbConnection
+from sqlalchemy import select as core_select
+from sqlalchemy import update as core_update
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session, col, select, update
+
+from broker.core.errors import BrokerError, NotCancellable, NotFound, OutcomeNotRecorded
+from broker.flows.delivery import deliver
+from broker.flows.share import event_fields, payload_kind, writer
+from broker.runtime import Runtime
+from broker.store.audit import append_event
+from broker.store.audit_writer import Event
+from broker.store.db import session_scope
+from broker.store.jobs import Claim, release
+from broker.store.models import Connection, Transfer
+from broker.store.rate_limits import DatabaseStorage
+
+__all__ = [
+    "FINAL_STATUSES",
+    "LAPSED",
+    "cancel_queued",
+    "cancel_transfer",
+    "find_transfer",
+    "finish",
+    "load",
+    "run_claim",
+]
+
+log = logging.getLogger("broker.delivery")
+
+FINAL_STATUSES = frozenset({"delivered", "failed", "blocked", "outcome_unknown", "cancelled"})
+LAPSED = (
+    "the worker delivering this transfer stopped before recording the outcome; "
+    "the third party may or may not have received it"
+)
+_T = Transfer.__table__  # type: ignore[attr-defined]
+_RESCHEDULE_MAX = 86400.0  # a Retry-After beyond a day is taken as a day
+_DB_RETRIES = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+def _transient(exc: DBAPIError) -> bool:
+    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
+
+
+def _numbered(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**a, "n": i} for i, a in enumerate(attempts, start=1)]
+
+
+def finish(
+    rt: Runtime,
+    transfer: Transfer,
+    *,
+    owner: str | None,
+    status: str,
+    attempts: list[dict[str, Any]],
+    reason: str | None = None,
+    status_code: int | None = None,
+    response_id: str | None = None,
+    actor: str = "broker",
+) -> tuple[Transfer, bool]:
+    """Write the final outcome if the transfer is still pending (and, with ``owner``,
+    still leased to it); returns the stored transfer and whether this call won.
+
+    Raises ``OutcomeNotRecorded`` when the database stays unreachable."""
+    values: dict[str, Any] = {
+        "status": status,
+        "reason": reason[:1000] if reason else None,
+        "attempts": _numbered(attempts),
+        "response_status": status_code,
+        "response_id": response_id,
+        "payload_sealed": None,
+        "lease_owner": None,
+        "lease_until": None,
+        "next_attempt_at": None,
+    }
+    conditions = [_T.c.id == transfer.id, _T.c.status == "pending"]
+    if owner is not None:
+        conditions.append(_T.c.lease_owner == owner)
+    details: dict[str, Any] = {"attempts": len(attempts)}
+    if status_code is not None:
+        details["status_code"] = status_code
+    if response_id:
+        details["response_id"] = response_id
+    if reason:
+        details["reason"] = reason[:1000]
+    group = writer(rt)
+    for pause in (*_DB_RETRIES, None):
+        now = rt.clock()
+
+        def unit(
+            conn: DbConnection, now: datetime = now
+        ) -> tuple[list[Event], tuple[Transfer, bool]]:
+            result = conn.execute(
+                core_update(_T).where(*conditions).values(completed_at=now, **values)
+            )
+            row = conn.execute(core_select(_T).where(_T.c.id == transfer.id)).mappings().one()
+            stored = Transfer(**row)
+            won = result.rowcount == 1
+            if won:
+                event, extra = f"transfer.{status}", {}
+            else:
+                event, extra = "transfer.late_outcome", {"recorded_status": stored.status}
+            audit = Event(
+                time=now,
+                event=event,
+                actor=actor,
+                fields={
+                    "outcome": status,
+                    "details": {**details, **extra},
+                    **event_fields(stored),
+                },
+            )
+            return [audit], (stored, won)
+
+        try:
+            started = time.perf_counter()
+            stored, won = group.run(unit)
+            rt.metrics.record_seconds.labels("outcome").observe(time.perf_counter() - started)
+            if won:
+                rt.metrics.deliveries.labels(stored.connector_id, status).inc()
+            rt.signal_outcome(transfer.id, transfer=stored)
+            return stored, won
+        except DBAPIError as exc:
+            if not _transient(exc):
+                raise
+            if pause is None:
+                break
+            log.warning(
+                "recording the outcome of %s failed (%s); retrying on a new connection",
+                transfer.id,
+                type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
+            )
+            time.sleep(pause)
+    log.error(
+        "the outcome %s of transfer %s could not be recorded; it stays pending under its "
+        "lease and is resolved when the lease runs out",
+        status,
+        transfer.id,
+    )
+    rt.signal_outcome(transfer.id, unrecorded=status)
+    raise OutcomeNotRecorded(
+        "the delivery ran, but the broker could not record its outcome; the transfer "
+        "stays pending and is resolved automatically",
+        details={"transfer_id": transfer.id, "outcome": status},
+    )
+
+
+def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, Connection | None]:
+    with Session(rt.engine) as session:
+        t = session.get(Transfer, transfer_id)
+        conn = session.get(Connection, t.connection_id) if t is not None else None
+    return t, conn
+
+
+_LIMITERS: weakref.WeakKeyDictionary[Any, FixedWindowRateLimiter] = weakref.WeakKeyDictionary()
+_LIMITERS_GUARD = threading.Lock()
+
+
+def _rate_wait(rt: Runtime, connector_id: str, rate: str | None) -> float | None:
+    """None if a delivery to ``connector_id`` may start now under the manifest's
+    ``rate_limit``; else the seconds until its window ends. Counted in the database
+    (``rate_limit_counters``), so every broker and worker process shares the limit."""
+    if rate is None:
+        return None
+    with _LIMITERS_GUARD:
+        limiter = _LIMITERS.get(rt.engine)
+        if limiter is None:
+            limiter = _LIMITERS[rt.engine] = FixedWindowRateLimiter(DatabaseStorage(rt.engine))
+    item = parse(rate)
+    if limiter.hit(item, "delivery", connector_id):
+        return None
+    reset = limiter.get_window_stats(item, "delivery", connector_id).reset_time
+    return max(0.05, reset - time.time())
+
+
+def run_claim(
+    rt: Runtime,
+    claim: Claim,
+    *,
+    owner: str,
+    loaded: tuple[Transfer | None, Connection | None] | None = None,
+) -> Transfer | None:
+    """Deliver (or resolve) one transfer leased to ``owner``; None if it was not ours.
+    ``loaded``: the transfer and its connection, if the caller has just read them."""
+    t, conn = loaded if loaded is not None else load(rt, claim.transfer_id)
+    if t is None or t.status != "pending" or t.lease_owner != owner:
+        return None
+    attempts = list(t.attempts)
+    try:
+        connector = rt.registry.get(t.connector_id)
+    except BrokerError:
+        return finish(
+            rt,
+            t,
+            owner=owner,
+            status="failed",
+            attempts=attempts,
+            reason=f"the connector {t.connector_id!r} is not installed; nothing was sent",
+        )[0]
+    if claim.lapsed:
+        attempts.append({"at": rt.clock().isoformat(), "error": LAPSED})
+        if not connector.manifest.delivery.idempotent:
+            return finish(
+                rt, t, owner=owner, status="outcome_unknown", attempts=attempts, reason=LAPSED
+            )[0]
+    if conn is None or conn.status != "active":
+        state = conn.status if conn is not None else "gone"
+        if claim.lapsed:  # the stopped run may have sent it: not "nothing was sent"
+            return finish(
+                rt, t, owner=owner, status="outcome_unknown", attempts=attempts, reason=LAPSED
+            )[0]
+        return finish(
+            rt,
+            t,
+            owner=owner,
+            status="cancelled",
+            attempts=attempts,
+            reason=f"the connection is {state}; nothing was sent",
+        )[0]
+    action = connector.manifest.action(t.action)
+    left = rt.settings.delivery_max_attempts - sum(1 for a in attempts if "request" in a)
+    if action is None or t.payload_sealed is None or left <= 0:
+        why = "the action is gone" if action is None else "no attempts are left"
+        return finish(rt, t, owner=owner, status="failed", attempts=attempts, reason=why)[0]
+    try:
+        payload = json.loads(
+            rt.vault.open(t.payload_sealed, connection_id=t.connection_id, kind=payload_kind(t.id))
+        )
+    except BrokerError as exc:
+        return finish(
+            rt,
+            t,
+            owner=owner,
+            status="failed",
+            attempts=attempts,
+            reason=f"the stored payload could not be opened ({exc.code}); nothing was sent",
+        )[0]
+    if (wait := _rate_wait(rt, connector.id, connector.manifest.delivery.rate_limit)) is not None:
+        at = rt.clock() + timedelta(seconds=wait)
+        if release(rt.engine, transfer_id=t.id, owner=owner, at=at, attempts=attempts):
+            rt.signal_outcome(t.id)
+            return None
+    started = time.perf_counter()
+    outcome = deliver(
+        rt,
+        connection_id=t.connection_id,
+        connector=connector,
+        action=action,
+        payload=payload,
+        settings=conn.settings,
+        idempotency_key=t.id,
+        max_attempts=left,
+    )
+    rt.metrics.delivery_seconds.labels(t.connector_id).observe(time.perf_counter() - started)
+    attempts = _numbered(attempts + outcome.attempts)
+    if not outcome.delivered and outcome.unknown:
+        # The request went out and no answer came: it may have arrived. Send it
+        # again under the same key only if the third party deduplicates by it.
+        if (
+            connector.manifest.delivery.idempotent
+            and len(attempts) < rt.settings.delivery_max_attempts
+        ):
+            backoff = min(
+                rt.settings.delivery_backoff_max,
+                rt.settings.delivery_backoff_base * 2 ** len(attempts),
+            )
+            at = rt.clock() + timedelta(seconds=backoff)
+            if release(rt.engine, transfer_id=t.id, owner=owner, at=at, attempts=attempts):
+                rt.signal_outcome(t.id)
+                return None
+        return finish(
+            rt,
+            t,
+            owner=owner,
+            status="outcome_unknown",
+            attempts=attempts,
+            reason=outcome.reason,
+            status_code=outcome.status_code,
+        )[0]
+    if not outcome.delivered and outcome.retry_in is not None:
+        at = rt.clock() + timedelta(seconds=min(outcome.retry_in, _RESCHEDULE_MAX))
+        if release(rt.engine, transfer_id=t.id, owner=owner, at=at, attempts=attempts):
+            rt.signal_outcome(t.id)
+            return None
+    return finish(
+        rt,
+        t,
+        owner=owner,
+        status="delivered" if outcome.delivered else "failed",
+        attempts=attempts,
+        reason=outcome.reason,
+        status_code=outcome.status_code,
+        response_id=outcome.response_id,
+    )[0]
+
+
+def find_transfer(rt: Runtime, transfer_id: str) -> Transfer:
+    with Session(rt.engine) as session:
+        t = session.get(Transfer, transfer_id)
+    if t is None:
+        raise NotFound(f"no transfer {transfer_id!r}", details={"transfer_id": transfer_id})
+    return t
+
+
+def cancel_transfer(rt: Runtime, transfer_id: str, *, actor: str) -> Transfer:
+    """Cancel a transfer no worker holds (queued, or waiting for a rescheduled retry)."""
+    t = find_transfer(rt, transfer_id)
+    if t.status != "pending" or t.lease_owner is not None:
+        raise NotCancellable(
+            "only a transfer that has not started can be cancelled",
+            details={"transfer_id": t.id, "status": t.status},
+        )
+    stored, won = _cancel(rt, t, actor=actor, reason="cancelled by the caller")
+    if not won:
+        raise NotCancellable(
+            "the transfer started or ended before it could be cancelled",
+            details={"transfer_id": t.id, "status": stored.status},
+        )
+    return stored
+
+
+def _cancel_in(
+    session: Session, rt: Runtime, transfer_id: str, *, actor: str, reason: str
+) -> tuple[Transfer, bool]:
+    now = rt.clock()
+    result = session.exec(
+        update(Transfer)
+        .where(
+            col(Transfer.id) == transfer_id,
+            col(Transfer.status) == "pending",
+            col(Transfer.lease_owner).is_(None),
+        )
+        .values(
+            status="cancelled",
+            reason=reason,
+            completed_at=now,
+            payload_sealed=None,
+            next_attempt_at=None,
+        )
+    )
+    stored = session.get(Transfer, transfer_id, populate_existing=True)
+    assert stored is not None
+    won = result.rowcount == 1
+    if won:
+        rt.metrics.deliveries.labels(stored.connector_id, "cancelled").inc()
+        append_event(
+            session,
+            head_file=rt.settings.audit_head_file,
+            time=now,
+            event="transfer.cancelled",
+            actor=actor,
+            outcome="cancelled",
+            details={"reason": reason},
+            **event_fields(stored),
+        )
+    return stored, won
+
+
+def _cancel(rt: Runtime, t: Transfer, *, actor: str, reason: str) -> tuple[Transfer, bool]:
+    with session_scope(rt.engine) as session:
+        stored, won = _cancel_in(session, rt, t.id, actor=actor, reason=reason)
+    if won:
+        rt.signal_outcome(t.id)
+    return stored, won
+
+
+def cancel_queued(
+    session: Session, rt: Runtime, connection_id: str, *, actor: str, reason: str
+) -> list[str]:
+    """In the caller's transaction (a revocation's): cancel every transfer of the
+    connection that no worker holds; returns their ids. A held one finds the
+    connection inactive when its run starts, or is already sending."""
+    queued = session.exec(
+        select(Transfer.id).where(
+            Transfer.connection_id == connection_id,
+            Transfer.status == "pending",
+            col(Transfer.lease_owner).is_(None),
+        )
+    ).all()
+    return [tid for tid in queued if _cancel_in(session, rt, tid, actor=actor, reason=reason)[1]]

@@ -1,0 +1,386 @@
+"""Delivery workers: threads that claim pending transfers and run them.
+
+One :class:`DeliveryWorkers` per process (``broker serve`` starts it with
+``BROKER_WORKERS`` threads on first use; ``broker worker`` runs one alone). Its
+scheduler thread
+
+- claims due transfers for idle threads (``claim_due``) and takes over those
+  whose holder's lease ran out (``claim_lapsed``), every ``BROKER_WORKER_POLL``
+  seconds or at once when woken (a new transfer was accepted here);
+- (in a thread of its own) keeps this process's leases alive (``extend_leases``)
+  every third of ``BROKER_LEASE_SECONDS``, so a slow delivery is never taken over
+  while its worker lives, and a dead worker's leases run out;
+- once a minute, revokes ``pending_confirmation`` connections past their
+  deadline and finishes revocations whose process stopped mid-way.
+
+A transfer accepted by a request that waits for its outcome is leased to this
+process in the accepting transaction and handed straight to a thread
+(:meth:`DeliveryWorkers.hand_off`): no extra transaction and no queue latency.
+``max_in_flight`` in a manifest's ``[delivery]`` bounds this process's
+concurrent deliveries to that connector.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session
+
+from broker.core.errors import DeliveryFailed, OutcomeNotRecorded, OutcomeUnknown
+from broker.core.gateway import TransferRequest
+from broker.flows.engine import FINAL_STATUSES, load, run_claim
+from broker.flows.share import accept_transfer, transfer_dict
+from broker.runtime import Runtime
+from broker.store.jobs import Claim, claim_due, claim_lapsed, extend_leases, release
+from broker.store.models import Transfer
+
+__all__ = [
+    "DeliveryWorkers",
+    "create_transfer",
+    "ensure_workers",
+    "raise_for_outcome",
+    "submit_transfer",
+    "wait_for_outcome",
+]
+
+log = logging.getLogger("broker.workers")
+
+_CHORES_EVERY = 60.0  # seconds between housekeeping rounds of the scheduler
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class DeliveryWorkers:
+    def __init__(self, rt: Runtime, *, threads: int, owner: str | None = None) -> None:
+        self.rt = rt
+        self.threads = max(1, threads)
+        self.owner = owner or _owner_id()
+        self._queue: queue.Queue[Claim | None] = queue.Queue()
+        self._held: set[str] = set()  # leased to this process: queued or running
+        self._running = 0
+        self._guard = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._pool: list[threading.Thread] = []
+        self._limits: dict[str, threading.BoundedSemaphore] = {}
+        self.counts: Counter[str] = Counter()  # outcomes this process recorded
+        self._backlog = False  # the last look found at least as many due as it could take
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> DeliveryWorkers:
+        for i in range(self.threads):
+            t = threading.Thread(target=self._work, name=f"delivery-{i}", daemon=True)
+            t.start()
+            self._pool.append(t)
+        for target, name in ((self._schedule, "scheduler"), (self._beat, "heartbeat")):
+            t = threading.Thread(target=target, name=f"delivery-{name}", daemon=True)
+            t.start()
+            self._pool.append(t)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; let running deliveries finish; give queued ones back."""
+        self._stopping.set()
+        self._wake.set()
+        for _ in range(self.threads):
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for t in self._pool:
+            t.join(max(0.0, deadline - time.monotonic()))
+        while True:
+            try:
+                claim = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if claim is not None:
+                self._give_back(claim)
+
+    def _give_back(self, claim: Claim) -> None:
+        if claim.lapsed:
+            return  # its lease runs out again and another worker takes it over
+        try:
+            release(
+                self.rt.engine, transfer_id=claim.transfer_id, owner=self.owner, at=self.rt.clock()
+            )
+        except Exception:
+            log.exception("could not give back transfer %s", claim.transfer_id)
+        with self._guard:
+            self._held.discard(claim.transfer_id)
+
+    # -- work -----------------------------------------------------------------------------
+
+    def hand_off(self, transfer_id: str) -> None:
+        """Run a transfer this process leased when it accepted it."""
+        with self._guard:
+            self._held.add(transfer_id)
+        self._queue.put(Claim(transfer_id=transfer_id, runs=1))
+
+    def wake(self) -> None:
+        """A transfer is due: look for work now rather than at the next poll."""
+        self._backlog = True
+        self._wake.set()
+
+    def _limit(self, connector_id: str) -> threading.BoundedSemaphore | None:
+        try:
+            cap = self.rt.registry.get(connector_id).manifest.delivery.max_in_flight
+        except Exception:
+            return None
+        if cap is None:
+            return None
+        with self._guard:
+            return self._limits.setdefault(connector_id, threading.BoundedSemaphore(cap))
+
+    def _work(self) -> None:
+        while True:
+            claim = self._queue.get()
+            if claim is None:
+                return
+            with self._guard:
+                self._running += 1
+            try:
+                self._run(claim)
+            except Exception:
+                # The lease stays; it runs out and the transfer is taken over.
+                log.exception("delivery of %s stopped unexpectedly", claim.transfer_id)
+            finally:
+                with self._guard:
+                    self._running -= 1
+                    self._held.discard(claim.transfer_id)
+                if self._backlog:  # more is due than we could take: fill the slot now
+                    self._wake.set()
+
+    def _run(self, claim: Claim) -> None:
+        t, conn = load(self.rt, claim.transfer_id)
+        if t is None:
+            return
+        gate = self._limit(t.connector_id)
+        if gate is not None:
+            gate.acquire()
+        try:
+            done = run_claim(self.rt, claim, owner=self.owner, loaded=(t, conn))
+        finally:
+            if gate is not None:
+                gate.release()
+        if done is not None and done.status in FINAL_STATUSES:
+            self.counts[done.status] += 1
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def _idle(self) -> int:
+        with self._guard:
+            return self.threads - self._running - self._queue.qsize()
+
+    def _beat(self) -> None:
+        """Its own thread: a claim waiting for the database never delays a heartbeat."""
+        while not self._stopping.wait(self.rt.settings.lease_seconds / 3):
+            try:
+                self._heartbeat()
+            except Exception:
+                log.exception("could not extend this process's leases")
+
+    def _schedule(self) -> None:
+        next_chores = time.monotonic()
+        while not self._stopping.is_set():
+            self._wake.wait(self.rt.settings.worker_poll)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self._claim()
+                if time.monotonic() >= next_chores:
+                    self._chores()
+                    next_chores = time.monotonic() + _CHORES_EVERY
+            except Exception:
+                log.exception("the delivery scheduler could not reach the database")
+
+    def _chores(self) -> None:
+        """Connection housekeeping that must not wait for an operator: unconfirmed
+        connections past their deadline are revoked, interrupted revocations finished."""
+        from broker.flows.confirm import expire_unconfirmed
+        from broker.flows.revoke import resume_interrupted_revocations
+
+        expire_unconfirmed(self.rt)
+        resume_interrupted_revocations(self.rt)
+
+    def _heartbeat(self) -> None:
+        with self._guard:
+            held = list(self._held)
+        extend_leases(
+            self.rt.engine,
+            owner=self.owner,
+            ids=held,
+            until=self.rt.clock() + self.rt.lease_duration(),
+        )
+
+    def _claim(self) -> None:
+        free = self._idle()
+        if free <= 0:
+            return
+        now = self.rt.clock()
+        claims = claim_lapsed(
+            self.rt.engine,
+            owner=self.owner,
+            now=now,
+            until=now + self.rt.lease_duration(),
+            limit=free,
+        )
+        ordered = [c.id for c in self.rt.registry.all() if c.manifest.delivery.ordered]
+        now = self.rt.clock()  # the first claim may have waited for the database
+        claims += claim_due(
+            self.rt.engine,
+            owner=self.owner,
+            now=now,
+            until=now + self.rt.lease_duration(),
+            limit=free - len(claims),
+            ordered=ordered,
+        )
+        self._backlog = len(claims) >= free
+        with self._guard:
+            self._held.update(c.transfer_id for c in claims)
+        for c in claims:
+            self._queue.put(c)
+
+
+def ensure_workers(rt: Runtime) -> DeliveryWorkers | None:
+    """This process's workers, started on first use; None with ``BROKER_WORKERS=0``."""
+    if rt.workers is None and rt.settings.workers > 0:
+        with rt._workers_guard:
+            if rt.workers is None:
+                rt.workers = DeliveryWorkers(rt, threads=rt.settings.workers).start()
+    return rt.workers
+
+
+def _unrecorded(transfer_id: str, outcome: str | None) -> OutcomeNotRecorded:
+    details: dict[str, str] = {"transfer_id": transfer_id}
+    if outcome is not None:
+        details["outcome"] = outcome
+    return OutcomeNotRecorded(
+        "the broker could not record this transfer's outcome (its database failed); "
+        "the transfer stays pending and is resolved automatically: ask for it later",
+        details=details,
+    )
+
+
+def wait_for_outcome(
+    rt: Runtime,
+    transfer_id: str,
+    *,
+    timeout: float,
+    current: Transfer | None = None,
+    event: threading.Event | None = None,
+) -> Transfer:
+    """The transfer once it is final, rescheduled beyond ``timeout``, or ``timeout``
+    has passed (then still pending). Woken by this process's workers, which hand the
+    stored transfer over; a transfer run by another process is polled.
+    ``current``/``event``: the transfer as the caller knows it and the event it
+    registered before handing it to a worker. ``OutcomeNotRecorded`` when the
+    database fails."""
+    deadline = time.monotonic() + timeout
+    poll = 0.05
+    t = current
+    while True:
+        event = event or rt.outcome_event(transfer_id)
+        if t is None:
+            try:
+                with Session(rt.engine) as session:
+                    t = session.get(Transfer, transfer_id)
+            except DBAPIError:
+                raise _unrecorded(transfer_id, rt.forget_outcome(transfer_id)[1]) from None
+            assert t is not None
+        left = deadline - time.monotonic()
+        if t.status != "pending" or left <= 0:
+            rt.forget_outcome(transfer_id)
+            return t
+        if t.lease_owner is None and t.next_attempt_at is not None:
+            due_in = (t.next_attempt_at - rt.clock()).total_seconds()
+            if due_in > left:  # rescheduled past our wait: answer now
+                rt.forget_outcome(transfer_id)
+                return t
+        woke = event.wait(min(left, poll))
+        poll = min(poll * 2, 0.5)
+        event = None
+        if woke:
+            pushed, lost = rt.forget_outcome(transfer_id)
+            if lost is not None:
+                raise _unrecorded(transfer_id, lost)
+            t = pushed  # None: read it again
+        else:
+            t = None
+
+
+def submit_transfer(
+    rt: Runtime,
+    *,
+    connection_id: str,
+    request: TransferRequest,
+    actor: str | None,
+    wait: float,
+) -> tuple[Transfer, bool]:
+    """Accept a transfer and, with ``wait`` > 0, wait that long for its outcome.
+
+    A waited-for transfer is leased to this process as it is accepted and handed
+    straight to a worker thread; otherwise it is queued for any worker."""
+    workers = ensure_workers(rt)
+    inline = wait > 0 and workers is not None
+    transfer, new = accept_transfer(
+        rt,
+        connection_id=connection_id,
+        request=request,
+        actor=actor,
+        lease_owner=workers.owner if inline and workers is not None else None,
+    )
+    event = rt.outcome_event(transfer.id) if wait > 0 else None
+    if new and workers is not None:
+        if inline and transfer.lease_owner == workers.owner:
+            workers.hand_off(transfer.id)
+        else:
+            workers.wake()
+    if wait > 0 and transfer.status == "pending":
+        known = transfer if new else None  # a replay's row may have moved on since
+        transfer = wait_for_outcome(rt, transfer.id, timeout=wait, current=known, event=event)
+    elif event is not None:
+        rt.forget_outcome(transfer.id)
+    return transfer, new
+
+
+def raise_for_outcome(transfer: Transfer, body: dict[str, object]) -> None:
+    """A failed, cancelled or unknown outcome is the error it is, carrying ``body``
+    (the transfer as the API shows it)."""
+    if transfer.status in ("pending", "delivered", "blocked"):
+        return
+    name = transfer.connector_id
+    what = {
+        "failed": f"{name} did not accept the transfer: {transfer.reason}",
+        "outcome_unknown": f"{name} may or may not have received the transfer: {transfer.reason}",
+        "cancelled": f"the transfer was cancelled: {transfer.reason}",
+    }.get(transfer.status, f"the transfer ended {transfer.status}")
+    error = OutcomeUnknown if transfer.status == "outcome_unknown" else DeliveryFailed
+    raise error(what, details={"transfer_id": transfer.id, "transfer": body})
+
+
+def create_transfer(
+    rt: Runtime, *, connection_id: str, request: TransferRequest, actor: str | None
+) -> tuple[Transfer, bool]:
+    """Accept a transfer and wait for its outcome (``BROKER_TRANSFER_WAIT``), as the
+    API's default does; raises the refusal, or the failure after recording it."""
+    transfer, new = submit_transfer(
+        rt,
+        connection_id=connection_id,
+        request=request,
+        actor=actor,
+        wait=rt.settings.transfer_wait,
+    )
+    if new:
+        raise_for_outcome(transfer, transfer_dict(transfer))
+    return transfer, new

@@ -1,0 +1,195 @@
+"""Group commit: one writer thread appends to the audit log for many callers at once.
+
+The hot writes of the delivery path (a transfer accepted, a transfer's outcome)
+are *units*: a function that makes its row changes on a SQLAlchemy Core
+connection and returns the audit events they need plus a value for its caller.
+Callers hand units to :meth:`AuditWriter.run` and wait; the writer thread takes
+every unit queued at that moment (up to ``max_batch``) and commits them in **one
+transaction**, with one lock of the chain head, one Merkle update and one fsync:
+
+1. lock the head (``FOR UPDATE`` on PostgreSQL, SQLite's write lock), the same
+   lock :func:`broker.store.audit.append_event` takes, so both paths serialise
+   across threads and processes and the chain cannot fork;
+2. run each unit inside a savepoint; a unit that fails (an idempotency key taken
+   meanwhile) is rolled back alone and its caller gets the exception;
+3. seal the units' events in order, insert them, and add their leaves to the tree;
+4. commit; then tell the callers, remember the tree's right edge, and notify the
+   append listeners (the checkpoint trigger) once for the batch.
+
+The chain order is the commit order. One writer per process and engine
+(:func:`audit_writer`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from broker.core.audit_chain import GENESIS_HASH, ChainHead, format_time, seal
+from broker.core.merkle import leaf_hash, node_position
+from broker.store import audit as audit_store
+from broker.store.merkle_models import MerkleNode
+from broker.store.models import AuditHead, AuditRow
+
+__all__ = ["AuditWriter", "Event", "Unit", "audit_writer"]
+
+log = logging.getLogger("broker.audit")
+
+_HEAD = AuditHead.__table__  # type: ignore[attr-defined]
+_LOG = AuditRow.__table__  # type: ignore[attr-defined]
+_NODES = MerkleNode.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One audit entry to append: what ``append_event`` takes, minus the session."""
+
+    time: datetime
+    event: str
+    actor: str | None
+    fields: dict[str, Any]
+
+
+Unit = Callable[[Connection], tuple[list[Event], Any]]
+
+
+@dataclass
+class _Job:
+    unit: Unit
+    future: Future[Any]
+
+
+def _lock_head(conn: Connection) -> tuple[int, str]:
+    if conn.dialect.name == "sqlite":
+        conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq))
+        row = conn.execute(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)).first()
+    else:
+        row = conn.execute(
+            select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+        ).first()
+    if row is None:  # first use of a fresh schema
+        conn.execute(insert(_HEAD).values(id=1, seq=0, hash=GENESIS_HASH))
+        return 0, GENESIS_HASH
+    return int(row[0]), str(row[1])
+
+
+class AuditWriter:
+    def __init__(self, engine: Engine, *, head_file: Path | None, max_batch: int = 256) -> None:
+        self.engine = engine
+        self.head_file = head_file
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+        self.batches = 0  # commits made (for metrics and the bench)
+        self.entries = 0
+        self.on_batch: Callable[[int, float], None] | None = None  # (entries, seconds)
+
+    def run(self, unit: Unit) -> Any:
+        """Run ``unit`` in the next group commit; returns its value or raises its error."""
+        job = _Job(unit, Future())
+        self._queue.put(job)
+        self._ensure_thread()
+        return job.future.result()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._guard:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="audit-writer", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # the whole transaction failed: tell everyone
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
+        done: list[tuple[_Job, Any]] = []
+        failed: list[tuple[_Job, BaseException]] = []
+        with self.engine.begin() as conn:
+            seq, prev = _lock_head(conn)
+            frontier = audit_store.frontier_for(conn, seq, prev)
+            start_seq = seq
+            nodes: list[dict[str, Any]] = []
+            for job in batch:
+                savepoint = conn.begin_nested()
+                try:
+                    events, value = job.unit(conn)
+                    rows, entries = [], []
+                    s, h = seq, prev
+                    for ev in events:
+                        content: dict[str, Any] = {
+                            "seq": s + 1,
+                            "time": format_time(ev.time),
+                            "event": ev.event,
+                            "actor": ev.actor,
+                        }
+                        content.update({k: v for k, v in ev.fields.items() if v is not None})
+                        entry = seal(content, h)
+                        rows.append(entry.to_dict())
+                        entries.append(entry)
+                        s, h = entry.seq, entry.hash
+                    if rows:
+                        conn.execute(insert(_LOG), rows)
+                    savepoint.commit()
+                except BaseException as exc:
+                    savepoint.rollback()
+                    failed.append((job, exc))
+                    continue
+                for entry in entries:
+                    for lv, ix, digest in frontier.append(leaf_hash(entry.canonical())):
+                        nodes.append({"pos": node_position((lv, ix)), "hash": digest})
+                seq, prev = s, h
+                done.append((job, value))
+            if seq != start_seq:
+                conn.execute(insert(_NODES), nodes)
+                conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
+        self.batches += 1
+        self.entries += seq - start_seq
+        for job, exc in failed:
+            job.future.set_exception(exc)
+        for job, value in done:
+            job.future.set_result(value)
+        if seq != start_seq:
+            audit_store.appended(
+                self.engine, ChainHead(seq, prev), frontier, head_file=self.head_file
+            )
+        if self.on_batch is not None:
+            self.on_batch(seq - start_seq, time.perf_counter() - started)
+
+
+_WRITERS: weakref.WeakKeyDictionary[Engine, AuditWriter] = weakref.WeakKeyDictionary()
+_WRITERS_GUARD = threading.Lock()
+
+
+def audit_writer(engine: Engine, *, head_file: Path | None) -> AuditWriter:
+    """This process's writer for ``engine``."""
+    with _WRITERS_GUARD:
+        writer = _WRITERS.get(engine)
+        if writer is None:
+            writer = _WRITERS[engine] = AuditWriter(engine, head_file=head_file)
+        return writer

@@ -192,6 +192,13 @@ def build_runtime(
         catalog, directories=settings.connector_dirs, builtins=builtins, plugins=plugins
     )
     refuse_forbidden_uses(registry, policy)
+    if transport is None:
+        # Every outgoing request that opens a socket (OAuth token, refresh and revoke
+        # calls as well as connector requests) resolves once, refuses non-public
+        # addresses unless the host itself is loopback, and connects to what it checked.
+        from broker.core.addresses import PinnedTransport
+
+        transport = PinnedTransport(trust_env=settings.http_trust_env)
     http = httpx.Client(
         timeout=settings.http_timeout,
         transport=transport,

@@ -37,7 +37,7 @@ _NETWORKS_LOCK = threading.Lock()
 def _uses_sockets(rt: Runtime) -> bool:
     """True when the runtime's client opens real sockets itself (its default transport
     is httpx's own), False for a test transport (respx, MockTransport, ASGI)."""
-    return type(rt.http._transport) is httpx.HTTPTransport
+    return type(rt.http._transport) in (httpx.HTTPTransport, PinnedTransport)
 
 
 def egress_network(rt: Runtime) -> PinnedTransport:
@@ -45,6 +45,8 @@ def egress_network(rt: Runtime) -> PinnedTransport:
     it resolves each host once, refuses non-public addresses (unless the host is
     itself loopback) and connects to the checked address. Tests replace its
     resolver: ``egress_network(rt).backend.resolver = fake``."""
+    if isinstance(rt.http._transport, PinnedTransport):  # the runtime's own (the default)
+        return rt.http._transport
     with _NETWORKS_LOCK:
         network = _NETWORKS.get(rt.http)
         if network is None:

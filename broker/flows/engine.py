@@ -178,10 +178,25 @@ def finish(
     )
 
 
+_C = Connection.__table__  # type: ignore[attr-defined]
+_C_COLUMNS = [c.label(f"c_{c.name}") for c in _C.columns]
+
+
 def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, Connection | None]:
-    with Session(rt.engine) as session:
-        t = session.get(Transfer, transfer_id)
-        conn = session.get(Connection, t.connection_id) if t is not None else None
+    """The transfer and its connection, in one read."""
+    with rt.engine.connect() as db:
+        row = db.execute(
+            core_select(_T, *_C_COLUMNS)
+            .select_from(_T.outerjoin(_C, _C.c.id == _T.c.connection_id))
+            .where(_T.c.id == transfer_id)
+        ).first()
+    if row is None:
+        return None, None
+    values = row._mapping
+    t = Transfer(**{c.name: values[c] for c in _T.columns})
+    conn = None
+    if values["c_id"] is not None:
+        conn = Connection(**{c.name: values[f"c_{c.name}"] for c in _C.columns})
     return t, conn
 
 

@@ -41,11 +41,14 @@ def create_api_key(engine: Engine, *, role: str, label: str | None = None) -> tu
 def authenticate(engine: Engine, raw: str | None) -> ApiKey:
     if not raw:
         raise AuthenticationRequired("an API key is required (Authorization: Bearer <key>)")
-    with session_scope(engine) as session:
-        row = session.exec(select(ApiKey).where(ApiKey.key_hash == digest(raw))).first()
-    if row is None or row.revoked_at is not None:
+    # Every API request comes here: one indexed read on a plain connection (no ORM
+    # session, no transaction to commit); nothing cached, so a revocation holds at once.
+    table = ApiKey.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        found = conn.execute(table.select().where(table.c.key_hash == digest(raw))).first()
+    if found is None or found.revoked_at is not None:
         raise AuthenticationRequired("the API key is not valid")
-    return row
+    return ApiKey(**found._mapping)
 
 
 def require_role(key: ApiKey, *roles: str) -> ApiKey:

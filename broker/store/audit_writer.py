@@ -10,9 +10,11 @@ transaction**, with one lock of the chain head, one Merkle update and one fsync:
 1. lock the head (``FOR UPDATE`` on PostgreSQL, SQLite's write lock), the same
    lock :func:`broker.store.audit.append_event` takes, so both paths serialise
    across threads and processes and the chain cannot fork;
-2. run each unit inside a savepoint; a unit that fails (an idempotency key taken
-   meanwhile) is rolled back alone and its caller gets the exception;
-3. seal the units' events in order, insert them, and add their leaves to the tree;
+2. run the units and seal their events in order; insert all entries at once and
+   add their leaves to the tree; if a unit fails (an idempotency key taken
+   meanwhile), the batch is rolled back and run again with each unit in a
+   savepoint, so only that unit fails and its caller gets the exception;
+3. update the head;
 4. commit; then tell the callers, remember the tree's right edge, and notify the
    append listeners (the checkpoint trigger) once for the batch.
 
@@ -120,13 +122,21 @@ class AuditWriter:
                 except queue.Empty:
                     break
             try:
-                self._commit(batch)
-            except BaseException as exc:  # the whole transaction failed: tell everyone
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                self._commit(batch, isolate=False)
+            except BaseException as exc:
+                if len(batch) == 1:
+                    batch[0].future.set_exception(exc)
+                    continue
+                try:  # one unit failed and took the batch down: again, each alone
+                    self._commit(batch, isolate=True)
+                except BaseException as again:  # the transaction itself failed
+                    for job in batch:
+                        if not job.future.done():
+                            job.future.set_exception(again)
 
-    def _commit(self, batch: list[_Job]) -> None:
+    def _commit(self, batch: list[_Job], *, isolate: bool) -> None:
+        """One transaction for ``batch``. ``isolate``: each unit in a savepoint, so a
+        failing one is rolled back alone (the retry after a failed fast attempt)."""
         started = time.perf_counter()
         done: list[tuple[_Job, Any]] = []
         failed: list[tuple[_Job, BaseException]] = []
@@ -134,13 +144,13 @@ class AuditWriter:
             seq, prev = _lock_head(conn)
             frontier = audit_store.frontier_for(conn, seq, prev)
             start_seq = seq
-            nodes: list[dict[str, Any]] = []
+            rows: list[dict[str, Any]] = []
+            entries: list[Any] = []
             for job in batch:
-                savepoint = conn.begin_nested()
+                savepoint = conn.begin_nested() if isolate else None
                 try:
                     events, value = job.unit(conn)
-                    rows, entries = [], []
-                    s, h = seq, prev
+                    mine, s, h = [], seq, prev
                     for ev in events:
                         content: dict[str, Any] = {
                             "seq": s + 1,
@@ -150,22 +160,31 @@ class AuditWriter:
                         }
                         content.update({k: v for k, v in ev.fields.items() if v is not None})
                         entry = seal(content, h)
-                        rows.append(entry.to_dict())
-                        entries.append(entry)
+                        mine.append(entry)
                         s, h = entry.seq, entry.hash
-                    if rows:
-                        conn.execute(insert(_LOG), rows)
-                    savepoint.commit()
+                    if savepoint is not None:
+                        if mine:
+                            conn.execute(insert(_LOG), [e.to_dict() for e in mine])
+                        savepoint.commit()
                 except BaseException as exc:
+                    if savepoint is None:
+                        raise
                     savepoint.rollback()
                     failed.append((job, exc))
                     continue
-                for entry in entries:
-                    for lv, ix, digest in frontier.append(leaf_hash(entry.canonical())):
-                        nodes.append({"pos": node_position((lv, ix)), "hash": digest})
+                if savepoint is None:
+                    rows.extend(e.to_dict() for e in mine)
+                entries.extend(mine)
                 seq, prev = s, h
                 done.append((job, value))
+            if rows:
+                conn.execute(insert(_LOG), rows)
             if seq != start_seq:
+                nodes = [
+                    {"pos": node_position((lv, ix)), "hash": digest}
+                    for entry in entries
+                    for lv, ix, digest in frontier.append(leaf_hash(entry.canonical()))
+                ]
                 conn.execute(insert(_NODES), nodes)
                 conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
         self.batches += 1

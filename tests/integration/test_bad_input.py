@@ -70,6 +70,17 @@ def test_bad_query_is_422_in_the_error_shape(stack: Stack, path: str, params: di
     assert "internal" not in error["message"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/connections/%00", "/v1/consents/%00/receipt", "/v1/transfers?user=%00"],
+)
+def test_nul_in_path_or_query_is_422(stack: Stack, path: str) -> None:
+    """PostgreSQL text columns refuse U+0000: a 500 there before (fuzzing found it)."""
+    with stack.api() as api:
+        resp = api.get(path)
+    assert "U+0000" in assert_error_shape(resp, 422, "invalid_input")["message"]
+
+
 def test_naive_datetime_filter_is_refused_not_read_as_utc(stack: Stack) -> None:
     """The API refuses a time without a zone rather than guess one (docs/api.md)."""
     with stack.api(stack.auditor_key) as api:

@@ -303,3 +303,30 @@ def test_a_connect_session_refuses_a_host_value_that_is_not_one_label(
         assert info.value.details["field"] == "settings.tenant"
     finally:
         rt.close()
+
+
+def test_the_runtime_client_checks_addresses_for_oauth_calls_too(make_settings) -> None:
+    # Token, refresh and revocation requests go through rt.http, not a connector's
+    # guarded client: its default transport is the pinned one as well.
+    from broker.core.manifest import OAuthSettings
+    from broker.core.oauth import ClientCredentials, refresh_tokens
+    from broker.flows.connector_calls import egress_network
+    from broker.runtime import build_runtime
+
+    rt = build_runtime(make_settings(), builtins=[], plugins=[], upgrade=True)
+    try:
+        resolver = FakeResolver({"auth.example.com": ["169.254.169.254"]})
+        egress_network(rt).backend.resolver = resolver
+        oauth = OAuthSettings(
+            authorize_url="https://auth.example.com/authorize",
+            token_url="https://auth.example.com/token",
+            client_id="env:X",
+            client_secret="env:Y",
+        )
+        with pytest.raises(EgressDenied, match="metadata address"):
+            refresh_tokens(
+                rt.http, oauth, ClientCredentials("id", "secret"), refresh_token="r"
+            )
+        assert resolver.asked  # it was resolved once, then refused before connecting
+    finally:
+        rt.close()

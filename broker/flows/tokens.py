@@ -87,9 +87,10 @@ def _mark_reconsent(rt: Runtime, connection_id: str, reason: str) -> None:
 def refresh_access_token(rt: Runtime, connection_id: str, *, stale: str | None) -> str:
     """Refresh unless another caller already replaced ``stale``; returns the new token.
 
-    The work runs in a thread of its own; this call waits for it up to
-    ``BROKER_TOKEN_REFRESH_TIMEOUT`` (plus a second) and then gives up, while the
-    refresh still finishes and commits."""
+    The work runs in a thread of its own, whose request to the provider may take up
+    to ``BROKER_TOKEN_REFRESH_TIMEOUT``; this call waits for it at most
+    ``BROKER_HTTP_TIMEOUT`` (a delivery's patience) and then gives up, while the
+    refresh still finishes and commits the rotated refresh token."""
     box: dict[str, object] = {}
 
     def work() -> None:
@@ -100,7 +101,7 @@ def refresh_access_token(rt: Runtime, connection_id: str, *, stale: str | None) 
 
     thread = threading.Thread(target=work, name=f"refresh-{connection_id}", daemon=True)
     thread.start()
-    thread.join(rt.settings.token_refresh_timeout + 1.0)
+    thread.join(min(rt.settings.http_timeout, rt.settings.token_refresh_timeout) + 0.5)
     if thread.is_alive():
         raise ProviderError(
             "token refresh is taking too long; it will still complete",

@@ -204,9 +204,12 @@ def create_sandbox_app(provider: SandboxProvider, *, local_only: bool = True) ->
             return _fault_response(fault)
         try:
             with provider.lock:
-                return server.create_token_response(incoming)
+                answer = server.create_token_response(incoming)
         except OAuth2Error as error:  # raised before authlib's own handling, e.g. transport
             return server.handle_error_response(None, error)
+        if provider.token_gate is not None:  # issued (and rotated) already; answer late
+            provider.token_gate.wait(30)
+        return answer
 
     @app.post("/oauth/revoke")
     def revoke(incoming: Incoming) -> Response:

@@ -62,6 +62,9 @@ class SandboxProvider:
         #: When set to an Event not yet set, the API stores each request and then holds
         #: its answer until the Event is set (at most 30 s): an answer lost in transit.
         self.answer_gate: threading.Event | None = None
+        #: Likewise for the token endpoint: tokens are issued (a refresh rotates) at once,
+        #: the answer waits for the Event.
+        self.token_gate: threading.Event | None = None
         #: ``grant_type`` of every request that reached the token endpoint ("" if absent).
         self.token_requests: list[str] = []
         #: Kind ("access_token" / "refresh_token") of each token revoked through RFC 7009.

@@ -46,7 +46,10 @@ class ConsoleSession(NamedTuple):
     key: ApiKey
 
 
-def get_runtime(request: Request) -> Runtime:
+# Trivial dependencies are ``async``: FastAPI runs a sync one in the threadpool, a
+# hop that costs more than the dependency itself. Only the key lookup reads the
+# database, so only it stays sync.
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
@@ -67,11 +70,11 @@ def api_key(request: Request, rt: RuntimeDep) -> ApiKey:
     return authenticate(rt.engine, _bearer(request))
 
 
-def admin_key(key: Annotated[ApiKey, Depends(api_key)]) -> ApiKey:
+async def admin_key(key: Annotated[ApiKey, Depends(api_key)]) -> ApiKey:
     return require_role(key, "admin")
 
 
-def auditor_key(key: Annotated[ApiKey, Depends(api_key)]) -> ApiKey:
+async def auditor_key(key: Annotated[ApiKey, Depends(api_key)]) -> ApiKey:
     return require_role(key, "admin", "auditor")
 
 

@@ -4,7 +4,7 @@ written once, faults between delivery and record, cancellation, token refresh ra
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import event
@@ -352,3 +352,43 @@ def test_no_answer_from_an_idempotent_third_party_is_sent_again_under_the_same_k
     keys = [r.headers.get("idempotency-key") for r in stack.provider.received]
     assert keys == [tid, tid]  # the same key both times: a deduplicating party stores one
     assert "no answer" in done.attempts[0]["error"]
+
+
+def test_a_slow_refresh_whose_caller_gave_up_still_keeps_the_rotated_token(
+    stack: Stack, connected: str
+) -> None:
+    import threading
+
+    with Session(stack.rt.engine) as db:
+        old = db.get(ConnectionToken, connected)
+    old_refresh = stack.rt.vault.open(
+        old.refresh_token, connection_id=connected, kind="refresh_token"
+    )
+    start = stack.rt.clock()
+    stack.rt.clock = lambda: start + timedelta(hours=2)  # the access token is due
+    stack.rt.settings.http_timeout = 0.5  # the delivery's patience
+    stack.provider.token_gate = gate = threading.Event()  # rotated, answered late
+    stack.provider.token_requests.clear()
+    try:
+        first = post(stack, connected)
+    finally:
+        gate.set()
+    assert first.status_code == 502, first.text  # nothing was sent: a clear failure
+    assert "refresh" in first.json()["error"]["message"]
+    assert stack.provider.received == []
+    # the refresh finished after its caller left, and committed the rotated token
+    for _ in range(200):
+        with Session(stack.rt.engine) as db:
+            row = db.get(ConnectionToken, connected)
+        if row.updated_at != old.updated_at:
+            break
+        gate.wait(0.05)
+    new_refresh = stack.rt.vault.open(
+        row.refresh_token, connection_id=connected, kind="refresh_token"
+    )
+    assert new_refresh != old_refresh and stack.provider.is_active(new_refresh)
+    assert not stack.provider.is_active(old_refresh)  # reuse would now be refused
+    stack.rt.clock = lambda: datetime.now(UTC)  # back to now: the new token is fresh
+    second = post(stack, connected)
+    assert second.status_code == 201, second.text  # the connection is still usable
+    assert stack.provider.token_requests.count("refresh_token") == 1

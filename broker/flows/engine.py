@@ -283,11 +283,9 @@ def run_claim(
             attempts=attempts,
             reason=f"the stored payload could not be opened ({exc.code}); nothing was sent",
         )[0]
-    if (wait := _rate_wait(rt, connector.id, connector.manifest.delivery.rate_limit)) is not None:
-        at = rt.clock() + timedelta(seconds=wait)
-        if release(rt.engine, transfer_id=t.id, owner=owner, at=at, attempts=attempts):
-            rt.signal_outcome(t.id)
-            return None
+    wait = _rate_wait(rt, connector.id, connector.manifest.delivery.rate_limit)
+    if wait is not None and _retry_later(rt, t, owner=owner, delay=wait, attempts=attempts):
+        return None
     started = time.perf_counter()
     outcome = deliver(
         rt,
@@ -301,45 +299,45 @@ def run_claim(
     )
     rt.metrics.delivery_seconds.labels(t.connector_id).observe(time.perf_counter() - started)
     attempts = _numbered(attempts + outcome.attempts)
+    status = "delivered" if outcome.delivered else "failed"
+    delay: float | None = None
     if not outcome.delivered and outcome.unknown:
         # The request went out and no answer came: it may have arrived. Send it
         # again under the same key only if the third party deduplicates by it.
+        status = "outcome_unknown"
         if (
             connector.manifest.delivery.idempotent
             and len(attempts) < rt.settings.delivery_max_attempts
         ):
-            backoff = min(
+            delay = min(
                 rt.settings.delivery_backoff_max,
                 rt.settings.delivery_backoff_base * 2 ** len(attempts),
             )
-            at = rt.clock() + timedelta(seconds=backoff)
-            if release(rt.engine, transfer_id=t.id, owner=owner, at=at, attempts=attempts):
-                rt.signal_outcome(t.id)
-                return None
-        return finish(
-            rt,
-            t,
-            owner=owner,
-            status="outcome_unknown",
-            attempts=attempts,
-            reason=outcome.reason,
-            status_code=outcome.status_code,
-        )[0]
-    if not outcome.delivered and outcome.retry_in is not None:
-        at = rt.clock() + timedelta(seconds=min(outcome.retry_in, _RESCHEDULE_MAX))
-        if release(rt.engine, transfer_id=t.id, owner=owner, at=at, attempts=attempts):
-            rt.signal_outcome(t.id)
-            return None
+    elif not outcome.delivered and outcome.retry_in is not None:
+        delay = min(outcome.retry_in, _RESCHEDULE_MAX)
+    if delay is not None and _retry_later(rt, t, owner=owner, delay=delay, attempts=attempts):
+        return None
     return finish(
         rt,
         t,
         owner=owner,
-        status="delivered" if outcome.delivered else "failed",
+        status=status,
         attempts=attempts,
         reason=outcome.reason,
         status_code=outcome.status_code,
         response_id=outcome.response_id,
     )[0]
+
+
+def _retry_later(
+    rt: Runtime, t: Transfer, *, owner: str, delay: float, attempts: list[dict[str, Any]]
+) -> bool:
+    """Give the transfer back to the queue, due in ``delay`` seconds (False: not ours)."""
+    at = rt.clock() + timedelta(seconds=delay)
+    if release(rt.engine, transfer_id=t.id, owner=owner, at=at, attempts=attempts):
+        rt.signal_outcome(t.id)
+        return True
+    return False
 
 
 def find_transfer(rt: Runtime, transfer_id: str) -> Transfer:

@@ -19,9 +19,10 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, select
+from sqlmodel import select
 
 from broker.core.errors import BrokerError, ConnectionNotActive, ProviderError
 from broker.core.oauth import refresh_tokens
@@ -35,14 +36,14 @@ from broker.store.models import Connection, ConnectionToken
 __all__ = ["access_token", "refresh_access_token", "refresh_margin"]
 
 
-def _open(rt: Runtime, row: ConnectionToken, kind: str) -> str:
+def _open(rt: Runtime, row: ConnectionToken | _StoredToken, kind: str) -> str:
     sealed = row.access_token if kind == "access_token" else row.refresh_token
     if sealed is None:
         raise ConnectionNotActive(f"the connection has no {kind.replace('_', ' ')}")
     return rt.vault.open(sealed, connection_id=row.connection_id, kind=kind)
 
 
-def refresh_margin(rt: Runtime, row: ConnectionToken) -> timedelta:
+def refresh_margin(rt: Runtime, row: ConnectionToken | _StoredToken) -> timedelta:
     """How long before expiry the token counts as due: the skew, at most half its life."""
     margin = timedelta(seconds=rt.settings.token_refresh_skew)
     if row.expires_at is not None and row.updated_at is not None:
@@ -52,7 +53,7 @@ def refresh_margin(rt: Runtime, row: ConnectionToken) -> timedelta:
     return margin
 
 
-def _fresh(rt: Runtime, row: ConnectionToken) -> bool:
+def _fresh(rt: Runtime, row: ConnectionToken | _StoredToken) -> bool:
     if row.expires_at is None:
         return True
     return row.expires_at > rt.clock() + refresh_margin(rt, row)
@@ -62,12 +63,36 @@ def _expired(row: ConnectionToken, now: datetime) -> bool:
     return row.expires_at is not None and row.expires_at <= now
 
 
+_TOKENS = ConnectionToken.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class _StoredToken:
+    """The columns of a ``connection_tokens`` row that reading a token needs."""
+
+    connection_id: str
+    access_token: str
+    refresh_token: str | None
+    expires_at: datetime | None
+    updated_at: datetime | None
+
+
 def access_token(rt: Runtime, connection_id: str) -> str:
-    """A usable access token, refreshing first if it is due."""
-    with Session(rt.engine) as session:
-        row = session.get(ConnectionToken, connection_id)
-    if row is None:
+    """A usable access token, refreshing first if it is due. (On every delivery: one
+    read on a plain connection, no ORM session.)"""
+    with rt.engine.connect() as db:
+        found = db.execute(
+            select(
+                _TOKENS.c.connection_id,
+                _TOKENS.c.access_token,
+                _TOKENS.c.refresh_token,
+                _TOKENS.c.expires_at,
+                _TOKENS.c.updated_at,
+            ).where(_TOKENS.c.connection_id == connection_id)
+        ).first()
+    if found is None:
         raise ConnectionNotActive("the connection has no tokens")
+    row = _StoredToken(*found)
     token = _open(rt, row, "access_token")
     if _fresh(rt, row):
         return token

@@ -73,9 +73,13 @@ class _Job:
 
 
 def _lock_head(conn: Connection) -> tuple[int, str]:
-    if conn.dialect.name == "sqlite":
-        conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq))
-        row = conn.execute(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)).first()
+    if conn.dialect.name == "sqlite":  # the write takes SQLite's lock; one statement
+        row = conn.execute(
+            update(_HEAD)
+            .where(_HEAD.c.id == 1)
+            .values(seq=_HEAD.c.seq)
+            .returning(_HEAD.c.seq, _HEAD.c.hash)
+        ).first()
     else:
         row = conn.execute(
             select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()

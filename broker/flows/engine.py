@@ -56,6 +56,7 @@ __all__ = [
     "find_transfer",
     "finish",
     "load",
+    "load_connection",
     "run_claim",
 ]
 
@@ -123,12 +124,20 @@ def finish(
         def unit(
             conn: DbConnection, now: datetime = now
         ) -> tuple[list[Event], tuple[Transfer, bool]]:
-            result = conn.execute(
-                core_update(_T).where(*conditions).values(completed_at=now, **values)
+            row = (
+                conn.execute(
+                    core_update(_T)
+                    .where(*conditions)
+                    .values(completed_at=now, **values)
+                    .returning(*_T.columns)
+                )
+                .mappings()
+                .first()
             )
-            row = conn.execute(core_select(_T).where(_T.c.id == transfer.id)).mappings().one()
+            won = row is not None
+            if row is None:  # someone else ended it: record what we saw against that
+                row = conn.execute(core_select(_T).where(_T.c.id == transfer.id)).mappings().one()
             stored = Transfer(**row)
-            won = result.rowcount == 1
             if won:
                 event, extra = f"transfer.{status}", {}
             else:
@@ -180,6 +189,12 @@ def finish(
 
 _C = Connection.__table__  # type: ignore[attr-defined]
 _C_COLUMNS = [c.label(f"c_{c.name}") for c in _C.columns]
+
+
+def load_connection(rt: Runtime, connection_id: str) -> Connection | None:
+    with rt.engine.connect() as db:
+        row = db.execute(core_select(_C).where(_C.c.id == connection_id)).first()
+    return Connection(**row._mapping) if row is not None else None
 
 
 def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, Connection | None]:

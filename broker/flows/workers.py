@@ -36,7 +36,7 @@ from sqlmodel import Session
 
 from broker.core.errors import DeliveryFailed, OutcomeNotRecorded, OutcomeUnknown
 from broker.core.gateway import TransferRequest
-from broker.flows.engine import FINAL_STATUSES, load, run_claim
+from broker.flows.engine import FINAL_STATUSES, load, load_connection, run_claim
 from broker.flows.share import accept_transfer, transfer_dict
 from broker.runtime import Runtime
 from broker.store.jobs import Claim, claim_due, claim_lapsed, extend_leases, release
@@ -120,11 +120,11 @@ class DeliveryWorkers:
 
     # -- work -----------------------------------------------------------------------------
 
-    def hand_off(self, transfer_id: str) -> None:
-        """Run a transfer this process leased when it accepted it."""
+    def hand_off(self, transfer: Transfer) -> None:
+        """Run a transfer this process leased when it accepted it (the row as written)."""
         with self._guard:
-            self._held.add(transfer_id)
-        self._queue.put(Claim(transfer_id=transfer_id, runs=1))
+            self._held.add(transfer.id)
+        self._queue.put(Claim(transfer_id=transfer.id, runs=1, transfer=transfer))
 
     def wake(self) -> None:
         """A transfer is due: look for work now rather than at the next poll."""
@@ -161,7 +161,10 @@ class DeliveryWorkers:
                     self._wake.set()
 
     def _run(self, claim: Claim) -> None:
-        t, conn = load(self.rt, claim.transfer_id)
+        if claim.transfer is not None:
+            t, conn = claim.transfer, load_connection(self.rt, claim.transfer.connection_id)
+        else:
+            t, conn = load(self.rt, claim.transfer_id)
         if t is None:
             return
         gate = self._limit(t.connector_id)
@@ -343,7 +346,7 @@ def submit_transfer(
     event = rt.outcome_event(transfer.id) if wait > 0 else None
     if new and workers is not None:
         if inline and transfer.lease_owner == workers.owner:
-            workers.hand_off(transfer.id)
+            workers.hand_off(transfer)
         else:
             workers.wake()
     if wait > 0 and transfer.status == "pending":

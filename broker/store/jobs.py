@@ -17,7 +17,7 @@ reconcile``, or a worker and a cancel can never both win.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,9 @@ class Claim:
     transfer_id: str
     runs: int
     lapsed: bool = False  # the previous holder's lease ran out: its run's outcome is unknown
+    #: the row as its claimer already holds it (a transfer handed over as it was
+    #: accepted), so the worker need not read it again
+    transfer: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

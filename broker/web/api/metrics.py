@@ -21,6 +21,6 @@ async def metrics(request: Request, rt: RuntimeDep) -> Response:
     token = rt.settings.metrics_token
     given = request.headers.get("authorization", "")
     if not (token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())):
-        await admin_key(await api_key(request, rt))
+        await admin_key(await run_in_threadpool(api_key, request, rt))
     body = await run_in_threadpool(rt.metrics.render)
     return Response(body, media_type=CONTENT_TYPE)

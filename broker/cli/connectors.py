@@ -21,7 +21,16 @@ def cmd_connectors_list(args: argparse.Namespace) -> int:
     settings = common.settings(args)
     registry = load_registry(catalog(settings), directories=settings.connector_dirs)
     refuse_forbidden_uses(registry, load_policy(settings.policy_file))
-    rows = [c.summary() for c in registry.all()]
+    from broker.flows.connect import credentials_problem
+
+    rows = []
+    for connector in registry.all():
+        row = connector.summary()
+        # operators see what is missing (environment variable names included); the
+        # connect page does not offer such a connector at all
+        row["credentials"] = credentials_problem(connector) or "ok"
+        row["callback_url"] = settings.connector_callback_url(connector.id)
+        rows.append(row)
     if args.json:
         problems = [
             {"source": p.source, "message": p.message, "problems": list(p.problems)}
@@ -34,6 +43,9 @@ def cmd_connectors_list(args: argparse.Namespace) -> int:
         for row in rows:
             say(f"{row['id']:<20} {row['name']:<30} {row['source']}")
             say(f"{'':<20} receives: {', '.join(row['categories'])}")
+            say(f"{'':<20} redirect URI: {row['callback_url']}")
+            if row["credentials"] != "ok":
+                say(f"{'':<20} not offered to users: {row['credentials']}")
         for p in registry.problems:
             say(f"refused {p.source}: {p.message}")
             for line in p.problems:

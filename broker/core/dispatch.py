@@ -139,9 +139,7 @@ def dispatch(
     limit = time_limit if connector.has_deliver_hook else None
     if limit is not None and transport.deadline is None:
         transport.deadline = time.monotonic() + limit
-    client = guarded_client(
-        transport, user_agent=user_agent, timeout=http_timeout, headers=headers
-    )
+    client = guarded_client(transport, user_agent=user_agent, timeout=http_timeout, headers=headers)
 
     def call() -> object:
         return connector.deliver(action, copy.deepcopy(payload), client)
@@ -162,10 +160,14 @@ def dispatch(
                 f"connector error: deliver returned {type(result).__name__}; "
                 "expected DeliveryResult or None"
             )
-        elif transport.log.refused:
+        elif transport.log.refused:  # a refusal the hook caught and went on from
+            refusals = [
+                a["error"] for a in transport.log.attempts if "refused" in a.get("error", "")
+            ]
+            why = refusals[0].removeprefix("refused before connecting: ") if refusals else ""
             outcome.reason = (
-                f"connector {connector.id!r} tried to reach {transport.log.refused[0]}, which "
-                "its manifest does not declare; refused"
+                f"connector {connector.id!r} tried to reach {transport.log.refused[0]}; "
+                f"refused: {why or 'its manifest does not declare it'}"
             )
         elif transport.log.fatal:
             outcome.reason = transport.log.fatal

@@ -109,6 +109,13 @@ def test_connectors_check_and_list(env, tmp_path, monkeypatch, capsys) -> None:
     messages = {p["source"]: p["message"] for p in listed["problems"]}
     assert "invalid manifest" in messages[str(bad)]
     assert any("duplicate connector id 'example'" in m for m in messages.values())
+    # operators see which connectors cannot be offered (users never see the variables)
+    slack = next(c for c in listed["connectors"] if c["id"] == "slack")
+    assert slack["callback_url"].endswith("/oauth/callback/slack")
+    monkeypatch.delenv("SLACK_CLIENT_ID", raising=False)
+    assert main(["connectors", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "not offered to users" in out and "SLACK_CLIENT_ID" in out
 
 
 def _append(rt: Runtime, n: int) -> None:

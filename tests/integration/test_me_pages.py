@@ -235,3 +235,21 @@ def test_pages_carry_strict_headers(stack: Stack, browser: Browser, path: str) -
     assert resp.headers["cache-control"] == "no-store"
     assert urlsplit(stack.url).scheme == "http"
     assert "strict-transport-security" not in resp.headers
+
+
+def test_every_transfer_status_has_words_not_a_code(make_settings) -> None:
+    from broker.runtime import build_runtime
+    from broker.web.app import create_app
+
+    rt = build_runtime(make_settings(), builtins=[], plugins=[], upgrade=True)
+    try:
+        macros = create_app(rt).state.templates.env.get_template("_macros.html").module
+        for status, words in [
+            ("outcome_unknown", "May have been received"),
+            ("cancelled", "Cancelled"),
+            ("pending", "Sending"),
+        ]:
+            html = str(macros.outcome(status))
+            assert words in html and f"st-{status}" in html
+    finally:
+        rt.close()

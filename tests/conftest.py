@@ -27,6 +27,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 def database_url(tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database for one test: a SQLite file, or a PostgreSQL
     schema of its own (dropped afterwards) so tests never see each other."""
+    yield from fresh_database(tmp_path)
+
+
+def fresh_database(tmp_path: Path) -> Iterator[str]:
+    """The ``database_url`` fixture's body, for fixtures of other scopes."""
     if not PG_URL:
         yield f"sqlite:///{tmp_path / 'broker.db'}"
         return

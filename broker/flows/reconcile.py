@@ -92,14 +92,13 @@ def reconcile(rt: Runtime, *, older_than: int | None = None) -> list[Transfer]:
                 idempotent = rt.registry.get(t.connector_id).manifest.delivery.idempotent
             except Exception:
                 idempotent = False
+            attempts = [*t.attempts, {"at": now.isoformat(), "error": LAPSED}]
             if idempotent and t.payload_sealed is not None:
-                attempts = [*t.attempts, {"at": now.isoformat(), "error": LAPSED}]
                 release(rt.engine, transfer_id=t.id, owner=owner, at=now, attempts=attempts)
                 with Session(rt.engine) as session:
                     again = session.get(Transfer, t.id)
                 resolved.append(again or t)
                 continue
-            attempts = [*t.attempts, {"at": now.isoformat(), "error": LAPSED}]
             stored, _ = finish(
                 rt,
                 t,

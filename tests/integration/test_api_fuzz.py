@@ -14,22 +14,19 @@ Bounded and reproducible: few examples per operation, derandomized, no deadline.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from sqlalchemy import create_engine, text
 
 from broker.core.catalog import default_catalog
 from broker.demo import sandbox_connector, sandbox_setup
 from broker.flows.keys import create_api_key
 from broker.settings import Settings
 from broker.web.app import create_app
-from tests.conftest import PG_URL, LiveServer, free_socket
+from tests.conftest import LiveServer, free_socket, fresh_database
 from tests.integration.conftest import Browser, Stack, connect
 
 # Examples per operation and per key; about 30 operations x 3 keys: well under
@@ -45,24 +42,6 @@ class FuzzTarget:
     keys: dict[str, str | None]
 
 
-def _database(tmp: Path) -> Iterator[str]:
-    """Like the ``database_url`` fixture, for the whole module."""
-    if not PG_URL:
-        yield f"sqlite:///{tmp / 'broker.db'}"
-        return
-    schema = "t_" + secrets.token_hex(6)
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget]:
     from broker.runtime import build_runtime
@@ -70,7 +49,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget
     tmp = tmp_path_factory.mktemp("fuzz")
     mp = pytest.MonkeyPatch()
     mp.setenv("BROKER_SANDBOX_CLIENT_SECRET", "sandbox-test-secret")
-    db = _database(tmp)
+    db = fresh_database(tmp)
     broker_sock, sandbox_sock = free_socket(), free_socket()
     broker_url = f"http://127.0.0.1:{broker_sock.getsockname()[1]}"
     sandbox_url = f"http://127.0.0.1:{sandbox_sock.getsockname()[1]}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from broker.store.types import UTCDateTime, utcnow
@@ -186,7 +186,13 @@ class Transfer(SQLModel, table=True):
     delivers it; its SHA-256 is kept for good."""
 
     __tablename__ = "transfers"
-    __table_args__ = (UniqueConstraint("connection_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("connection_id", "idempotency_key"),
+        # Filters read their matches in page order (newest first): migration 0007.
+        Index("ix_transfers_user_page", "user_id", "created_at", "id"),
+        Index("ix_transfers_connector_status_page", "connector_id", "status", "created_at", "id"),
+        Index("ix_transfers_status_page", "status", "created_at", "id"),
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     connection_id: str = Field(foreign_key="connections.id", max_length=40, index=True)

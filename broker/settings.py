@@ -75,7 +75,20 @@ class Settings(BaseSettings):
         default=600.0, ge=0, le=86400, description="sign every this many seconds; 0: never"
     )
     checkpoint_witness_url: str | None = Field(
-        default=None, description="POST every signed checkpoint (text/plain) here"
+        default=None,
+        description="deprecated (no standard witness accepts it): POST every signed "
+        "checkpoint (text/plain) here; use BROKER_WITNESSES",
+    )
+    witnesses: str = Field(
+        default="",
+        description="C2SP tlog-witness witnesses, separated by commas or newlines, each "
+        "'<submission URL> <witness verifier key (vkey, type 0x04)>'",
+    )
+    witness_quorum: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="a checkpoint counts as published once this many witnesses cosigned it",
     )
     policy_file: Path | None = Field(
         default=None, description="data-use policy TOML; default: the packaged policy"
@@ -155,6 +168,18 @@ class Settings(BaseSettings):
     @field_validator("return_url_allowlist", "connectors_path")
     @classmethod
     def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("witnesses")
+    @classmethod
+    def _witnesses(cls, value: str) -> str:
+        from broker.core.errors import InvalidInput
+        from broker.core.witness import parse_witnesses
+
+        try:
+            parse_witnesses(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
         return value.strip()
 
     @property

@@ -1,39 +1,22 @@
 """Verify an exported audit log against signed checkpoints, trusting nothing but the keys.
 
     python3 -m broker.verify_export LOG.jsonl --public-key KEYS [--checkpoint FILE ...]
-    broker audit verify-export LOG.jsonl --public-key KEYS [--checkpoint FILE ...]
+        [--witness-keys WKEYS [--witness-quorum K]]      (or: broker audit verify-export)
 
-Standalone on purpose: the Python standard library and ``cryptography`` only, no broker
-module, no database, no configuration; this file can be copied out and run alone.
-docs/auditors.md describes the same algorithm for reimplementation.
-
-Inputs
-  LOG.jsonl   ``broker audit export-log``: one line per entry, in seq order, each line
-              exactly ``{"entry":<canonical content>,"hash":"<hex>","prev_hash":"<hex>"}``
-  KEYS        a file of verifier keys, one per line, ``<name>+<key id>+<base64 key>``,
-              optionally followed by `` retired=<time>`` (``GET /v1/audit/public-key``
-              ``?format=text``); or one such key given directly
-  FILE        checkpoint files: C2SP signed notes, each followed by a blank line
-              (default: ``LOG.jsonl.checkpoints`` written next to the export)
-
-Checks, in order; the first failure is reported with its kind and the first seq that
-cannot be vouched for (``first_bad_seq``):
-  1. every checkpoint is signed by a given key under its own origin, and not after that
-     key was retired -> otherwise **untrusted_checkpoint**;
-     two checkpoints of one size with different roots -> **forked**;
-  2. line n is entry n: ``seq == n``, ``prev_hash`` is line n-1's ``hash`` (64 ``0``
-     for n = 1) and ``hash == SHA-256(prev_hash || 0x0A || entry bytes)``; on the first
-     line that is not, the kind is read from it and up to 1000 lines after it:
-     **modified** (contents or hash edited; or the entry before it edited and re-hashed),
-     **deleted** (seq jumps ahead, the missing seq appears nowhere), **reordered** (it
-     appears later), **inserted** (an extra line: a seq already used);
-  3. the Merkle root (RFC 9162; leaf = SHA-256(0x00 || entry bytes)) at each checkpoint
-     size equals the checkpoint's root. A mismatch means entries up to that size were
-     changed after it was signed (the chain recomputed to hide it): **modified**, the
-     range between the last matching checkpoint and this one; but when a *later*
-     checkpoint matches, the log itself signed two histories: **forked**;
-  4. the log is at least as long as the largest checkpoint -> otherwise **truncated**.
-Entries after the last checkpoint pass the chain checks only (``unsigned_tail``).
+Standalone: the standard library and ``cryptography`` only; copy it out and run it alone.
+Inputs: the ``broker audit export-log`` file; the log's verifier keys, one a line, a
+retired one followed by `` retired=<time>``; checkpoint files (signed notes, each followed
+by a blank line; default ``LOG.jsonl.checkpoints``); witness keys (type 0x04 vkeys): a
+checkpoint is *witnessed* when K of them cosigned it (C2SP ``cosignature/v1``).
+The checks, in order, as docs/auditors.md ("The algorithm") describes them; the first
+failure is reported with its kind and ``first_bad_seq``: 1. checkpoints signed by a given
+key under their origin, not after its retirement (witnessed time, else an old ``time``
+line), no failing cosignature (**untrusted_checkpoint**), one root per size (**forked**),
+with witness keys one witnessed (**unwitnessed**; coverage then counts from the last
+witnessed); 2. line n is entry n, linked and hashed, else **modified**, **deleted**,
+**reordered** or **inserted**; 3. the RFC 9162 root at each checkpoint size matches (else
+**modified**, or **forked** when a later one matches again); 4. the log reaches the
+largest checkpoint (**truncated**). Entries after the last one: ``unsigned_tail``.
 """
 
 from __future__ import annotations
@@ -45,7 +28,7 @@ import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import repeat
 from pathlib import Path
 
@@ -67,8 +50,8 @@ class Key:
     retired: str | None = None
 
 
-def load_keys(text: str) -> list[Key]:
-    """Verifier keys: ``name+hexid+base64(0x01 || key)``, each optionally `` retired=T``."""
+def load_keys(text: str, kind: bytes = b"\x01") -> list[Key]:
+    """Keys ``name+hexid+base64(kind || key)`` [`` retired=T``]; kind 0x04: witnesses."""
     keys = []
     for line in text.splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
@@ -77,10 +60,9 @@ def load_keys(text: str) -> list[Key]:
         name, kid, b64 = vkey.split("+", 2)
         raw = base64.b64decode(b64, validate=True)
         expect = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
-        if raw[:1] != b"\x01" or len(raw) != 33 or expect.hex() != kid:
+        if raw[:1] != kind or len(raw) != 33 or expect.hex() != kid:
             raise ValueError(f"not an Ed25519 verifier key: {vkey}")
-        retired = extra.partition("retired=")[2] or None
-        keys.append(Key(name, expect, raw[1:], retired))
+        keys.append(Key(name, expect, raw[1:], extra.partition("retired=")[2] or None))
     return keys
 
 
@@ -89,46 +71,71 @@ class Checkpoint:
     origin: str
     size: int
     root: bytes
-    time: str
+    time: str | None = None  # the ``time`` line of checkpoints from before witnessing
+    witnessed: int | None = None  # POSIX time by which the quorum of witnesses cosigned
 
 
-def read_checkpoints(text: str, keys: list[Key]) -> tuple[list[Checkpoint], list[str]]:
-    """The checkpoints a known key signed, and a message for each one refused."""
+def _epoch(t: str) -> int:
+    m = int(t[5:7])  # "2026-01-31T12:00:00Z" as POSIX seconds (proleptic Gregorian)
+    y, mp = int(t[:4]) - (m <= 2), m - 3 if m > 2 else m + 9
+    days = 365 * y + y // 4 - y // 100 + y // 400 + (153 * mp + 2) // 5 + int(t[8:10]) - 719469
+    return days * 86400 + int(t[11:13]) * 3600 + int(t[14:16]) * 60 + int(t[17:19])
+
+
+def _ok(key: Key, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(key.public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def read_checkpoints(
+    text: str, keys: list[Key], witnesses: list[Key] | None = None, quorum: int = 1
+) -> tuple[list[Checkpoint], list[str]]:
+    """The checkpoints a given key signed (``witnessed``: by ``quorum`` witnesses), refusals."""
     good, refused = [], []
     blocks = [b for b in text.split("\n\n") if b.strip()]
     for body, sigs in zip(blocks[::2], blocks[1::2], strict=False):
-        note = body + "\n"
-        lines = body.split("\n")
+        note, lines = body + "\n", body.split("\n")
         try:
-            time = next(x[5:] for x in lines if x[:5] == "time ")
+            time = next((x[5:] for x in lines[3:] if x[:5] == "time "), None)
             cp = Checkpoint(lines[0], int(lines[1]), base64.b64decode(lines[2]), time)
-        except (IndexError, ValueError, StopIteration):
+        except (IndexError, ValueError):
             refused.append(f"malformed checkpoint {lines[:2]}")
             continue
-        verdict = "signed by no known key"
+        verdict, stamps, key = "signed by no known key", {}, None
         for sig in sigs.strip("\n").split("\n"):
             name, _, b64 = sig.removeprefix("\u2014 ").partition(" ")
             try:
                 raw = base64.b64decode(b64, validate=True)
             except ValueError:
                 continue
-            key = next((k for k in keys if k.name == name and k.key_id == raw[:4]), None)
-            if key is None:
-                continue
-            try:
-                Ed25519PublicKey.from_public_bytes(key.public).verify(raw[4:], note.encode())
-            except InvalidSignature:
-                verdict = f"bad signature by {name}+{key.key_id.hex()}"
+            w = next((k for k in witnesses or () if (k.name, k.key_id) == (name, raw[:4])), 0)
+            ts = int.from_bytes(raw[4:12], "big")  # cosignature/v1: key id, time, Ed25519
+            if w and not _ok(w, raw[12:], b"cosignature/v1\ntime %d\n%s" % (ts, note.encode())):
+                verdict, key = f"bad cosignature by witness {name}", None
                 break
-            if name != cp.origin:
-                verdict = f"signed as {name}, not as its origin {cp.origin}"
-            elif key.retired and cp.time > key.retired:
-                verdict = f"signed at {cp.time} by key {key.key_id.hex()}, retired {key.retired}"
+            stamps.update({w.key_id: ts} if w else {})
+            found = next((k for k in keys if k.name == name and k.key_id == raw[:4]), None)
+            if found is None or key is not None:
+                continue
+            if not _ok(found, raw[4:], note.encode()):
+                verdict = f"bad signature by {name}+{found.key_id.hex()}"
+                break
+            key = found
+        if key is not None:
+            if witnesses is not None and len(stamps) >= quorum:
+                cp = replace(cp, witnessed=sorted(stamps.values())[quorum - 1])
+            at = cp.witnessed if cp.witnessed is not None else cp.time and _epoch(cp.time)
+            if key.name != cp.origin:
+                verdict = f"signed as {key.name}, not as its origin {cp.origin}"
+            elif key.retired and at and at > _epoch(key.retired):
+                verdict = f"signed at {at} (POSIX) by key {key.key_id.hex()}, retired {key.retired}"
             else:
                 verdict = ""
-            break
         if verdict:
-            refused.append(f"checkpoint of size {cp.size} at {cp.time}: {verdict}")
+            refused.append(f"checkpoint of size {cp.size}: {verdict}")
         else:
             good.append(cp)
     return good, refused
@@ -141,6 +148,7 @@ class Report:
     checkpoints: int = 0
     verified: int = 0  # entries covered by a matching checkpoint
     unsigned_tail: int = 0
+    witnessed: int | None = None  # checkpoints the quorum cosigned (given witness keys)
     first_bad_seq: int | None = None
     problem: str | None = None
     message: str | None = None
@@ -175,10 +183,7 @@ class _Chunk:
 
 
 def _scan(path: str, start: int, end: int) -> _Chunk:
-    """Check each line of ``path[start:end]`` on its own and against the line before it
-    (framing, ``seq`` one more, ``prev_hash`` linking, ``hash`` recomputing) and compute
-    its leaf hash; stop at the first line that fails. (``_split`` inlined: this loop is
-    the verifier's hot path.)"""
+    """Check the lines of ``path[start:end]`` to the first bad one; their leaf hashes (hot)."""
     with open(path, "rb") as fh:
         fh.seek(start)
         lines = fh.read(end - start).splitlines()
@@ -186,12 +191,8 @@ def _scan(path: str, start: int, end: int) -> _Chunk:
     leaves = chunk.leaves
     last, seq = None, -1
     for line in lines:
-        if (
-            line[:9] != HEAD
-            or line[-154:-145] != MID
-            or line[-81:-66] != TAIL
-            or line[-2:] != b'"}'
-        ):
+        framed = line[:9] == HEAD and line[-154:-145] == MID and line[-81:-66] == TAIL
+        if not framed or line[-2:] != b'"}':
             chunk.bad = len(leaves)
             break
         entry, h, prev = line[9:-154], line[-145:-81], line[-66:-2]
@@ -221,8 +222,7 @@ def _ranges(path: str, size: int) -> list[tuple[int, int]]:
         while start < total:
             fh.seek(min(start + size, total))
             fh.readline()
-            end = min(fh.tell(), total)
-            out.append((start, end))
+            out.append((start, end := min(fh.tell(), total)))
             start = end
     return out
 
@@ -234,29 +234,32 @@ def verify_export(
     *,
     workers: int = 0,
     chunk: int = 16 << 20,
+    witnessed: bool = False,
 ) -> Report:
-    """Verify the export at ``path``. Lines are checked in byte ranges of about ``chunk``
-    bytes, in ``workers`` processes when > 1; the Merkle tree is built here, in order."""
+    """Verify the export at ``path``: lines in byte ranges of about ``chunk`` bytes (in
+    ``workers`` processes when > 1), the Merkle tree here, in order. ``witnessed``: coverage
+    counts only checkpoints with a ``witnessed`` time."""
     report = Report(checkpoints=len(checkpoints), refused=list(refused))
     if refused:
         return report.fail(None, "untrusted_checkpoint", f"refused {refused[0]}")
+    wsizes = {c.size for c in checkpoints if c.witnessed is not None} if witnessed else set()
+    report.witnessed = len(wsizes) if witnessed else None
+    if witnessed and not wsizes:
+        return report.fail(None, "unwitnessed", "no checkpoint is cosigned by the quorum")
     roots: dict[int, bytes] = {}
     for cp in sorted(checkpoints, key=lambda c: c.size):
         if roots.setdefault(cp.size, cp.root) != cp.root:
-            return report.fail(
-                cp.size, "forked", f"two checkpoints of size {cp.size} have different roots"
-            )
+            msg = f"two checkpoints of size {cp.size} have different roots"
+            return report.fail(cp.size, "forked", msg)
     if not roots:
         return report.fail(None, "no_checkpoint", "no signed checkpoint to verify against")
     ranges = _ranges(path, chunk)
     pool = ProcessPoolExecutor(workers) if workers > 1 and len(ranges) > 2 else None
-    chunks = (
-        pool.map(_scan, repeat(path), *zip(*ranges, strict=True))
-        if pool
-        else (_scan(path, a, b) for a, b in ranges)
-    )
+    chunks = (_scan(path, a, b) for a, b in ranges)
+    if pool:
+        chunks = pool.map(_scan, repeat(path), *zip(*ranges, strict=True))
     sha256, stack = hashlib.sha256, []
-    last, n, good, bad = GENESIS, 0, 0, None  # bad: (first, size) of a root that differs
+    last, n, good, bad, wgood = GENESIS, 0, 0, None, 0  # bad: (first, size) of a bad root
     try:
         for chunk in chunks:
             joined = chunk.bad == 0 or (chunk.first_prev == last and chunk.first_seq == n + 1)
@@ -275,7 +278,7 @@ def verify_export(
                         msg = f"checkpoint {bad[1]} signed other entries {bad[0]} to {bad[1]}"
                         return report.fail(bad[0], "forked", f"{msg} than checkpoint {n} signs")
                     if root == roots[n]:
-                        good = n
+                        good, wgood = n, n if n in wsizes else wgood
                     elif not bad:
                         bad = (good + 1, n)
             if joined and chunk.bad is None:
@@ -290,7 +293,7 @@ def verify_export(
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-    report.entries, report.verified = n, good
+    report.entries, report.verified = n, (wgood if witnessed else good)
     if bad:
         msg = f"entries {bad[0]} to {bad[1]} differ from what checkpoint {bad[1]} signed"
         return report.fail(bad[0], "modified", msg + " (and the chain was recomputed to hide it)")
@@ -298,14 +301,13 @@ def verify_export(
     if n < top:
         msg = f"the log ends at entry {n}; checkpoint {top} was signed"
         return report.fail(n + 1, "truncated", msg)
-    report.unsigned_tail = n - top
+    report.unsigned_tail = n - (max(wsizes) if witnessed else top)
     return report
 
 
 def _parse(line: bytes) -> tuple[int, bytes, bytes, bool] | None:
     """(seq, hash, prev_hash, hash verifies) of any line, or None if unreadable."""
-    parts = _split(line)
-    if parts is None:
+    if (parts := _split(line)) is None:
         return None
     entry, h, prev = parts
     try:
@@ -328,27 +330,20 @@ def _classify(n: int, last: bytes, line: bytes, ahead: list[bytes]) -> tuple[int
         if prev == last or not valid:
             return n, "modified", f"entry {n} was changed: its contents do not match its hash"
         if n > 1 and (not later or later[0][2] == h):
-            return (
-                n - 1,
-                "modified",
-                f"entry {n - 1} was changed and re-hashed: entry {n} links to another hash",
-            )
+            msg = f"entry {n - 1} was changed and re-hashed: entry {n} links to another hash"
+            return n - 1, "modified", msg
         return n, "modified", f"entry {n} was replaced: it links to no entry before it"
     if seq > n:
         if any(p[0] == n for p in later):
             return n, "reordered", f"entry {n} is out of order: entry {seq} comes before it"
         gone = f"entry {n} was" if seq == n + 1 else f"entries {n} to {seq - 1} were"
         return n, "deleted", f"{gone} deleted: entry {seq} follows entry {n - 1}"
-    return (
-        n,
-        "inserted",
-        f"an entry claiming seq {seq}, already used, was inserted after entry {n - 1}",
-    )
+    msg = f"an entry claiming seq {seq}, already used, was inserted after entry {n - 1}"
+    return n, "inserted", msg
 
 
 def _failure(path: str, start: int, skip: int, n: int, last: bytes) -> tuple[int, str, str]:
-    """Classify line ``n + 1``, found ``skip`` lines after byte ``start``, reading up to
-    WINDOW lines after it."""
+    """Classify line ``n + 1`` (``skip`` lines after byte ``start``), reading WINDOW more."""
     with open(path, "rb") as fh:
         fh.seek(start)
         for _ in range(skip):
@@ -365,26 +360,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", action="append", default=[], help="checkpoint file")
     p.add_argument("--json", action="store_true")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    p.add_argument("--witness-keys", help="file of witness keys (vkeys of type 0x04)")
+    p.add_argument("--witness-quorum", type=int, default=1, help="cosignatures needed")
     args = p.parse_args(argv)
-    checkpoints: list[Checkpoint] = []
-    refused: list[str] = []
+    checkpoints, refused = [], []
     try:
         key_path = Path(args.public_key)
         keys = load_keys(key_path.read_text() if key_path.is_file() else args.public_key)
+        wk = load_keys(Path(args.witness_keys).read_text(), b"\x04") if args.witness_keys else None
+        if wk is not None and not 1 <= args.witness_quorum <= len(wk):
+            raise ValueError(f"--witness-quorum must be from 1 to {len(wk)}")
         for name in args.checkpoint or [args.export + ".checkpoints"]:
-            good, bad = read_checkpoints(Path(name).read_text(encoding="utf-8"), keys)
+            text = Path(name).read_text(encoding="utf-8")
+            good, bad = read_checkpoints(text, keys, wk, args.witness_quorum)
             checkpoints += good
             refused += bad
-        report = verify_export(args.export, checkpoints, refused, workers=args.workers)
+        report = verify_export(
+            args.export, checkpoints, refused, workers=args.workers, witnessed=wk is not None
+        )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     elif report.ok:
+        w = f", {report.witnessed} witnessed" if report.witnessed is not None else ""
         print(
             f"export verified: {report.entries} entries, {report.verified} covered by "
-            f"{report.checkpoints} signed checkpoint(s); {report.unsigned_tail} after the last"
+            f"{report.checkpoints} signed checkpoint(s){w}; {report.unsigned_tail} after the last"
         )
     else:
         where = f" at seq {report.first_bad_seq}" if report.first_bad_seq is not None else ""

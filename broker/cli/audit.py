@@ -210,3 +210,4 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=["json", "fides"], default="json")
     p.add_argument("--output", "-o", default=None, help="file (default: standard output)")
     p.set_defaults(func=cmd_audit_records)
+    __import__("broker.cli.monitor").cli.monitor.register(audit)  # monitor; witness options

@@ -6,7 +6,10 @@ a newline::
     broker.example/audit-log                        origin (also the key name)
     1532                                            tree size, decimal
     nnLmTGN2hUbLG0ZtYuVLpJtr9bRgMh4r6B7PfTxT5xo=    root hash, standard base64
-    time 2026-01-31T12:00:00Z                       extension line: when it was signed
+
+Checkpoints carry no extension lines (tlog-checkpoint marks them NOT RECOMMENDED): when a
+checkpoint existed is what witnesses' cosignature timestamps say (``broker.core.witness``).
+Checkpoints signed before that end in ``time 2026-01-31T12:00:00Z``; they still parse.
 
 A signed note (https://c2sp.org/signed-note) is that text, a blank line, then one line
 per signature: ``— <key name> <base64(key id (4 bytes, big-endian) || signature)>``.
@@ -191,11 +194,12 @@ class Checkpoint:
     origin: str
     tree_size: int
     root_hash: bytes
-    time: str  # UTC, seconds: 2026-01-31T12:00:00Z
+    time: str | None = None  # the legacy ``time`` line (UTC, seconds); new ones have none
 
     def text(self) -> str:
         root = base64.b64encode(self.root_hash).decode()
-        return f"{self.origin}\n{self.tree_size}\n{root}\ntime {self.time}\n"
+        extension = f"time {self.time}\n" if self.time else ""
+        return f"{self.origin}\n{self.tree_size}\n{root}\n{extension}"
 
     @classmethod
     def parse(cls, text: str) -> Checkpoint:
@@ -211,9 +215,9 @@ class Checkpoint:
             raise _bad("checkpoint root hash is not base64") from None
         if len(digest) != 32:
             raise _bad("checkpoint root hash is not 32 bytes")
-        time = next((x[5:] for x in lines[3:-1] if x.startswith("time ")), "")
-        if not _TIME.fullmatch(time):
-            raise _bad("checkpoint has no 'time' line")
+        time = next((x[5:] for x in lines[3:-1] if x.startswith("time ")), None)
+        if time is not None and not _TIME.fullmatch(time):
+            raise _bad("checkpoint 'time' line is not a UTC time")
         return cls(origin, int(size), digest, time)
 
 

@@ -3,9 +3,13 @@
 A checkpoint (``broker.core.checkpoint``) commits to the Merkle root of the whole log at
 one size. ``sign_checkpoint`` reads the committed size and root, signs them with the
 active signing key, stores the note in ``checkpoints`` and then appends it to
-``BROKER_HOME/checkpoints`` (outside the database; ``0600``), and hands it to the witness
-(``BROKER_CHECKPOINT_WITNESS_URL``), which receives a ``POST`` of the note as
-``text/plain``.
+``BROKER_HOME/checkpoints`` (outside the database; ``0600``). Checkpoints are signed in
+order: never one smaller than a checkpoint already signed.
+
+Then the witnesses (``BROKER_WITNESSES``, ``broker.flows.witnesses``) are asked to
+cosign it: in the background for the triggers below, right away for ``broker audit
+checkpoint`` and key rotation. ``BROKER_CHECKPOINT_WITNESS_URL`` (deprecated: no
+standard witness accepts it) still receives a ``POST`` of the note as ``text/plain``.
 
 Triggers (``start_checkpointing``, run by ``broker serve``/``demo``): after a commit that
 brings the log ``BROKER_CHECKPOINT_EVERY`` or more entries past the last checkpoint
@@ -24,8 +28,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import func
+from sqlmodel import select
+
 from broker.core.checkpoint import Checkpoint, sign_note
-from broker.core.errors import NotFound
+from broker.core.errors import Conflict, NotFound
+from broker.flows.witnesses import WitnessClient
 from broker.runtime import Runtime
 from broker.store.audit import append_event, lock_head, on_append
 from broker.store.db import session_scope
@@ -51,6 +59,7 @@ def checkpoint_dict(row: CheckpointRow) -> dict[str, Any]:
         "tree_size": row.tree_size,
         "root_hash": row.root_hash,
         "time": row.time,
+        "witnessed_time": row.witnessed_time,
         "key_id": row.key_id,
         "note": row.note,
     }
@@ -67,7 +76,8 @@ def _append_file(rt: Runtime, note: str) -> None:
 
 
 def sign_checkpoint(rt: Runtime, witness: Checkpointing | None = None) -> CheckpointRow:
-    """Sign the committed log as it is now; store, file and (optionally) witness it."""
+    """Sign the committed log as it is now; store and file it; have it cosigned: by
+    ``witness``'s background thread when given, else by the configured witnesses now."""
     ring = rt.signing_keys()
     signer = ring.signer()
     with _SIGN_LOCK, session_scope(rt.engine) as session:
@@ -75,13 +85,19 @@ def sign_checkpoint(rt: Runtime, witness: Checkpointing | None = None) -> Checkp
         # of their sizes, so a later checkpoint never has a smaller tree.
         lock_head(session)
         size = tree_size(session)
+        signed = session.exec(select(func.max(CheckpointRow.tree_size))).one() or 0
+        if size < signed:
+            raise Conflict(
+                f"the log has {size} entries but a checkpoint of size {signed} was signed: "
+                "the database was rolled back or replaced; refusing to sign a smaller tree"
+            )
         root = root_at(session, size)
-        cp = Checkpoint(ring.name, size, root, rt.clock().strftime("%Y-%m-%dT%H:%M:%SZ"))
+        cp = Checkpoint(ring.name, size, root)
         note = sign_note(cp.text(), [signer])
         row = CheckpointRow(
             tree_size=size,
             root_hash=root.hex(),
-            time=cp.time,
+            time=rt.clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
             origin=cp.origin,
             key_id=ring.active,
             note=note,
@@ -93,8 +109,14 @@ def sign_checkpoint(rt: Runtime, witness: Checkpointing | None = None) -> Checkp
         # commit that then failed leaves a valid signature of a committed tree).
         _append_file(rt, note)
     if witness is not None:
-        witness.send(note)
-    return row
+        witness.send(row)
+        return row
+    try:
+        client = WitnessClient.from_settings(rt)
+    except Exception as exc:
+        log.error("witnesses not asked: %s", exc)
+        return row
+    return client.witness(row) if client else row
 
 
 def rotate_signing_key(rt: Runtime, *, actor: str = "cli") -> dict[str, Any]:
@@ -103,8 +125,12 @@ def rotate_signing_key(rt: Runtime, *, actor: str = "cli") -> dict[str, Any]:
     the new key signs a first checkpoint."""
     ring = rt.signing_keys()
     old = ring.active
-    last = sign_checkpoint(rt)
+    last = sign_checkpoint(rt)  # cosigned now, when witnesses are configured
     new = ring.add_new_key()
+    if last.witnessed_time and last.witnessed_time > ring.retired[old]:
+        # A witness's clock may run ahead: the old key's last checkpoint must not count
+        # as signed after the key's retirement.
+        ring.retired[old] = last.witnessed_time
     ring.save(rt.settings.resolved_signing_keys_file)
     vkey = next(v.vkey for v in ring.verifiers() if v.key_id.hex() == new)
     with session_scope(rt.engine) as session:
@@ -154,12 +180,13 @@ class Checkpointing:
     rt: Runtime
     every: int
     interval: float
-    witness_url: str | None
+    witness_url: str | None  # deprecated plain POST of each note
+    witnesses: WitnessClient | None = None
     last_size: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _busy: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
-    _outbox: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    _outbox: queue.Queue[CheckpointRow | None] = field(default_factory=queue.Queue)
     _remove: Any = None
     sent: list[str] = field(default_factory=list)
 
@@ -183,28 +210,49 @@ class Checkpointing:
         while not self._stop.wait(self.interval):
             self._sign()
 
-    def send(self, note: str) -> None:
-        if self.witness_url:
-            self._outbox.put(note)
+    def send(self, row: CheckpointRow) -> None:
+        if self.witness_url or self.witnesses:
+            self._outbox.put(row)
 
     def _deliver(self) -> None:
-        while (note := self._outbox.get()) is not None:
+        while (row := self._outbox.get()) is not None:
+            rows = [row]
+            while True:  # what queued up meanwhile: witnesses need only the latest
+                try:
+                    rows.append(self._outbox.get_nowait())
+                except queue.Empty:
+                    break
+            stop = rows[-1] is None
+            signed = [r for r in rows if r is not None]
             try:
-                resp = self.rt.http.post(
-                    self.witness_url or "", content=note.encode(),
-                    headers={"Content-Type": "text/plain; charset=utf-8"},
-                )  # fmt: skip
-                if resp.status_code >= 300:
-                    log.warning("witness answered %s to a checkpoint", resp.status_code)
-                else:
-                    self.sent.append(note)
-            except Exception as exc:  # a witness that is down never stops the log
-                log.warning("could not send a checkpoint to the witness: %s", exc)
+                for r in signed:
+                    self._post(r.note)
+                if self.witnesses and signed:
+                    self.witnesses.witness(signed[-1])
             finally:
-                self._outbox.task_done()
+                for _ in rows:
+                    self._outbox.task_done()
+            if stop:
+                return
+
+    def _post(self, note: str) -> None:
+        """The deprecated ``BROKER_CHECKPOINT_WITNESS_URL``: a plain POST of the note."""
+        if not self.witness_url:
+            return
+        try:
+            resp = self.rt.http.post(
+                self.witness_url, content=note.encode(),
+                headers={"Content-Type": "text/plain; charset=utf-8"},
+            )  # fmt: skip
+            if resp.status_code >= 300:
+                log.warning("witness answered %s to a checkpoint", resp.status_code)
+            else:
+                self.sent.append(note)
+        except Exception as exc:  # a witness that is down never stops the log
+            log.warning("could not send a checkpoint to the witness: %s", exc)
 
     def flush(self) -> None:
-        """Wait until every checkpoint handed to the witness was sent (or failed)."""
+        """Wait until every checkpoint handed to the witnesses was sent (or failed)."""
         self._outbox.join()
 
     def stop(self) -> None:
@@ -218,7 +266,15 @@ class Checkpointing:
 
 def start_checkpointing(rt: Runtime, *, timer: bool = True) -> Checkpointing:
     s = rt.settings
-    handle = Checkpointing(rt, s.checkpoint_every, s.checkpoint_interval, s.checkpoint_witness_url)
+    handle = Checkpointing(
+        rt, s.checkpoint_every, s.checkpoint_interval, s.checkpoint_witness_url,
+        WitnessClient.from_settings(rt),
+    )  # fmt: skip
+    if s.checkpoint_witness_url:
+        log.warning(
+            "BROKER_CHECKPOINT_WITNESS_URL is deprecated (no standard witness accepts a plain "
+            "POST of the note): use BROKER_WITNESSES"
+        )
     try:
         handle.last_size = latest_checkpoint(rt.engine).tree_size
     except NotFound:

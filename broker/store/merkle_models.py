@@ -4,19 +4,22 @@
 the audit entries, keyed by its post-order position (``broker.core.merkle.node_position``,
 so each append adds rows at the end of the index); rows are written by ``append_event``
 in the same transaction as the entry and never change.
-``checkpoints`` holds every signed checkpoint, with the exact signed note.
+``checkpoints`` holds every signed checkpoint, with its signed note: the log's signature,
+then (migration 0008) the witnesses' cosignatures once a quorum of them cosigned it
+(``witnessed_time``: when the quorum-th did; null: not published yet).
+``checkpoint_cosignatures`` holds every cosignature a configured witness returned.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, LargeBinary, Text
+from sqlalchemy import BigInteger, Column, ForeignKey, Integer, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from broker.store.types import UTCDateTime, utcnow
 
-__all__ = ["CheckpointRow", "MerkleNode"]
+__all__ = ["CheckpointRow", "CosignatureRow", "MerkleNode"]
 
 
 class MerkleNode(SQLModel, table=True):
@@ -38,4 +41,20 @@ class CheckpointRow(SQLModel, table=True):
     origin: str = Field(max_length=255)
     key_id: str = Field(max_length=8)
     note: str = Field(sa_type=Text)
+    created_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)
+    witnessed_time: str | None = Field(default=None, max_length=40)
+
+
+class CosignatureRow(SQLModel, table=True):
+    __tablename__ = "checkpoint_cosignatures"
+    __table_args__ = (UniqueConstraint("checkpoint_id", "key_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    checkpoint_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("checkpoints.id"), nullable=False, index=True)
+    )
+    witness: str = Field(max_length=255)
+    key_id: str = Field(max_length=8)
+    timestamp: int = Field(sa_type=BigInteger)
+    line: str = Field(sa_type=Text)
     created_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)

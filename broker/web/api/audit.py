@@ -57,11 +57,14 @@ def checkpoint(
     _key: AuditorKey,
     format: Annotated[str, Query(pattern="^(json|note)$")] = "json",
 ) -> dict[str, Any] | Response:
-    """The latest signed checkpoint; ``format=note`` gives the bare C2SP signed note."""
-    row = latest_checkpoint(rt.engine)
+    """The latest signed checkpoint; ``format=note`` gives the bare C2SP signed note of
+    the latest *published* one (with witnesses: cosigned by the quorum, cosignatures
+    included)."""
     if format == "note":
-        return PlainTextResponse(row.note)
-    return checkpoint_dict(row)
+        from broker.flows.witnesses import published_checkpoint
+
+        return PlainTextResponse(published_checkpoint(rt).note)
+    return checkpoint_dict(latest_checkpoint(rt.engine))
 
 
 @router.get("/checkpoints")

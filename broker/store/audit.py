@@ -87,6 +87,9 @@ class _HeadWriter:
         self._thread: threading.Thread | None = None
 
     def submit(self, path: Path, head: ChainHead) -> None:
+        # Resolved now: the write happens later, when the process may have changed
+        # its working directory (a relative BROKER_HOME must not follow it).
+        path = path.resolve()
         with self._lock:
             current = self._pending.get(path)
             if current is None or current.seq < head.seq:

@@ -299,7 +299,9 @@ def _serve(app: object, sock: socket.socket) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _run_broker(settings: Settings, sandbox_url: str, sock: socket.socket) -> None:
+def _run_broker(
+    settings: Settings, sandbox_url: str, sock: socket.socket, upgrade: bool = True
+) -> None:
     """What ``broker serve`` runs (checkpointing, in-process workers, uvicorn), with the
     sandbox connector built in."""
     from broker.flows.checkpoints import start_checkpointing
@@ -309,7 +311,7 @@ def _run_broker(settings: Settings, sandbox_url: str, sock: socket.socket) -> No
         settings,
         builtins=[sandbox_connector(default_catalog(), sandbox_url)],
         plugins=[],
-        upgrade=True,
+        upgrade=upgrade,
     )
     start_checkpointing(rt)
     ensure_workers(rt)
@@ -394,9 +396,15 @@ class Stack:
     def cpu(self) -> Cpu:
         return Cpu(self.pids, postgres=self.postgres)
 
+    def broker_cpu(self, cpu: Cpu) -> float:
+        """CPU seconds of every broker process over ``cpu``'s interval."""
+        return sum(v for k, v in cpu.used.items() if k.startswith("broker"))
+
 
 @contextmanager
-def sandbox_stack(database_url: str | None, workers: int | None) -> Iterator[Stack]:
+def sandbox_stack(
+    database_url: str | None, workers: int | None, processes: int = 1
+) -> Iterator[Stack]:
     home = Path(tempfile.mkdtemp(prefix="broker-bench-"))
     broker_sock, sandbox_sock = listening_socket(), listening_socket()
     broker_url, sandbox_url = _url(broker_sock), _url(sandbox_sock)
@@ -405,8 +413,17 @@ def sandbox_stack(database_url: str | None, workers: int | None) -> Iterator[Sta
     _provider, sandbox_app = sandbox_setup(settings.callback_url)
     sandbox = fork(_serve, sandbox_app, sandbox_sock)
     broker = fork(_run_broker, settings, sandbox_url, broker_sock)
+    more: list[multiprocessing.Process] = []
     try:
         wait_http(f"{broker_url}/healthz")
+        # Further broker processes on the same socket (BROKER_PROCESSES), started once
+        # the first has upgraded the schema.
+        more = [
+            fork(_run_broker, settings, sandbox_url, broker_sock, False)
+            for _ in range(processes - 1)
+        ]
+        for _ in more:
+            wait_http(f"{broker_url}/healthz")
         rt = build_runtime(
             settings.model_copy(update={"workers": 0}),
             builtins=[sandbox_connector(default_catalog(), sandbox_url)],
@@ -418,7 +435,9 @@ def sandbox_stack(database_url: str | None, workers: int | None) -> Iterator[Sta
             conn_id = connect(rt, browser)
         from broker.flows.tokens import access_token
 
-        print(f"  pids: clients {os.getpid()}, broker {broker.pid}, receiver {sandbox.pid}")
+        brokers = {"broker": broker.pid} | {f"broker{i + 2}": p.pid for i, p in enumerate(more)}
+        names = ", ".join(f"{k} {v}" for k, v in brokers.items())
+        print(f"  pids: clients {os.getpid()}, {names}, receiver {sandbox.pid}")
         yield Stack(
             rt=rt,
             broker_url=broker_url,
@@ -426,11 +445,13 @@ def sandbox_stack(database_url: str | None, workers: int | None) -> Iterator[Sta
             conn_id=conn_id,
             key=key,
             token=access_token(rt, conn_id),
-            pids={"clients": os.getpid(), "broker": broker.pid, "receiver": sandbox.pid},
+            pids={"clients": os.getpid(), **brokers, "receiver": sandbox.pid},
             postgres=bool(database_url),
         )
         rt.close()
     finally:
+        for proc in more:
+            stop(proc)
         stop(broker)
         stop(sandbox)
 
@@ -475,7 +496,7 @@ def scenario_sync1(stack: Stack, n: int, runs: int) -> None:
                 "direct ms": d_ms,
                 "broker ms": b_ms,
                 "overhead ms": b_ms - d_ms,
-                "broker cpu ms": 1000 * bcpu.used["broker"] / n,
+                "broker cpu ms": 1000 * stack.broker_cpu(bcpu) / n,
                 "ratio": d_ms / b_ms,
             }
             summary.append(row)
@@ -537,7 +558,7 @@ def scenario_async16(stack: Stack, n: int, runs: int, clients: int) -> None:
                 "accept p50 ms": p50,
                 "p95": p95,
                 "p99": p99,
-                "broker cpu ms": 1000 * bcpu.used["broker"] / n,
+                "broker cpu ms": 1000 * stack.broker_cpu(bcpu) / n,
             }
         )
         print(
@@ -923,6 +944,12 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="delivery threads per broker process"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="broker processes on the one socket (BROKER_PROCESSES; sync1, async16)",
+    )
     parser.add_argument("--workers", default="1,2,4", help="worker process counts (workers)")
     parser.add_argument("--poll", type=float, default=0.1, help="BROKER_WORKER_POLL (workers)")
     parser.add_argument(
@@ -941,7 +968,7 @@ def main() -> None:
     if sandbox:
         with (
             database(args.database_url) as url,
-            sandbox_stack(url, args.threads) as stack,
+            sandbox_stack(url, args.threads, args.processes) as stack,
         ):
             for s in sandbox:
                 n = args.n or default_n[s]

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=4, ge=0, le=256, description="delivery worker threads in this process; 0: none"
     )
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="`broker serve` processes answering on the one socket, each with its "
+        "own delivery workers (the API's CPU spread over cores)",
+    )
     delivery_processes: int = Field(
         default=0,
         ge=0,

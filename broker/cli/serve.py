@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 from broker.cli import common
@@ -106,23 +108,120 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     from broker.flows.checkpoints import start_checkpointing
     from broker.flows.workers import ensure_workers
 
+    if getattr(args, "listen_fd", None) is not None:
+        return _serve_child(args)
     app, settings = build_app(args, demo=demo)
     rt = app.state.runtime
     checkpoints = start_checkpointing(rt)
     workers = ensure_workers(rt)
     if workers is not None:
         say(f"{workers.threads} delivery worker(s) running as {workers.owner}")
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", access_log=False
+    )
+    sock = config.bind_socket()
     children = _delivery_processes(settings, demo=demo)
+    siblings = _Siblings(sock, settings.processes - 1 if not demo else 0)
+    if demo and settings.processes > 1:
+        say("BROKER_PROCESSES is ignored by the demo (its sandbox is in-process)")
+    _exit_cleanly_on_sigterm()
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+        siblings.start()
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
-        for child in children:
+        siblings.stop()
+        _stop_all(children)
+        rt.close()
+        checkpoints.stop()
+    return 0
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """uvicorn shuts down on SIGTERM and then raises the signal again with the handler
+    it found: make that handler a clean exit, so the ``finally`` that stops the child
+    processes and closes the runtime still runs."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
             child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+class _Siblings:
+    """``BROKER_PROCESSES - 1`` more ``broker serve`` processes answering on the same
+    listening socket (inherited), each with its own delivery workers; one that exits
+    unexpectedly is started again (after a second, so a crash loop cannot spin)."""
+
+    def __init__(self, sock: Any, count: int) -> None:
+        self.sock = sock
+        self.count = count
+        self.children: list[subprocess.Popen[bytes]] = []
+        self._stopping = threading.Event()
+        self._watch: threading.Thread | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        fd = self.sock.fileno()
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no input
+            [sys.executable, "-m", "broker.cli", "serve", "--listen-fd", str(fd)],
+            env=os.environ.copy(),
+            pass_fds=[fd],
+        )
+
+    def start(self) -> None:
+        if self.count <= 0:
+            return
+        self.children = [self._spawn() for _ in range(self.count)]
+        pids = ", ".join(str(c.pid) for c in self.children)
+        say(f"{self.count} more broker process(es) on the same socket: {pids}")
+        self._watch = threading.Thread(target=self._keep, name="siblings", daemon=True)
+        self._watch.start()
+
+    def _keep(self) -> None:
+        while not self._stopping.wait(1.0):
+            for i, child in enumerate(self.children):
+                if child.poll() is not None and not self._stopping.is_set():
+                    say(f"broker process {child.pid} exited ({child.returncode}); starting another")
+                    self.children[i] = self._spawn()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        _stop_all(self.children)
+
+
+def _serve_child(args: argparse.Namespace) -> int:
+    """A sibling of ``broker serve`` (BROKER_PROCESSES): the parent upgraded the schema
+    and signs the timed checkpoints; this one answers requests and delivers."""
+    import socket
+
+    import uvicorn
+
+    from broker.flows.checkpoints import start_checkpointing
+    from broker.flows.workers import ensure_workers
+    from broker.runtime import build_runtime
+    from broker.web.app import create_app
+
+    settings = common.settings(args)
+    rt = build_runtime(settings, upgrade=False)
+    app = create_app(rt)
+    checkpoints = start_checkpointing(rt, timer=False)
+    ensure_workers(rt)
+    sock = socket.socket(fileno=args.listen_fd)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    _exit_cleanly_on_sigterm()
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
         rt.close()
         checkpoints.stop()
     return 0
@@ -138,9 +237,7 @@ def _delivery_processes(settings: Settings, *, demo: bool) -> list[subprocess.Po
     children = []
     for _ in range(count):
         children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "broker.cli", "worker"], env=os.environ.copy()
-            )
+            subprocess.Popen([sys.executable, "-m", "broker.cli", "worker"], env=os.environ.copy())
         )
     if children:
         say(f"{count} delivery process(es) started: {', '.join(str(c.pid) for c in children)}")
@@ -159,6 +256,8 @@ def register(sub: Any) -> None:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--host", default=None, help="interface (default 127.0.0.1)")
         p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+        # internal: a BROKER_PROCESSES sibling serving the parent's listening socket
+        p.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
         if name == "demo":
             p.add_argument(
                 "--i-know-this-is-public",

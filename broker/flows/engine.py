@@ -32,6 +32,7 @@ from typing import Any
 from limits import parse
 from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import Connection as DbConnection
+from sqlalchemy import bindparam
 from sqlalchemy import select as core_select
 from sqlalchemy import update as core_update
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -72,6 +73,29 @@ _RESCHEDULE_MAX = 86400.0  # a Retry-After beyond a day is taken as a day
 _DB_RETRIES = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
 
 
+# The hot statements, built once: a reused statement keeps its compiled form.
+_OUTCOME_COLUMNS = (
+    "status",
+    "reason",
+    "attempts",
+    "response_status",
+    "response_id",
+    "payload_sealed",
+    "lease_owner",
+    "lease_until",
+    "next_attempt_at",
+    "completed_at",
+)
+_FINISH = (
+    core_update(_T)
+    .where(_T.c.id == bindparam("t_id"), _T.c.status == "pending")
+    .values({_T.c[n]: bindparam(f"v_{n}", type_=_T.c[n].type) for n in _OUTCOME_COLUMNS})
+    .returning(*_T.columns)
+)
+_FINISH_HELD = _FINISH.where(_T.c.lease_owner == bindparam("owner"))
+_BY_ID = core_select(_T).where(_T.c.id == bindparam("t_id"))
+
+
 def _transient(exc: DBAPIError) -> bool:
     return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
 
@@ -107,9 +131,8 @@ def finish(
         "lease_until": None,
         "next_attempt_at": None,
     }
-    conditions = [_T.c.id == transfer.id, _T.c.status == "pending"]
-    if owner is not None:
-        conditions.append(_T.c.lease_owner == owner)
+    params = {f"v_{k}": v for k, v in values.items()} | {"t_id": transfer.id, "owner": owner}
+    stmt = _FINISH if owner is None else _FINISH_HELD
     details: dict[str, Any] = {"attempts": len(attempts)}
     if status_code is not None:
         details["status_code"] = status_code
@@ -124,19 +147,10 @@ def finish(
         def unit(
             conn: DbConnection, now: datetime = now
         ) -> tuple[list[Event], tuple[Transfer, bool]]:
-            row = (
-                conn.execute(
-                    core_update(_T)
-                    .where(*conditions)
-                    .values(completed_at=now, **values)
-                    .returning(*_T.columns)
-                )
-                .mappings()
-                .first()
-            )
+            row = conn.execute(stmt, {**params, "v_completed_at": now}).mappings().first()
             won = row is not None
             if row is None:  # someone else ended it: record what we saw against that
-                row = conn.execute(core_select(_T).where(_T.c.id == transfer.id)).mappings().one()
+                row = conn.execute(_BY_ID, {"t_id": transfer.id}).mappings().one()
             stored = Transfer(**row)
             if won:
                 event, extra = f"transfer.{status}", {}
@@ -191,20 +205,24 @@ _C = Connection.__table__  # type: ignore[attr-defined]
 _C_COLUMNS = [c.label(f"c_{c.name}") for c in _C.columns]
 
 
+_CONNECTION_BY_ID = core_select(_C).where(_C.c.id == bindparam("c_id"))
+_TRANSFER_AND_CONNECTION = (
+    core_select(_T, *_C_COLUMNS)
+    .select_from(_T.outerjoin(_C, _C.c.id == _T.c.connection_id))
+    .where(_T.c.id == bindparam("t_id"))
+)
+
+
 def load_connection(rt: Runtime, connection_id: str) -> Connection | None:
     with rt.engine.connect() as db:
-        row = db.execute(core_select(_C).where(_C.c.id == connection_id)).first()
+        row = db.execute(_CONNECTION_BY_ID, {"c_id": connection_id}).first()
     return Connection(**row._mapping) if row is not None else None
 
 
 def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, Connection | None]:
     """The transfer and its connection, in one read."""
     with rt.engine.connect() as db:
-        row = db.execute(
-            core_select(_T, *_C_COLUMNS)
-            .select_from(_T.outerjoin(_C, _C.c.id == _T.c.connection_id))
-            .where(_T.c.id == transfer_id)
-        ).first()
+        row = db.execute(_TRANSFER_AND_CONNECTION, {"t_id": transfer_id}).first()
     if row is None:
         return None, None
     values = row._mapping

@@ -5,7 +5,7 @@ Revoking a key also ends, in the same transaction, every console session
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam
 from sqlmodel import col, select, update
 
 from broker.core.errors import AuthenticationRequired, InvalidInput, NotFound, PermissionDenied
@@ -24,6 +24,9 @@ __all__ = [
 ]
 
 ROLES = ("admin", "auditor")
+_KEYS = ApiKey.__table__  # type: ignore[attr-defined]
+# Built once: a statement object reused keeps its compiled form and cache key.
+_BY_HASH = _KEYS.select().where(_KEYS.c.key_hash == bindparam("key_hash"))
 KEY_PREFIX = "brk_"
 
 
@@ -43,9 +46,8 @@ def authenticate(engine: Engine, raw: str | None) -> ApiKey:
         raise AuthenticationRequired("an API key is required (Authorization: Bearer <key>)")
     # Every API request comes here: one indexed read on a plain connection (no ORM
     # session, no transaction to commit); nothing cached, so a revocation holds at once.
-    table = ApiKey.__table__  # type: ignore[attr-defined]
     with engine.connect() as conn:
-        found = conn.execute(table.select().where(table.c.key_hash == digest(raw))).first()
+        found = conn.execute(_BY_HASH, {"key_hash": digest(raw)}).first()
     if found is None or found.revoked_at is not None:
         raise AuthenticationRequired("the API key is not valid")
     return ApiKey(**found._mapping)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -55,6 +55,15 @@ _LINK_COLUMNS = [
 ]
 
 
+# Built once: a reused statement keeps its compiled form and cache key.
+_LINK_AND_GRANT = (
+    select(*_LINK_COLUMNS, _CONSENTS.c.granted_categories)
+    .select_from(_CONNECTIONS.outerjoin(_CONSENTS, _CONSENTS.c.id == _CONNECTIONS.c.consent_id))
+    .where(_CONNECTIONS.c.id == bindparam("c_id"))
+)
+_INSERT_TRANSFER = insert(_TRANSFERS)
+
+
 @dataclass(frozen=True)
 class _Link:
     """What a transfer needs of its connection."""
@@ -66,7 +75,9 @@ class _Link:
     consent_id: str | None
     settings: dict[str, str] | None
 
+
 _CATEGORIES = TransferCategory.__table__  # type: ignore[attr-defined]
+_INSERT_CATEGORIES = insert(_CATEGORIES)
 
 # Job bookkeeping and the sealed payload never leave through the API.
 PRIVATE_COLUMNS = frozenset({"payload_sealed", "lease_owner", "lease_until"})
@@ -148,9 +159,9 @@ def _record(rt: Runtime, transfer: Transfer, event: str, details: dict[str, Any]
     )
 
     def unit(conn: Connection) -> tuple[list[Event], None]:
-        conn.execute(insert(_TRANSFERS), [row])
+        conn.execute(_INSERT_TRANSFER, [row])
         if categories:
-            conn.execute(insert(_CATEGORIES), categories)
+            conn.execute(_INSERT_CATEGORIES, categories)
         return [audit], None
 
     started = time.perf_counter()

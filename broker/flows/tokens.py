@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam
 from sqlmodel import select
 
 from broker.core.errors import BrokerError, ConnectionNotActive, ProviderError
@@ -77,19 +78,20 @@ class _StoredToken:
     updated_at: datetime | None
 
 
+_TOKEN_OF = select(
+    _TOKENS.c.connection_id,
+    _TOKENS.c.access_token,
+    _TOKENS.c.refresh_token,
+    _TOKENS.c.expires_at,
+    _TOKENS.c.updated_at,
+).where(_TOKENS.c.connection_id == bindparam("connection_id"))
+
+
 def access_token(rt: Runtime, connection_id: str) -> str:
     """A usable access token, refreshing first if it is due. (On every delivery: one
     read on a plain connection, no ORM session.)"""
     with rt.engine.connect() as db:
-        found = db.execute(
-            select(
-                _TOKENS.c.connection_id,
-                _TOKENS.c.access_token,
-                _TOKENS.c.refresh_token,
-                _TOKENS.c.expires_at,
-                _TOKENS.c.updated_at,
-            ).where(_TOKENS.c.connection_id == connection_id)
-        ).first()
+        found = db.execute(_TOKEN_OF, {"connection_id": connection_id}).first()
     if found is None:
         raise ConnectionNotActive("the connection has no tokens")
     row = _StoredToken(*found)

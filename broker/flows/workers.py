@@ -13,9 +13,12 @@ scheduler thread
 - once a minute, revokes ``pending_confirmation`` connections past their
   deadline and finishes revocations whose process stopped mid-way.
 
-A transfer accepted by a request that waits for its outcome is leased to this
-process in the accepting transaction and handed straight to a thread
-(:meth:`DeliveryWorkers.hand_off`): no extra transaction and no queue latency.
+A transfer accepted by a request that waits for its outcome, or accepted while
+this process holds fewer than twice its threads' worth of transfers, is leased to
+this process in the accepting transaction and handed straight to a thread
+(:meth:`DeliveryWorkers.hand_off`): no claim transaction, no second read of the
+row and no queue latency. Beyond that, accepted transfers wait in the table for
+any worker process to claim.
 ``max_in_flight`` in a manifest's ``[delivery]`` bounds this process's
 concurrent deliveries to that connector.
 """
@@ -75,6 +78,7 @@ class DeliveryWorkers:
         self._limits: dict[str, threading.BoundedSemaphore] = {}
         self.counts: Counter[str] = Counter()  # outcomes this process recorded
         self._backlog = False  # the last look found at least as many due as it could take
+        self._next_lapsed_look = 0.0  # monotonic time of the next look for lapsed leases
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -125,6 +129,12 @@ class DeliveryWorkers:
         with self._guard:
             self._held.add(transfer.id)
         self._queue.put(Claim(transfer_id=transfer.id, runs=1, transfer=transfer))
+
+    def has_room(self) -> bool:
+        """Fewer transfers held here than twice the threads: one more accepted here
+        starts soon, so it may be leased to this process as it is accepted."""
+        with self._guard:
+            return len(self._held) < 2 * self.threads
 
     def wake(self) -> None:
         """A transfer is due: look for work now rather than at the next poll."""
@@ -231,13 +241,19 @@ class DeliveryWorkers:
         if free <= 0:
             return
         now = self.rt.clock()
-        claims = claim_lapsed(
-            self.rt.engine,
-            owner=self.owner,
-            now=now,
-            until=now + self.rt.lease_duration(),
-            limit=free,
-        )
+        claims: list[Claim] = []
+        # A lease runs out on the scale of BROKER_LEASE_SECONDS: looking for lapsed
+        # ones once a poll interval is enough, not on every wake (each look is a
+        # write transaction).
+        if time.monotonic() >= self._next_lapsed_look:
+            self._next_lapsed_look = time.monotonic() + self.rt.settings.worker_poll
+            claims = claim_lapsed(
+                self.rt.engine,
+                owner=self.owner,
+                now=now,
+                until=now + self.rt.lease_duration(),
+                limit=free,
+            )
         ordered = [c.id for c in self.rt.registry.all() if c.manifest.delivery.ordered]
         now = self.rt.clock()  # the first claim may have waited for the database
         claims += claim_due(
@@ -335,7 +351,9 @@ def submit_transfer(
     A waited-for transfer is leased to this process as it is accepted and handed
     straight to a worker thread; otherwise it is queued for any worker."""
     workers = ensure_workers(rt)
-    inline = wait > 0 and workers is not None
+    # Leased to this process as it is accepted (no claim transaction, no second read)
+    # when the caller waits for it, or when a thread here will be free for it soon.
+    inline = workers is not None and (wait > 0 or workers.has_room())
     transfer, new = accept_transfer(
         rt,
         connection_id=connection_id,

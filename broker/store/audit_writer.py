@@ -36,11 +36,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from broker.core.audit_chain import GENESIS_HASH, ChainHead, format_time, seal
 from broker.core.merkle import leaf_hash, node_position
 from broker.store import audit as audit_store
+from broker.store.db import write_lock
 from broker.store.merkle_models import MerkleNode
 from broker.store.models import AuditHead, AuditRow
 
@@ -72,18 +73,25 @@ class _Job:
     future: Future[Any]
 
 
+# Built once: a reused statement keeps its compiled form and cache key.
+_LOCK_SQLITE = (  # the write takes SQLite's lock; one statement
+    update(_HEAD)
+    .where(_HEAD.c.id == 1)
+    .values(seq=_HEAD.c.seq)
+    .returning(_HEAD.c.seq, _HEAD.c.hash)
+)
+_LOCK_ROW = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_INSERT_ENTRIES = insert(_LOG)
+_INSERT_NODES = insert(_NODES)
+_MOVE_HEAD = (
+    update(_HEAD)
+    .where(_HEAD.c.id == 1)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+
+
 def _lock_head(conn: Connection) -> tuple[int, str]:
-    if conn.dialect.name == "sqlite":  # the write takes SQLite's lock; one statement
-        row = conn.execute(
-            update(_HEAD)
-            .where(_HEAD.c.id == 1)
-            .values(seq=_HEAD.c.seq)
-            .returning(_HEAD.c.seq, _HEAD.c.hash)
-        ).first()
-    else:
-        row = conn.execute(
-            select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
-        ).first()
+    row = conn.execute(_LOCK_SQLITE if conn.dialect.name == "sqlite" else _LOCK_ROW).first()
     if row is None:  # first use of a fresh schema
         conn.execute(insert(_HEAD).values(id=1, seq=0, hash=GENESIS_HASH))
         return 0, GENESIS_HASH
@@ -144,7 +152,7 @@ class AuditWriter:
         started = time.perf_counter()
         done: list[tuple[_Job, Any]] = []
         failed: list[tuple[_Job, BaseException]] = []
-        with self.engine.begin() as conn:
+        with write_lock(self.engine), self.engine.begin() as conn:
             seq, prev = _lock_head(conn)
             frontier = audit_store.frontier_for(conn, seq, prev)
             start_seq = seq
@@ -168,7 +176,7 @@ class AuditWriter:
                         s, h = entry.seq, entry.hash
                     if savepoint is not None:
                         if mine:
-                            conn.execute(insert(_LOG), [e.to_dict() for e in mine])
+                            conn.execute(_INSERT_ENTRIES, [e.to_dict() for e in mine])
                         savepoint.commit()
                 except BaseException as exc:
                     if savepoint is None:
@@ -182,15 +190,15 @@ class AuditWriter:
                 seq, prev = s, h
                 done.append((job, value))
             if rows:
-                conn.execute(insert(_LOG), rows)
+                conn.execute(_INSERT_ENTRIES, rows)
             if seq != start_seq:
                 nodes = [
                     {"pos": node_position((lv, ix)), "hash": digest}
                     for entry in entries
                     for lv, ix, digest in frontier.append(leaf_hash(entry.canonical()))
                 ]
-                conn.execute(insert(_NODES), nodes)
-                conn.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
+                conn.execute(_INSERT_NODES, nodes)
+                conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
         self.batches += 1
         self.entries += seq - start_seq
         for job, exc in failed:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: SQLite's busy handler alone
+    fcntl = None  # type: ignore[assignment]
 
 from alembic import command
 from alembic.config import Config
@@ -20,6 +28,7 @@ __all__ = [
     "schema_revisions",
     "session_scope",
     "upgrade_schema",
+    "write_lock",
 ]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -34,6 +43,60 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # survive a power loss that happens after the payload went out.
     cur.execute("PRAGMA synchronous=FULL")
     cur.close()
+
+
+class _WriteLock:
+    """One writer at a time across the threads and processes sharing a SQLite file.
+
+    SQLite lets one connection write at a time; the others wait in its busy handler,
+    which sleeps in growing steps (up to 100 ms) and so leaves the lock idle while
+    writers sleep. The hot writers (the audit group commit, job claims) queue on this
+    lock instead: a thread lock, then ``flock`` on ``<database>-writelock``, which the
+    kernel hands to the next waiter the moment it is released."""
+
+    def __init__(self, path: str | None) -> None:
+        self._path = path
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._thread_lock:
+            self._depth += 1
+            try:
+                if self._depth == 1 and self._path is not None:
+                    if self._fd is None:
+                        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    if self._depth == 1 and self._fd is not None:
+                        fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                self._depth -= 1
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, _WriteLock] = weakref.WeakKeyDictionary()
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def write_lock(engine: Engine) -> Iterator[None]:
+    """Around a write transaction on a hot path: on SQLite, wait for the write lock
+    in line (see ``_WriteLock``); on PostgreSQL nothing (its row locks queue waiters)."""
+    if engine.dialect.name != "sqlite" or fcntl is None:
+        yield
+        return
+    with _WRITE_LOCKS_GUARD:
+        lock = _WRITE_LOCKS.get(engine)
+        if lock is None:
+            database = engine.url.database
+            in_memory = not database or database == ":memory:" or database.startswith("file:")
+            lock = _WRITE_LOCKS[engine] = _WriteLock(None if in_memory else f"{database}-writelock")
+    with lock():
+        yield
 
 
 def create_db_engine(url: str) -> Engine:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, Integer, and_, bindparam, func, or_, select, update
 
+from broker.store.db import write_lock
 from broker.store.models import Transfer
 
 __all__ = [
@@ -76,10 +77,48 @@ def _first_in_line(ordered: Collection[str]) -> Any:
     return or_(_T.c.connector_id.not_in(list(ordered)), ~ahead)
 
 
+_DUE = and_(_T.c.lease_owner.is_(None), _T.c.next_attempt_at <= bindparam("now"))
+_LAPSED = and_(_T.c.lease_owner.is_not(None), _T.c.lease_until < bindparam("now"))
+# Claim statements by (dialect, lapsed, ordered connectors), built once each: the
+# scheduler runs one on every look, and a reused statement keeps its compiled form.
+_CLAIMS: dict[tuple[str, bool, tuple[str, ...]], Any] = {}
+
+
+def _claim_statement(dialect: str, lapsed: bool, ordered: tuple[str, ...]) -> Any:
+    key = (dialect, lapsed, ordered)
+    stmt = _CLAIMS.get(key)
+    if stmt is not None:
+        return stmt
+    where = _LAPSED if lapsed else _DUE
+    if ordered:
+        where = and_(where, _first_in_line(ordered))
+    pick = (
+        select(_T.c.id)
+        .where(_T.c.status == "pending", where)
+        .order_by(_T.c.next_attempt_at, _T.c.created_at)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    if dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        update(_T)
+        .where(_T.c.id.in_(pick.scalar_subquery()), _T.c.status == "pending")
+        .values(
+            lease_owner=bindparam("owner"),
+            lease_until=bindparam("until", type_=_T.c.lease_until.type),
+            runs=_T.c.runs + 1,
+        )
+        .returning(_T.c.id, _T.c.runs)
+    )
+    if len(_CLAIMS) < 64:  # ordered sets change only with the installed connectors
+        _CLAIMS[key] = stmt
+    return stmt
+
+
 def _claim(
     engine: Engine,
     *,
-    where: Any,
+    now: datetime,
     owner: str,
     until: datetime,
     limit: int,
@@ -88,24 +127,10 @@ def _claim(
 ) -> list[Claim]:
     if limit <= 0:
         return []
-    if ordered:
-        where = and_(where, _first_in_line(ordered))
-    pick = (
-        select(_T.c.id)
-        .where(_T.c.status == "pending", where)
-        .order_by(_T.c.next_attempt_at, _T.c.created_at)
-        .limit(limit)
-    )
-    if engine.dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    stmt = (
-        update(_T)
-        .where(_T.c.id.in_(pick.scalar_subquery()), _T.c.status == "pending")
-        .values(lease_owner=owner, lease_until=until, runs=_T.c.runs + 1)
-        .returning(_T.c.id, _T.c.runs)
-    )
-    with engine.begin() as conn:
-        rows = conn.execute(stmt).all()
+    stmt = _claim_statement(engine.dialect.name, lapsed, tuple(sorted(ordered)))
+    params = {"now": now, "owner": owner, "until": until, "limit": limit}
+    with write_lock(engine), engine.begin() as conn:
+        rows = conn.execute(stmt, params).all()
     return [Claim(transfer_id=r[0], runs=r[1], lapsed=lapsed) for r in rows]
 
 
@@ -120,9 +145,8 @@ def claim_due(
 ) -> list[Claim]:
     """Lease up to ``limit`` due transfers to ``owner`` until ``until``; of connectors
     in ``ordered``, only each connection's oldest pending transfer."""
-    where = and_(_T.c.lease_owner.is_(None), _T.c.next_attempt_at <= now)
     return _claim(
-        engine, where=where, owner=owner, until=until, limit=limit, lapsed=False, ordered=ordered
+        engine, now=now, owner=owner, until=until, limit=limit, lapsed=False, ordered=ordered
     )
 
 
@@ -130,8 +154,7 @@ def claim_lapsed(
     engine: Engine, *, owner: str, now: datetime, until: datetime, limit: int
 ) -> list[Claim]:
     """Take over up to ``limit`` transfers whose holder's lease ran out before ``now``."""
-    where = and_(_T.c.lease_owner.is_not(None), _T.c.lease_until < now)
-    return _claim(engine, where=where, owner=owner, until=until, limit=limit, lapsed=True)
+    return _claim(engine, now=now, owner=owner, until=until, limit=limit, lapsed=True)
 
 
 def extend_leases(engine: Engine, *, owner: str, ids: Collection[str], until: datetime) -> int:

@@ -41,13 +41,19 @@ def _csp(request: Request) -> str:
     logos, no script. The consent page sets its own, with the authorize origin of its
     session; here a ``/connect/{id}`` response gets the manifest's authorize origin
     only when its host has no placeholder."""
+    path: str = request.scope.get("path", "")
+    state = request.app.state
+    if not path.startswith("/connect/"):  # every API answer: the same policy, built once
+        policy = getattr(state, "default_csp", None)
+        if policy is None:
+            policy = state.default_csp = content_security_policy(images=state.logo_origins)
+        return policy
     form_action: list[str | None] = []
-    if request.url.path.startswith("/connect/"):
-        connector_id = request.url.path.split("/")[2]
-        rt: Runtime = request.app.state.runtime
-        if connector_id in rt.registry:
-            form_action.append(authorize_origin(rt.registry.get(connector_id).manifest))
-    return content_security_policy(images=request.app.state.logo_origins, form_action=form_action)
+    connector_id = path.split("/")[2]
+    rt: Runtime = state.runtime
+    if connector_id in rt.registry:
+        form_action.append(authorize_origin(rt.registry.get(connector_id).manifest))
+    return content_security_policy(images=state.logo_origins, form_action=form_action)
 
 
 def when(value: datetime | None) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "AnyKey",
     "AuditorKey",
     "AuditorSession",
+    "Bearer",
     "ConsoleSession",
     "RuntimeDep",
     "UserSession",
@@ -65,6 +66,15 @@ def _bearer(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         raise AuthenticationRequired("the Authorization header must be 'Bearer <key>'")
     return value.strip()
+
+
+async def bearer(request: Request) -> str | None:
+    """The raw key of ``Authorization: Bearer``, unchecked (a handler that checks it
+    in its own threadpool call, with ``authenticate``)."""
+    return _bearer(request)
+
+
+Bearer = Annotated[str | None, Depends(bearer)]
 
 
 def api_key(request: Request, rt: RuntimeDep) -> ApiKey:

@@ -13,12 +13,11 @@ scheduler thread
 - once a minute, revokes ``pending_confirmation`` connections past their
   deadline and finishes revocations whose process stopped mid-way.
 
-A transfer accepted by a request that waits for its outcome, or accepted while
-this process holds fewer than twice its threads' worth of transfers, is leased to
-this process in the accepting transaction and handed straight to a thread
-(:meth:`DeliveryWorkers.hand_off`): no claim transaction, no second read of the
-row and no queue latency. Beyond that, accepted transfers wait in the table for
-any worker process to claim.
+A transfer accepted by a request that waits for its outcome, or accepted while a
+thread of this process is idle, is leased to this process in the accepting
+transaction and handed straight to a thread (:meth:`DeliveryWorkers.hand_off`): no
+claim transaction, no second read of the row and no queue latency. Otherwise it
+waits in the table for any worker process to claim.
 ``max_in_flight`` in a manifest's ``[delivery]`` bounds this process's
 concurrent deliveries to that connector.
 """
@@ -131,10 +130,11 @@ class DeliveryWorkers:
         self._queue.put(Claim(transfer_id=transfer.id, runs=1, transfer=transfer))
 
     def has_room(self) -> bool:
-        """Fewer transfers held here than twice the threads: one more accepted here
-        starts soon, so it may be leased to this process as it is accepted."""
-        with self._guard:
-            return len(self._held) < 2 * self.threads
+        """A thread here is idle: a transfer accepted now starts at once, so it may be
+        leased to this process as it is accepted. (Not more: a lease whose holder dies
+        ends a non-idempotent transfer ``outcome_unknown``, so a transfer is leased only
+        when it is about to be sent, as a claim would.)"""
+        return self._idle() > 0
 
     def wake(self) -> None:
         """A transfer is due: look for work now rather than at the next poll."""

@@ -171,10 +171,25 @@ class Settings(BaseSettings):
         default="",
         description="comma-separated connector ids kept on the shared /oauth/callback",
     )
+    objectable_uses: str = Field(
+        default="",
+        description="comma-separated data-use keys a user may object to besides marketing "
+        "(GDPR Art. 21); each covers the keys below it",
+    )
 
     @field_validator("return_url_allowlist", "connectors_path")
     @classmethod
     def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("objectable_uses")
+    @classmethod
+    def _objectable_uses(cls, value: str) -> str:
+        from broker.core.policy import is_data_use
+
+        unknown = [p.strip() for p in value.split(",") if p.strip() and not is_data_use(p.strip())]
+        if unknown:
+            raise ValueError(f"not a known data-use key: {', '.join(unknown)}")
         return value.strip()
 
     @field_validator("witnesses")
@@ -220,6 +235,12 @@ class Settings(BaseSettings):
         return frozenset(
             p.strip() for p in self.shared_callback_connectors.split(",") if p.strip()
         )
+
+    @property
+    def objectable_use_keys(self) -> tuple[str, ...]:
+        """The uses a user may object to: ``marketing`` and BROKER_OBJECTABLE_USES."""
+        extra = (p.strip() for p in self.objectable_uses.split(","))
+        return tuple(dict.fromkeys(["marketing", *(p for p in extra if p)]))
 
     @property
     def resolved_keys_file(self) -> Path:

@@ -9,12 +9,22 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from broker import __version__
-from broker.cli import admin, audit, connectors, disclose, operations, serve, witness, worker
+from broker.cli import (
+    admin,
+    audit,
+    connectors,
+    disclose,
+    operations,
+    receipts,
+    serve,
+    witness,
+    worker,
+)
 from broker.core.errors import BrokerError
 
 __all__ = ["build_parser", "main"]
 
-GROUPS = (serve, worker, admin, connectors, audit, disclose, operations, witness)
+GROUPS = (serve, worker, admin, connectors, audit, receipts, disclose, operations, witness)
 
 
 def build_parser() -> argparse.ArgumentParser:

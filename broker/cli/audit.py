@@ -124,15 +124,22 @@ def cmd_audit_verify_receipt(args: argparse.Namespace) -> int:
 
     note = Path(args.receipt).read_text(encoding="utf-8")
     try:
-        result = verify_receipt(runtime(), note)
+        result = verify_receipt(runtime(), note)  # a signed note or a Kantara JWS
     except InvalidInput as exc:
-        say(f"receipt FAILED: {exc.message}")
+        bad = exc.message
+        say(json.dumps({"ok": False, "problem": bad}) if args.json else f"receipt FAILED: {bad}")
         return 1
+    if args.json:
+        say(json.dumps({"ok": True, **result}, indent=2))
+        return 0
     body = result["receipt"]
     key = f"key {result['key_id']}"
     if result["legacy"]:
         key += " (the checkpoint key, which signed receipts before the receipt key)"
-    say(f"receipt OK: consent {body.get('consent_id')} of {body.get('user_id')}, signed by {key}")
+    consent = body.get("consent_id") or body.get("consentReceiptID")
+    user = body.get("user_id") or body.get("piiPrincipalId")
+    kind = "Kantara JWS" if result["format"] == "jws" else "signed note"
+    say(f"receipt OK: consent {consent} of {user} ({kind}), signed by {key}")
     return 0
 
 
@@ -199,7 +206,8 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_audit_public_key)
     p = audit.add_parser("verify-receipt", help="check a signed consent receipt (exit 0: genuine)")
-    p.add_argument("receipt", help="the receipt file (consent-….note)")
+    p.add_argument("receipt", help="the receipt file (consent-….note or consent-….jws)")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit_verify_receipt)
     p = audit.add_parser("user", help="who received a user's data (GDPR Art. 15(1)(c))")
     p.add_argument("user_id")

@@ -137,6 +137,8 @@ EVENTS: frozenset[str] = frozenset(
         "policy.changed",
         "disclosure.legal",
         "console.login_failed",
+        "preference.objected",
+        "preference.withdrawn",
     }
 )
 GENESIS_HASH: str = "0" * 64

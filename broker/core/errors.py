@@ -9,6 +9,7 @@
     │   ├── OutsideGrant             outside_grant      403
     │   ├── PurposeNotDeclared       purpose_not_declared 403
     │   ├── ForbiddenUse             forbidden_use      403
+    │   ├── UserObjected             user_objected      403
     │   └── EgressDenied             egress_denied      403
     ├── NotFound                     not_found          404
     ├── Conflict                     conflict           409
@@ -69,6 +70,7 @@ __all__ = [
     "SessionInvalid",
     "StateInvalid",
     "TokenRejected",
+    "UserObjected",
     "VaultError",
 ]
 
@@ -122,6 +124,12 @@ class ForbiddenUse(PermissionDenied):
     """The transfer asks for a data use the operator's policy forbids (e.g. a sale)."""
 
     code = "forbidden_use"
+
+
+class UserObjected(PermissionDenied):
+    """The user objected to this data use (GDPR Art. 21(2)-(3), e.g. marketing)."""
+
+    code = "user_objected"
 
 
 class EgressDenied(PermissionDenied):

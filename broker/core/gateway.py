@@ -12,7 +12,11 @@ A pure decision over plain values; no database, no network. The flow that asks
    categories sent (``purpose_not_declared``);
 4. no data use of those categories (or the one the caller names) may be
    forbidden by the operator's policy (``forbidden_use``), and a named use must be
-   declared (``purpose_not_declared``).
+   declared (``purpose_not_declared``);
+5. no declared use of the categories sent (whatever use the caller names) may be
+   one the user objected to (``user_objected``, GDPR Art. 21(2)-(3)): ``objections``
+   are data-use keys, each covering the keys below it, read by the flow from the
+   user's preferences. Refused in either mode.
 
 The payload's canonical JSON and its SHA-256 are part of either answer: an
 idempotent replay compares digests whatever the verdict.
@@ -32,6 +36,7 @@ from broker.core.errors import (
     InvalidInput,
     OutsideGrant,
     PurposeNotDeclared,
+    UserObjected,
 )
 from broker.core.manifest import Manifest
 from broker.core.policy import Policy, is_data_use
@@ -141,8 +146,10 @@ def decide(
     connection_status: str,
     granted: Collection[str] | None,
     request: TransferRequest,
+    objections: Collection[str] = (),
 ) -> Allowed | Refused:
-    """The verdict on one transfer request; ``granted`` is None without a consent record."""
+    """The verdict on one transfer request; ``granted`` is None without a consent record;
+    ``objections``: the data uses the user objects to."""
     scope = check_scope(catalog, request.data, set(granted or ()))
     data = request.data
     if scope.outside and request.mode == "drop":
@@ -224,6 +231,17 @@ def decide(
             dropped=dropped,
             details={"declared_uses": uses},
         )
+    # Every declared use of what is sent, whatever use the caller names: the objection wins.
+    if objected := _objected(objections, uses):
+        use, by = objected
+        return refuse(
+            UserObjected,
+            f"the user objected to the use {use!r}; nothing was sent",
+            "user objected",
+            record={"use": use, "objection": by},
+            dropped=dropped,
+            details={"use": use, "objection": by},
+        )
     purpose = request.purpose or "; ".join(dict.fromkeys(declared[c] for c in scope.categories))
     return Allowed(
         data=data,
@@ -234,3 +252,12 @@ def decide(
         dropped=tuple(outside),
         purpose=purpose,
     )
+
+
+def _objected(objections: Collection[str], uses: Collection[str]) -> tuple[str, str] | None:
+    """The first use covered by an objection, and that objection's key."""
+    for use in sorted(uses):
+        for key in sorted(objections):
+            if use == key or use.startswith(key + "."):
+                return use, key
+    return None

@@ -35,6 +35,7 @@ from broker.core.placeholders import render_url
 from broker.core.tokens import digest, new_secret
 from broker.flows.connect import client_credentials, safe_return
 from broker.flows.connection_setup import check_new_connection, provider_oauth
+from broker.flows.receipts import receipt_sha256
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
@@ -345,6 +346,8 @@ def complete_callback(
                 "terms_url": record.terms_url,
                 "platform_policy_version": record.platform_policy_version,
                 "manifest_digest": record.manifest_digest,
+                # the JWS receipt's payload digest: the receipt is provable by inclusion
+                "receipt_sha256": receipt_sha256(rt, record),
             },
         )
     name = consent["connector_name"]

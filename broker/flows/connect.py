@@ -47,6 +47,7 @@ from broker.flows.connection_setup import (
     provider_oauth,
     settings_in_token,
 )
+from broker.flows.preferences import covered_by, objectable, read_preferences
 from broker.runtime import Runtime
 from broker.store.db import session_scope
 from broker.store.models import (
@@ -113,6 +114,8 @@ class CategoryChoice:
     fields: tuple[str, ...]
     purpose: str
     required: bool
+    use: str = ""
+    objected: bool = False  # the user objects to this use: nothing is sent for it
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ class ConsentView:
     display_name: str | None = None
     platform_name: str | None = None
     confirm: bool = False
+    # Categories for a use the user may object to (marketing): shown apart, always a
+    # choice (an objection wins over ``required``), unticked to start.
+    marketing: list[CategoryChoice] = field(default_factory=list)
 
     @property
     def account_name(self) -> str:
@@ -255,7 +261,9 @@ def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> Consen
         _check_connector(row, connector_id)
     client_credentials(connector)  # an unconfigured connector is not offered for consent
     groups: list[tuple[Heading, list[CategoryChoice]]] = []
+    marketing: list[CategoryChoice] = []
     declared = {d.category: d for d in connector.manifest.data}
+    objections = read_preferences(rt, row.user_id).object_to
     for heading, categories in rt.catalog.by_heading():
         choices = [
             CategoryChoice(
@@ -266,10 +274,14 @@ def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> Consen
                 fields=c.fields,
                 purpose=declared[c.key].purpose,
                 required=declared[c.key].required,
+                use=declared[c.key].use,
+                objected=covered_by(declared[c.key].use, objections) is not None,
             )
             for c in categories
             if c.key in declared
         ]
+        marketing += [c for c in choices if covered_by(c.use, objectable(rt))]
+        choices = [c for c in choices if c not in marketing]
         if choices:
             groups.append((heading, choices))
     return ConsentView(
@@ -285,6 +297,7 @@ def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> Consen
         display_name=row.display_name,
         platform_name=rt.settings.platform_name,
         confirm=row.confirm,
+        marketing=marketing,
     )
 
 
@@ -365,9 +378,16 @@ def approve(
     connector = rt.registry.get(connector_id)
     manifest = connector.manifest
     with session_scope(rt.engine) as session:  # the session first, before reading its settings
-        _check_connector(_live_session(session, rt, token, kind="connect"), connector_id)
+        live = _live_session(session, rt, token, kind="connect")
+        _check_connector(live, connector_id)
     chosen = set(optional_granted)
-    unknown = chosen - set(manifest.optional_categories)
+    # A use the user may object to is always a choice, even where the manifest says
+    # required; one they object to is declined whatever the form says.
+    roots = objectable(rt)
+    objections = read_preferences(rt, live.user_id).object_to
+    marketing = {d.category for d in manifest.data if covered_by(d.use, roots)}
+    chosen -= {d.category for d in manifest.data if covered_by(d.use, objections)}
+    unknown = chosen - set(manifest.optional_categories) - marketing
     if unknown:
         raise InvalidInput(
             "the form named categories that are not optional for this integration",
@@ -376,8 +396,12 @@ def approve(
     creds = client_credentials(connector)
     settings = manifest.validate_settings(settings_in_token(token))
     oauth = provider_oauth(connector, settings, creds)
-    granted = [d.category for d in manifest.data if d.required or d.category in chosen]
-    declined = [d.category for d in manifest.data if not d.required and d.category not in chosen]
+    granted = [
+        d.category
+        for d in manifest.data
+        if (d.required and d.category not in marketing) or d.category in chosen
+    ]
+    declined = [d.category for d in manifest.data if d.category not in granted]
     now = rt.clock()
     pkce = Pkce.generate()
     state = new_state()

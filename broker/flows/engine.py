@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from limits import parse
 from limits.strategies import FixedWindowRateLimiter
@@ -52,6 +52,7 @@ from broker.store.rate_limits import DatabaseStorage
 __all__ = [
     "FINAL_STATUSES",
     "LAPSED",
+    "ConnectionState",
     "cancel_queued",
     "cancel_transfer",
     "find_transfer",
@@ -202,24 +203,30 @@ def finish(
 
 
 _C = Connection.__table__  # type: ignore[attr-defined]
-_C_COLUMNS = [c.label(f"c_{c.name}") for c in _C.columns]
 
 
-_CONNECTION_BY_ID = core_select(_C).where(_C.c.id == bindparam("c_id"))
+class ConnectionState(NamedTuple):
+    """What a run needs of its connection, read as it starts (no ORM object)."""
+
+    status: str
+    settings: dict[str, str] | None
+
+
+_CONNECTION_BY_ID = core_select(_C.c.status, _C.c.settings).where(_C.c.id == bindparam("c_id"))
 _TRANSFER_AND_CONNECTION = (
-    core_select(_T, *_C_COLUMNS)
+    core_select(_T, _C.c.status.label("c_status"), _C.c.settings.label("c_settings"))
     .select_from(_T.outerjoin(_C, _C.c.id == _T.c.connection_id))
     .where(_T.c.id == bindparam("t_id"))
 )
 
 
-def load_connection(rt: Runtime, connection_id: str) -> Connection | None:
+def load_connection(rt: Runtime, connection_id: str) -> ConnectionState | None:
     with rt.engine.connect() as db:
         row = db.execute(_CONNECTION_BY_ID, {"c_id": connection_id}).first()
-    return Connection(**row._mapping) if row is not None else None
+    return ConnectionState(*row) if row is not None else None
 
 
-def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, Connection | None]:
+def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, ConnectionState | None]:
     """The transfer and its connection, in one read."""
     with rt.engine.connect() as db:
         row = db.execute(_TRANSFER_AND_CONNECTION, {"t_id": transfer_id}).first()
@@ -228,8 +235,8 @@ def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, Connection | N
     values = row._mapping
     t = Transfer(**{c.name: values[c] for c in _T.columns})
     conn = None
-    if values["c_id"] is not None:
-        conn = Connection(**{c.name: values[f"c_{c.name}"] for c in _C.columns})
+    if values["c_status"] is not None:
+        conn = ConnectionState(values["c_status"], values["c_settings"])
     return t, conn
 
 
@@ -259,7 +266,7 @@ def run_claim(
     claim: Claim,
     *,
     owner: str,
-    loaded: tuple[Transfer | None, Connection | None] | None = None,
+    loaded: tuple[Transfer | None, ConnectionState | None] | None = None,
 ) -> Transfer | None:
     """Deliver (or resolve) one transfer leased to ``owner``; None if it was not ours.
     ``loaded``: the transfer and its connection, if the caller has just read them."""

@@ -3,7 +3,8 @@
 Per user: every recipient that received the user's data (each third party by name, as
 the CJEU reads Art. 15(1)(c) in C-154/21), with the categories and fields, purposes, data
 uses, legal basis and when; a delivered transfer counts, and so does a legal disclosure
-(flagged). As JSON, CSV (one row per disclosure) or an HTML page.
+(flagged). The user's objections to uses of their data (GDPR Art. 21) and their
+withdrawals are listed too. As JSON, CSV (one row per disclosure) or an HTML page.
 
 Per recipient (records of processing, Art. 30): for each third party the data categories
 and purposes (fideslang data uses) it is declared to receive, what it did receive, and
@@ -66,8 +67,30 @@ def _legal_rows(session: Session, user_id: str | None = None) -> list[AuditRow]:
     return list(session.exec(stmt.order_by(col(AuditRow.seq))).all())
 
 
+def _objection_rows(session: Session, user_id: str) -> list[dict[str, Any]]:
+    """The user's objections (GDPR Art. 21) and their withdrawals, oldest first."""
+    rows = session.exec(
+        select(AuditRow)
+        .where(
+            AuditRow.user_id == user_id,
+            col(AuditRow.event).in_(("preference.objected", "preference.withdrawn")),
+        )
+        .order_by(col(AuditRow.seq))
+    ).all()
+    return [
+        {
+            "time": datetime.fromisoformat(r.time.replace("Z", "+00:00")),
+            "action": r.outcome,
+            "uses": list(r.details.get("uses", [])),
+            "seq": r.seq,
+        }
+        for r in rows
+    ]
+
+
 def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
-    """Every disclosure of ``user_id``'s data, oldest first, and a summary per recipient."""
+    """Every disclosure of ``user_id``'s data, oldest first, and a summary per recipient;
+    ``objections``: each objection to a use of the data, and each withdrawal."""
     with Session(rt.engine) as session:
         transfers = session.exec(
             select(Transfer)
@@ -78,6 +101,7 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
             .order_by(col(Transfer.created_at))
         ).all()
         legal = _legal_rows(session, user_id)
+        objections = _objection_rows(session, user_id)
     disclosures: list[dict[str, Any]] = []
     for t in transfers:
         connector = rt.registry.connectors.get(t.connector_id)
@@ -159,7 +183,12 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
         {k: sorted(v) if isinstance(v, set) else v for k, v in r.items()}
         for r in sorted(recipients.values(), key=lambda r: (r["kind"], r["recipient"]))
     ]
-    return {"user_id": user_id, "recipients": summary, "disclosures": disclosures}
+    return {
+        "user_id": user_id,
+        "recipients": summary,
+        "disclosures": disclosures,
+        "objections": objections,
+    }
 
 
 def _cell(value: Any) -> str:
@@ -201,6 +230,9 @@ Legal basis: {{ x.legal_bases|join(", ") }}.</p>
 {% if x.references %}<p>Reference: {{ x.references|join(", ") }}</p>{% endif %}
 {% if x.privacy_policy_url %}<p><a href="{{ x.privacy_policy_url }}">Privacy policy</a> ·
 <a href="{{ x.terms_url }}">Terms</a></p>{% endif %}</section>{% endfor %}
+{% if r.objections %}<h2>Objections to uses of the data</h2><ul>{% for o in r.objections %}
+<li>{{ o.time.strftime("%Y-%m-%d %H:%M:%S") }} UTC: {{ o.action }} {{ o.uses|join(", ") }}</li>
+{% endfor %}</ul>{% endif %}
 <h2>Every disclosure</h2><table><tr><th>When (UTC)</th><th>Recipient</th><th>Data</th>
 <th>Purpose</th><th>Legal basis</th></tr>{% for d in r.disclosures %}
 <tr{% if d.flagged %} class="flag"{% endif %}><td>{{ d.time.strftime("%Y-%m-%d %H:%M:%S") }}</td>

@@ -34,7 +34,7 @@ from broker.core.tokens import new_secret
 from broker.runtime import Runtime
 from broker.store.audit_writer import AuditWriter, Event, audit_writer
 from broker.store.models import Connection as ConnectionRow
-from broker.store.models import ConsentRecord, Transfer, TransferCategory
+from broker.store.models import ConsentRecord, Transfer, TransferCategory, UserPreference
 
 __all__ = [
     "PRIVATE_COLUMNS",
@@ -49,6 +49,7 @@ __all__ = [
 _TRANSFERS = Transfer.__table__  # type: ignore[attr-defined]
 _CONNECTIONS = ConnectionRow.__table__  # type: ignore[attr-defined]
 _CONSENTS = ConsentRecord.__table__  # type: ignore[attr-defined]
+_PREFS = UserPreference.__table__  # type: ignore[attr-defined]
 _LINK_COLUMNS = [
     _CONNECTIONS.c[name]
     for name in ("id", "user_id", "connector_id", "status", "consent_id", "settings")
@@ -56,9 +57,13 @@ _LINK_COLUMNS = [
 
 
 # Built once: a reused statement keeps its compiled form and cache key.
-_LINK_AND_GRANT = (
-    select(*_LINK_COLUMNS, _CONSENTS.c.granted_categories)
-    .select_from(_CONNECTIONS.outerjoin(_CONSENTS, _CONSENTS.c.id == _CONNECTIONS.c.consent_id))
+_LINK_AND_GRANT = (  # and the user's objections (user_preferences), in the same read
+    select(*_LINK_COLUMNS, _PREFS.c.object_to, _CONSENTS.c.granted_categories)
+    .select_from(
+        _CONNECTIONS.outerjoin(_CONSENTS, _CONSENTS.c.id == _CONNECTIONS.c.consent_id).outerjoin(
+            _PREFS, _PREFS.c.user_id == _CONNECTIONS.c.user_id
+        )
+    )
     .where(_CONNECTIONS.c.id == bindparam("c_id"))
 )
 _INSERT_TRANSFER = insert(_TRANSFERS)
@@ -96,20 +101,31 @@ def payload_kind(transfer_id: str) -> str:
 
 
 def event_fields(t: Transfer) -> dict[str, Any]:
-    return {
-        "user_id": t.user_id,
-        "connector_id": t.connector_id,
-        "connection_id": t.connection_id,
-        "transfer_id": t.id,
-        "consent_id": t.consent_id,
-        "categories": list(t.categories),
-        "field_paths": list(t.field_paths),
-        "purpose": t.purpose,
-        "legal_basis": t.legal_basis,
-        "payload_sha256": t.payload_sha256,
-        "payload_bytes": t.payload_bytes,
-        "destination": t.destination,
-    }
+    """What an audit entry about transfer ``t`` says of it."""
+    return _event_fields(
+        {name: getattr(t, name) for name in (*_EVENT_COLUMNS, "id", "categories", "field_paths")}
+    )
+
+
+_EVENT_COLUMNS = (
+    "user_id",
+    "connector_id",
+    "connection_id",
+    "consent_id",
+    "purpose",
+    "legal_basis",
+    "payload_sha256",
+    "payload_bytes",
+    "destination",
+)
+
+
+def _event_fields(row: dict[str, Any]) -> dict[str, Any]:
+    fields = {name: row[name] for name in _EVENT_COLUMNS}
+    fields["transfer_id"] = row["id"]
+    fields["categories"] = list(row["categories"])
+    fields["field_paths"] = list(row["field_paths"])
+    return fields
 
 
 def _destination(connector: Connector, action: Action, settings: dict[str, str] | None) -> str:
@@ -147,15 +163,34 @@ def writer(rt: Runtime) -> AuditWriter:
     return w
 
 
-def _record(rt: Runtime, transfer: Transfer, event: str, details: dict[str, Any]) -> None:
-    """Insert a new transfer row and its event in one (group-committed) transaction."""
-    row = transfer.model_dump()
-    categories = [{"transfer_id": transfer.id, "category": c} for c in transfer.categories]
+def _defaults() -> dict[str, Any]:
+    """Every column of a transfer row with its default (the template of a new row)."""
+    blank = Transfer(
+        id="",
+        connection_id="",
+        user_id="",
+        connector_id="",
+        action="",
+        status="pending",
+        legal_basis="consent",
+        mode="reject",
+        destination="",
+    )
+    return blank.model_dump()
+
+
+_ROW_DEFAULTS = _defaults()
+
+
+def _record(rt: Runtime, row: dict[str, Any], event: str, details: dict[str, Any]) -> Transfer:
+    """Insert a new transfer row and its event in one (group-committed) transaction;
+    returns the transfer as stored."""
+    categories = [{"transfer_id": row["id"], "category": c} for c in row["categories"]]
     audit = Event(
-        time=transfer.created_at,
+        time=row["created_at"],
         event=event,
-        actor=transfer.actor,
-        fields={"outcome": transfer.status, "details": details, **event_fields(transfer)},
+        actor=row["actor"],
+        fields={"outcome": row["status"], "details": details, **_event_fields(row)},
     )
 
     def unit(conn: Connection) -> tuple[list[Event], None]:
@@ -167,44 +202,48 @@ def _record(rt: Runtime, transfer: Transfer, event: str, details: dict[str, Any]
     started = time.perf_counter()
     writer(rt).run(unit)
     rt.metrics.record_seconds.labels("accept").observe(time.perf_counter() - started)
+    return Transfer(**row)
 
 
-def _block(rt: Runtime, transfer: Transfer, verdict: Refused) -> Transfer:
+def _block(rt: Runtime, row: dict[str, Any], verdict: Refused) -> Transfer:
     """Record a refused request. It does not take the idempotency key: the
     caller may fix the request and retry under the same key."""
-    transfer.status = "blocked"
-    transfer.reason = verdict.reason
-    transfer.categories = list(verdict.categories)
-    transfer.field_paths = list(verdict.field_paths)
-    transfer.dropped = list(verdict.dropped)
-    transfer.completed_at = transfer.created_at
-    details = {"reason": verdict.reason, **verdict.record}
-    if transfer.idempotency_key:
-        details["idempotency_key"] = transfer.idempotency_key
-        transfer.idempotency_key = None
-    _record(rt, transfer, "transfer.blocked", details)
-    return transfer
-
-
-def _pending(rt: Runtime, transfer: Transfer, verdict: Allowed, lease_owner: str | None) -> None:
-    transfer.categories = list(verdict.categories)
-    transfer.field_paths = list(verdict.field_paths)
-    transfer.dropped = list(verdict.dropped)
-    if transfer.purpose is None:
-        transfer.purpose = verdict.purpose
-    transfer.payload_sha256 = verdict.payload_sha256
-    transfer.payload_bytes = len(verdict.body)
-    transfer.payload_sealed = rt.vault.seal(
-        verdict.body.decode(), connection_id=transfer.connection_id, kind=payload_kind(transfer.id)
+    row.update(
+        status="blocked",
+        reason=verdict.reason,
+        categories=list(verdict.categories),
+        field_paths=list(verdict.field_paths),
+        dropped=list(verdict.dropped),
+        completed_at=row["created_at"],
     )
-    transfer.next_attempt_at = transfer.created_at
+    details = {"reason": verdict.reason, **verdict.record}
+    if row["idempotency_key"]:
+        details["idempotency_key"] = row["idempotency_key"]
+        row["idempotency_key"] = None
+    return _record(rt, row, "transfer.blocked", details)
+
+
+def _pending(
+    rt: Runtime, row: dict[str, Any], verdict: Allowed, lease_owner: str | None
+) -> Transfer:
+    created = row["created_at"]
+    row.update(
+        categories=list(verdict.categories),
+        field_paths=list(verdict.field_paths),
+        dropped=list(verdict.dropped),
+        purpose=row["purpose"] if row["purpose"] is not None else verdict.purpose,
+        payload_sha256=verdict.payload_sha256,
+        payload_bytes=len(verdict.body),
+        payload_sealed=rt.vault.seal(
+            verdict.body.decode(), connection_id=row["connection_id"], kind=payload_kind(row["id"])
+        ),
+        next_attempt_at=created,
+    )
     if lease_owner is not None:  # handed straight to a worker of this process
-        transfer.lease_owner = lease_owner
-        transfer.lease_until = transfer.created_at + rt.lease_duration()
-        transfer.runs = 1
-    _record(
+        row.update(lease_owner=lease_owner, lease_until=created + rt.lease_duration(), runs=1)
+    return _record(
         rt,
-        transfer,
+        row,
         "transfer.pending",
         {"dropped": list(verdict.dropped)} if verdict.dropped else {},
     )
@@ -225,16 +264,11 @@ def accept_transfer(
     ``lease_owner`` the new pending row is already leased to that worker.
     """
     with rt.engine.connect() as db:  # one read: the connection and its grant
-        found = db.execute(
-            select(*_LINK_COLUMNS, _CONSENTS.c.granted_categories)
-            .select_from(
-                _CONNECTIONS.outerjoin(_CONSENTS, _CONSENTS.c.id == _CONNECTIONS.c.consent_id)
-            )
-            .where(_CONNECTIONS.c.id == connection_id)
-        ).first()
+        found = db.execute(_LINK_AND_GRANT, {"c_id": connection_id}).first()
     if found is None:
         raise NotFound(f"no connection {connection_id!r}", details={"connection_id": connection_id})
-    conn = _Link(*found[:-1])
+    conn = _Link(*found[:-2])
+    objections = tuple(found[-2] or ())
     granted = found[-1]
     existing = None
     if request.idempotency_key:
@@ -255,36 +289,38 @@ def accept_transfer(
         connection_status=conn.status,
         granted=granted,
         request=request,
+        objections=objections,
     )
     if existing is not None:
         return _replay(existing, verdict.payload_sha256), False
-    now = rt.clock()
-    transfer = Transfer(
-        id="tr_" + new_secret(nbytes=12),
-        connection_id=conn.id,
-        user_id=conn.user_id,
-        connector_id=conn.connector_id,
-        action=action.name,
-        purpose=request.purpose,
-        legal_basis="consent",
-        consent_id=conn.consent_id,
-        mode=request.mode,
-        status="pending",
-        categories=[],
-        field_paths=[],
-        dropped=[],
-        destination=_destination(connector, action, conn.settings),
-        idempotency_key=request.idempotency_key,
-        attempts=[],
-        actor=actor,
-        created_at=now,
-    )
+    # The new row as a plain dict: one Transfer object is built, from what is stored.
+    row = {
+        **_ROW_DEFAULTS,
+        "id": "tr_" + new_secret(nbytes=12),
+        "connection_id": conn.id,
+        "user_id": conn.user_id,
+        "connector_id": conn.connector_id,
+        "action": action.name,
+        "purpose": request.purpose,
+        "legal_basis": "consent",
+        "consent_id": conn.consent_id,
+        "mode": request.mode,
+        "status": "pending",
+        "categories": [],
+        "field_paths": [],
+        "dropped": [],
+        "destination": _destination(connector, action, conn.settings),
+        "idempotency_key": request.idempotency_key,
+        "attempts": [],
+        "actor": actor,
+        "created_at": rt.clock(),
+    }
     if isinstance(verdict, Refused):
-        raise verdict.exception(_block(rt, transfer, verdict).id)
+        raise verdict.exception(_block(rt, row, verdict).id)
     if manifest.delivery.ordered:
         lease_owner = None  # it waits its turn in the queue behind earlier ones
     try:
-        _pending(rt, transfer, verdict, lease_owner)
+        transfer = _pending(rt, row, verdict, lease_owner)
     except IntegrityError:
         with Session(rt.engine) as session:
             existing = _existing(session, connection_id, request.idempotency_key or "")

@@ -24,6 +24,7 @@ __all__ = [
     "RateLimitCounter",
     "Transfer",
     "TransferCategory",
+    "UserPreference",
 ]
 
 
@@ -234,6 +235,19 @@ class TransferCategory(SQLModel, table=True):
 
     transfer_id: str = Field(foreign_key="transfers.id", primary_key=True, max_length=40)
     category: str = Field(primary_key=True, max_length=100, index=True)
+
+
+class UserPreference(SQLModel, table=True):
+    """A user's standing choices; one row per user, read by user id before each transfer.
+
+    ``object_to``: the data-use keys the user objects to (GDPR Art. 21(2)-(3)); a key
+    covers every key below it. Each change is a ``preference.*`` audit event."""
+
+    __tablename__ = "user_preferences"
+
+    user_id: str = Field(primary_key=True, max_length=200)
+    object_to: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = _ts(default_factory=utcnow)
 
 
 class AuditRow(SQLModel, table=True):

@@ -20,6 +20,7 @@ from broker.web.api import (
     connections,
     disclosures,
     metrics,
+    preferences,
     transfers,
     user_sessions,
 )
@@ -112,6 +113,7 @@ def create_app(rt: Runtime, *, mounts: dict[str, object] | None = None) -> FastA
     app.include_router(metrics.router)
     app.include_router(audit.router)
     app.include_router(disclosures.router)
+    app.include_router(preferences.router)
     app.include_router(connect.router)
     app.include_router(me.router)
     app.include_router(audit_console.router)

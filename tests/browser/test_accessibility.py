@@ -27,12 +27,15 @@ def _pages(demo: Demo, connection_id: str) -> list[tuple[str, str]]:
             "/v1/connect-sessions", json={"user_id": "user-2", "connector": "sandbox"}
         ).json()["url"]
         me = api.post("/v1/user-sessions", json={"user_id": "demo-user"}).json()["url"]
+        # the objection control, ticked (issue 11: objection to marketing)
+        api.put("/v1/users/demo-user/preferences", json={"object_to": ["marketing"]})
     return [
         ("demo", "/demo?status=connected&shared=delivered"),
         ("choose", chooser),
         ("consent", consent),
         ("error page", "/connect/sandbox?session=cs_unknown"),
         ("my integrations", me),
+        ("marketing objection saved", "/me?preferences=saved"),
         ("connection history", f"/me/connections/{connection_id}"),
         ("disconnect confirmation", f"/me/connections/{connection_id}/disconnect"),
         ("auditor sign-in", "/audit/login"),

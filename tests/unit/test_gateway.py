@@ -11,9 +11,10 @@ from broker.core.errors import (
     InvalidInput,
     OutsideGrant,
     PurposeNotDeclared,
+    UserObjected,
 )
 from broker.core.gateway import Allowed, Refused, TransferRequest, decide
-from broker.core.manifest import parse_manifest
+from broker.core.manifest import Manifest, parse_manifest
 from broker.core.policy import Policy, load_policy
 from broker.core.scope import canonical_payload, payload_digest
 from broker.demo import sandbox_manifest
@@ -143,3 +144,79 @@ def test_request_parsing_refuses_bad_bodies(body: object, header: str | None, pr
 def test_the_idempotency_key_header_fills_the_request() -> None:
     parsed = TransferRequest.parse({"action": "x", "data": {}}, idempotency_key="k-1")
     assert parsed.idempotency_key == "k-1"
+
+
+# --- objections (GDPR Art. 21(2)-(3)) -------------------------------------------------
+
+
+def _marketing_manifest() -> Manifest:
+    raw = sandbox_manifest("http://127.0.0.1:9")
+    for d in raw["data"]:
+        if d["category"] == EMAIL:
+            d.update(use="marketing.advertising", purpose="Send you offers", required=True)
+    return parse_manifest(raw, CATALOG, source="test")
+
+
+MARKETING = _marketing_manifest()
+
+
+def objecting(data: dict, objections: tuple[str, ...], **kw: object) -> Allowed | Refused:
+    return decide(
+        manifest=MARKETING,
+        catalog=CATALOG,
+        policy=kw.pop("policy", None) or load_policy(),  # type: ignore[arg-type]
+        connection_status=kw.pop("status", "active"),  # type: ignore[arg-type]
+        granted=(WORK, NAME, EMAIL),
+        request=TransferRequest(action="post_message", data=data, **kw),  # type: ignore[arg-type]
+        objections=objections,
+    )
+
+
+AD = "marketing.advertising"
+MKT = ("marketing",)
+
+
+@pytest.mark.parametrize(
+    ("case", "data", "objections", "kw", "use", "by"),
+    [
+        ("marketing covers its keys", WITH_EMAIL, MKT, {}, AD, "marketing"),
+        ("the exact key", WITH_EMAIL, (AD,), {}, AD, AD),
+        ("named use", WITH_EMAIL, MKT, {"use": AD}, AD, "marketing"),
+        ("other named use", WITH_EMAIL, MKT, {"use": "functional.service"}, AD, "marketing"),
+        ("drop mode is refused too", WITH_EMAIL, MKT, {"mode": "drop"}, AD, "marketing"),
+        ("an operator-listed use", ITEM, ("functional",), {}, "functional.service", "functional"),
+    ],
+)  # fmt: skip
+def test_an_objected_use_is_refused(
+    case: str, data: dict, objections: tuple[str, ...], kw: dict, use: str, by: str
+) -> None:
+    v = objecting(data, objections, **kw)
+    assert isinstance(v, Refused), case
+    assert v.error is UserObjected and v.reason == "user objected"
+    assert v.record == {"use": use, "objection": by} and v.details == v.record
+    exc = v.exception("tr_1")
+    assert exc.code == "user_objected" and exc.status == 403
+    assert exc.details == {"transfer_id": "tr_1", "use": use, "objection": by}
+
+
+@pytest.mark.parametrize(
+    ("case", "data", "objections"),
+    [
+        ("no objection", WITH_EMAIL, ()),
+        ("a narrower objection elsewhere", WITH_EMAIL, ("marketing.communications",)),
+        ("no marketing category sent", WITH_NAME, ("marketing",)),
+        ("a sibling key is not a parent", WITH_EMAIL, ("marketing.adv",)),
+    ],
+)
+def test_what_the_objection_does_not_cover_is_allowed(
+    case: str, data: dict, objections: tuple[str, ...]
+) -> None:
+    assert isinstance(objecting(data, objections), Allowed), case
+
+
+def test_earlier_refusals_come_before_the_objection() -> None:
+    inactive = objecting(WITH_EMAIL, ("marketing",), status="revoked")
+    assert isinstance(inactive, Refused) and inactive.error is ConnectionNotActive
+    policy = Policy(forbidden_uses=("marketing.advertising",), source="t")
+    forbidden = objecting(WITH_EMAIL, ("marketing",), policy=policy)
+    assert isinstance(forbidden, Refused) and forbidden.error is ForbiddenUse

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import PlainTextResponse, Response
 
+from broker.core.errors import InvalidInput
 from broker.flows.audit import recipients_report, verify_log
 from broker.flows.checkpoints import checkpoint_dict, public_keys
-from broker.flows.receipts import receipt_public_keys
+from broker.flows.receipts import receipt_jwks, receipt_public_keys
 from broker.flows.reports import processing_records, records_yaml
 from broker.store.audit import iter_entries, latest_head
 from broker.store.tree import checkpoints, consistency_proof, inclusion_proof, latest_checkpoint
@@ -106,7 +107,7 @@ def proof_consistency(
 def public_key(
     rt: RuntimeDep,
     _key: AuditorKey,
-    format: Annotated[str, Query(pattern="^(json|text)$")] = "json",
+    format: Annotated[str, Query(pattern="^(json|text|jwks)$")] = "json",
     keys_of: Annotated[str, Query(alias="keys", pattern="^(checkpoints|receipts)$")] = (
         "checkpoints"
     ),
@@ -114,7 +115,12 @@ def public_key(
     """The checkpoint verifier keys (C2SP vkeys), retired ones with ``retired_at``;
     ``format=text`` is the key file ``verify-export --public-key`` reads.
     ``keys=receipts``: the consent-receipt keys, then the checkpoint keys that signed
-    receipts before (``legacy``)."""
+    receipts before (``legacy``); ``format=jwks`` (receipts only): the receipt keys as
+    a JWK Set, for checking JWS receipts with JOSE tools."""
+    if format == "jwks":
+        if keys_of != "receipts":
+            raise InvalidInput("format=jwks is for keys=receipts (the JWS receipt keys)")
+        return receipt_jwks(rt)
     keys = receipt_public_keys(rt) if keys_of == "receipts" else public_keys(rt)
     if format == "text":
         lines = [

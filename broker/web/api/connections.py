@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse, Response
 
 from broker.flows.confirm import confirm_connection
 from broker.flows.connect import validate_user_id
@@ -16,7 +16,7 @@ from broker.flows.connections import (
     list_connections,
     list_consents,
 )
-from broker.flows.receipts import consent_receipt
+from broker.flows.receipts import consent_receipt, consent_receipt_jws
 from broker.flows.revoke import revoke_connection
 from broker.web.api.schemas import ConnectionPublic, ConsentPublic
 from broker.web.deps import AdminKey, AuditorKey, RuntimeDep
@@ -68,8 +68,20 @@ def confirm(connection_id: str, rt: RuntimeDep, key: AdminKey) -> ConnectionPubl
 
 
 @router.get("/consents/{consent_id}/receipt", response_class=PlainTextResponse)
-def receipt(consent_id: str, rt: RuntimeDep, _key: AuditorKey) -> PlainTextResponse:
-    """The consent record as a signed note (C2SP), verifiable with /v1/audit/public-key."""
+def receipt(
+    consent_id: str,
+    rt: RuntimeDep,
+    _key: AuditorKey,
+    format: Annotated[str, Query(pattern="^(note|jws)$")] = "note",
+) -> Response:
+    """The consent record as a signed note (C2SP), verifiable with /v1/audit/public-key;
+    ``format=jws``: a Kantara Consent Receipt v1.1 as a compact JWS (``application/jose``)."""
+    if format == "jws":
+        return Response(
+            consent_receipt_jws(rt, consent_id),
+            media_type="application/jose",
+            headers={"Content-Disposition": f'attachment; filename="consent-{consent_id}.jws"'},
+        )
     return PlainTextResponse(
         consent_receipt(rt, consent_id),
         headers={"Content-Disposition": f'attachment; filename="consent-{consent_id}.note"'},

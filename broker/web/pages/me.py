@@ -25,7 +25,8 @@ from broker.flows.activity import (
 )
 from broker.flows.browser_sessions import BrowserSession, end_browser_session, redeem_user_session
 from broker.flows.connections import list_connections
-from broker.flows.receipts import consent_receipt
+from broker.flows.preferences import parse_preferences, read_preferences, set_objections
+from broker.flows.receipts import consent_receipt, consent_receipt_jws
 from broker.flows.reports import user_report, user_report_csv
 from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
@@ -125,6 +126,7 @@ def my_integrations(
     session: Annotated[str | None, Query(max_length=500)] = None,
     disconnected: Annotated[str | None, Query(max_length=64)] = None,
     provider: Annotated[str | None, Query(max_length=20)] = None,
+    preferences: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
     if session is not None:
         user_id = redeem_user_session(rt, session)
@@ -153,6 +155,8 @@ def my_integrations(
             "recent": recent,
             "flash": flash,
             "provider_result": provider,
+            "prefs": read_preferences(rt, user.subject),
+            "prefs_saved": preferences == "saved",
         },
     )
 
@@ -183,12 +187,26 @@ def me_connection(
 
 
 @router.get("/me/connections/{connection_id}/receipt")
-def me_receipt(connection_id: str, rt: RuntimeDep, current: UserSession) -> Response:
-    """The user's signed consent receipt for one of their connections."""
+def me_receipt(
+    connection_id: str,
+    rt: RuntimeDep,
+    current: UserSession,
+    format: Annotated[str, Query(pattern="^(note|jws)$")] = "note",
+) -> Response:
+    """The user's signed consent receipt for one of their connections (``format=jws``:
+    the Kantara Consent Receipt as a JWS)."""
     user = _session(current)
     view = _owned(rt, user.subject, connection_id)
     if view.consent is None:
         raise NotFound("this connection has no consent record", details={})
+    if format == "jws":
+        return Response(
+            consent_receipt_jws(rt, view.consent.id, user_id=user.subject),
+            media_type="application/jose",
+            headers={
+                "Content-Disposition": f'attachment; filename="consent-{view.consent.id}.jws"'
+            },
+        )
     return PlainTextResponse(
         consent_receipt(rt, view.consent.id, user_id=user.subject),
         headers={"Content-Disposition": f'attachment; filename="consent-{view.consent.id}.note"'},
@@ -232,6 +250,24 @@ def me_disconnect(
         provider = "local"
     query = urlencode({"disconnected": connection_id, "provider": provider})
     return RedirectResponse(f"{request.url_for('my_integrations').path}?{query}", status_code=303)
+
+
+@router.post("/me/preferences")
+def me_preferences(
+    request: Request,
+    rt: RuntimeDep,
+    current: UserSession,
+    csrf: Annotated[str, Form(max_length=200)],
+    object_to: Annotated[list[str] | None, Form(max_length=200)] = None,
+) -> Response:
+    """Object to (ticked) or withdraw an objection to (unticked) a use of your data."""
+    user = _session(current)
+    if not csrf_matches(user.csrf, csrf):
+        raise SessionInvalid("the form was not sent from your integrations page; reload it")
+    uses = parse_preferences(rt, {"object_to": object_to or []})
+    set_objections(rt, user.subject, uses, actor=f"user:{user.subject}")
+    path = request.url_for("my_integrations").path
+    return RedirectResponse(f"{path}?preferences=saved#preferences", status_code=303)
 
 
 @router.get("/me/disclosures.{fmt}")

@@ -239,7 +239,8 @@ def format_time(dt: datetime) -> str:
     """``dt`` in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; naive datetimes are refused."""
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise _bad("audit times must be timezone-aware", field="time")
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: the same text, several times faster (on every append)
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _is_int(value: Any) -> bool:
@@ -310,7 +311,12 @@ class AuditEntry:
 
     def canonical(self) -> bytes:
         """``canonical_bytes(self.content())``: the bytes hashed and, later, Merkle-logged."""
-        return canonical_bytes(self._content())
+        sealed = self.__dict__.get("_canonical")  # kept by ``seal``
+        return sealed if sealed is not None else canonical_bytes(self._content())
+
+    def to_row(self) -> dict[str, Any]:
+        """``to_dict`` without copying ``details`` again: the values of a new row."""
+        return {**self._content(), "prev_hash": self.prev_hash, "hash": self.hash}
 
     def to_dict(self) -> dict[str, Any]:
         """The export shape: content plus ``prev_hash`` and ``hash``."""
@@ -356,9 +362,14 @@ def seal(content: Mapping[str, Any], prev_hash: str) -> AuditEntry:
     missing = [k for k in _REQUIRED if k not in content]
     if unknown or missing:
         raise _bad("cannot seal audit entry", unknown=unknown, missing=missing)
-    draft = AuditEntry(**content, prev_hash=prev_hash, hash=GENESIS_HASH)
-    _check_new(draft)
-    return replace(draft, hash=compute_hash(draft._content(), prev_hash))
+    entry = AuditEntry(**content, prev_hash=prev_hash, hash=GENESIS_HASH)
+    _check_new(entry)
+    body = canonical_bytes(entry._content())
+    # Sealed in place (the draft is nobody else's yet), keeping the canonical bytes the
+    # hash covers: the Merkle leaf of a new entry is the same bytes.
+    object.__setattr__(entry, "hash", _digest(prev_hash, body))
+    object.__setattr__(entry, "_canonical", body)
+    return entry
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -89,7 +90,7 @@ class _HeadWriter:
     def submit(self, path: Path, head: ChainHead) -> None:
         # Resolved now: the write happens later, when the process may have changed
         # its working directory (a relative BROKER_HOME must not follow it).
-        path = path.resolve()
+        path = Path(os.path.abspath(path))  # no symlink walk: one getcwd, no lstat per part
         with self._lock:
             current = self._pending.get(path)
             if current is None or current.seq < head.seq:

@@ -176,7 +176,7 @@ class AuditWriter:
                         s, h = entry.seq, entry.hash
                     if savepoint is not None:
                         if mine:
-                            conn.execute(_INSERT_ENTRIES, [e.to_dict() for e in mine])
+                            conn.execute(_INSERT_ENTRIES, [e.to_row() for e in mine])
                         savepoint.commit()
                 except BaseException as exc:
                     if savepoint is None:
@@ -185,7 +185,7 @@ class AuditWriter:
                     failed.append((job, exc))
                     continue
                 if savepoint is None:
-                    rows.extend(e.to_dict() for e in mine)
+                    rows.extend(e.to_row() for e in mine)
                 entries.extend(mine)
                 seq, prev = s, h
                 done.append((job, value))

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from broker.store.db import create_db_engine, upgrade_schema
 from tests.conftest import free_socket
 
 
@@ -55,7 +56,7 @@ def _wait_for(predicate, what: str, timeout: float = 60.0):  # type: ignore[no-u
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def server(tmp_path: Path, database_url: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
@@ -65,9 +66,11 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         "BROKER_PROCESSES": "2",
         "BROKER_WORKERS": "1",
     }
-    if url := os.environ.get("BROKER_TEST_DATABASE_URL"):
-        env["BROKER_DATABASE_URL"] = url
-    proc = subprocess.Popen(
+    env["BROKER_DATABASE_URL"] = database_url
+    engine = create_db_engine(database_url)  # as an operator would: `broker db upgrade`
+    upgrade_schema(engine)
+    engine.dispose()
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "broker.cli", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,

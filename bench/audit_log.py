@@ -14,8 +14,11 @@ temporary directory.
 2. For each size: a log of that many entries is generated directly through the core
    (sealed, chained, tree built, rows bulk-inserted: not through HTTP), one checkpoint
    is signed, then: inclusion and consistency proof latency through the store (median
-   and 99th percentile of 200 random proofs), ``broker audit export-log`` time, and
-   ``verify-export`` speed (entries/s) with 1 process and with one per core.
+   and 99th percentile of 200 random proofs), ``broker audit export-log`` time,
+   ``verify-export`` speed (entries/s) with 1 process and with one per core, and
+   ``broker audit verify`` (``verify_log``: the database, head file and checkpoints) in
+   1 process and one per core, against the verify-export figure of the same run (and the
+   sequential pass it replaced, for logs of at most 200,000 entries).
 
 Prints entries/s and proof ms, the CPU count and the load average (other work on the
 machine depresses every figure; verify-export also prints entries per CPU-second).
@@ -30,6 +33,10 @@ Figures on the 2-CPU development machine (SQLite), November 2026:
                           chain only 100/s, + tree 97/s (+2.2%), + checkpoints/100 80/s
                           10^6: inclusion 1.18 ms (p99 2.21), consistency 1.22 ms (p99 2.14),
                           export-log 9,695/s, verify-export 96,943/s (1), 80,902/s (2)
+    `audit verify` (issue 13), 2 x 10^5, December 2026 (load 0.4-1.7, shared): sequential
+                          (before) 19,000/s; ranged 1 proc. 75,000-85,000/s, 2 proc.
+                          141,000-155,000/s; after encode_row and raw SQLite rows (ad-hoc
+                          script, load 1.1): 116,000/s (1), 199,000/s (2); bench/README.md
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ from sqlmodel import Session
 
 from broker.core.audit_chain import GENESIS_HASH, seal
 from broker.core.merkle import Frontier, leaf_hash, node_position
-from broker.flows.audit import export_checkpoints, export_log
+from broker.flows.audit import export_checkpoints, export_log, verify_log
 from broker.flows.checkpoints import public_keys, sign_checkpoint, start_checkpointing
 from broker.runtime import build_runtime
 from broker.settings import Settings
@@ -223,7 +230,26 @@ def bench_size(tmp: Path, size: int) -> None:
             f"  verify-export       {size / took:9.0f} entries/s ({took:.2f} s, {workers} proc.;"
             f" {size / cpu:.0f} entries per CPU-second)"
         )
+    bench_verify_log(rt, size, export_rate=size / took)
     rt.close()
+
+
+def bench_verify_log(rt, size: int, *, export_rate: float) -> None:
+    """``broker audit verify`` (``verify_log``) on the same log, after verify-export: the
+    ranged check in 1 process and one per core; the sequential pass (before issue 13) on
+    logs of at most 200,000 entries."""
+    ways = [(f"{w} proc.", {"workers": w}) for w in sorted({1, os.cpu_count() or 1})]
+    if size <= 200_000:
+        ways.insert(0, ("sequential (before)", {"ranged": False}))
+    for label, options in ways:
+        t, cpu = time.perf_counter(), _cpu()
+        result = verify_log(rt, **options)
+        took, cpu = time.perf_counter() - t, _cpu() - cpu
+        assert result.ok and result.checked == size, result
+        print(
+            f"  audit verify        {size / took:9.0f} entries/s ({took:.2f} s, {label}; "
+            f"{size / cpu:.0f} per CPU-second; {size / took / export_rate:.2f}x verify-export)"
+        )
 
 
 def main() -> None:

@@ -14,9 +14,12 @@ __all__ = ["register"]
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from broker.cli.progress import progress
     from broker.flows.audit import verify_log
 
-    result = verify_log(runtime())
+    rt = runtime()
+    with progress("audit verify", quiet=args.json or args.quiet) as shown:
+        result = verify_log(rt, progress=shown, workers=args.workers)
     if args.json:
         say(json.dumps(result.to_dict(), indent=2))
     elif result.ok:
@@ -29,12 +32,15 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
+    from broker.cli.progress import progress
     from broker.flows.audit import export_transfers
 
+    rt, flt = runtime(), transfer_filter(args)
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
     try:
-        for chunk in export_transfers(runtime(), transfer_filter(args), args.format):
-            out.write(chunk)
+        with progress("audit export", unit="transfers", quiet=args.quiet) as shown:
+            for chunk in export_transfers(rt, flt, args.format, progress=shown):
+                out.write(chunk)
     finally:
         if out is not sys.stdout:
             out.close()
@@ -74,11 +80,12 @@ def _write(text: str, output: str | None) -> None:
 
 
 def cmd_audit_export_log(args: argparse.Namespace) -> int:
+    from broker.cli.progress import progress
     from broker.flows.audit import export_checkpoints, export_log
 
     rt = runtime()
-    with open(args.output, "wb") as out:
-        n = export_log(rt, out)
+    with open(args.output, "wb") as out, progress("export-log", quiet=args.quiet) as shown:
+        n = export_log(rt, out, progress=shown)
     with open(args.output + ".checkpoints", "wb") as out:
         c = export_checkpoints(rt, out)
     say(f"wrote {n} entries to {args.output} and {c} checkpoint(s) to {args.output}.checkpoints")
@@ -173,11 +180,17 @@ def register(sub: Any) -> None:
         dest="audit", required=True
     )
     p = audit.add_parser("verify", help="exit 0 only when the hash chain is intact")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the result as JSON (no progress)")
+    p.add_argument(
+        "--workers", type=int, default=None,
+        help="processes checking ranges of the log (default: one per CPU for a large log)",
+    )  # fmt: skip
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on standard error")
     p.set_defaults(func=cmd_audit_verify)
     p = audit.add_parser("export", help="transfers as JSONL or CSV")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("--output", "-o", default=None, help="file (default: standard output)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on standard error")
     add_transfer_filters(p)
     p.set_defaults(func=cmd_audit_export)
     p = audit.add_parser("report", help="what each third party has received")
@@ -187,6 +200,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--output", "-o", required=True, help="log file; checkpoints go to FILE.checkpoints"
     )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on standard error")
     p.set_defaults(func=cmd_audit_export_log)
     p = audit.add_parser(
         "verify-export", help="check an exported log against signed checkpoints (no database)"

@@ -27,9 +27,11 @@ Hash construction (``compute_hash``)
     not part of the content.
 
 Verification (``verify_chain``) streams the entries in the order given (the store gives
-ORDER BY seq), keeping O(1) state: the last accepted entry, a bounded dict of the hashes
-of the last ``WINDOW`` accepted entries, and, once a problem is found, up to ``WINDOW``
-entries read ahead to classify it. It stops at the first problem. With ``n`` the expected
+ORDER BY seq; ``start=ChainState`` carries on after a prefix already accepted, e.g. by the
+fast range check of ``broker.core.chain_scan``), keeping O(1) state: the last accepted
+entry, a bounded dict of the hashes of the last ``WINDOW`` accepted entries, and, once a
+problem is found, up to ``WINDOW`` entries read ahead to classify it. It stops at the
+first problem. With ``n`` the expected
 seq (1, then last accepted + 1) and ``L`` the last accepted hash (``GENESIS_HASH`` at
 first), an entry ``c`` is accepted when ``c.seq == n``, ``c.prev_hash == L`` and its hash
 recomputes. Otherwise, first matching rule wins (``first_bad_seq`` in brackets):
@@ -109,6 +111,7 @@ __all__ = [
     "WINDOW",
     "AuditEntry",
     "ChainHead",
+    "ChainState",
     "VerifyResult",
     "canonical_bytes",
     "compute_hash",
@@ -135,10 +138,12 @@ EVENTS: frozenset[str] = frozenset(
         "token.refreshed",
         "key.rotated",
         "policy.changed",
+        "policy.classified",
         "disclosure.legal",
         "console.login_failed",
         "preference.objected",
         "preference.withdrawn",
+        "audit.verified",
     }
 )
 GENESIS_HASH: str = "0" * 64
@@ -523,15 +528,40 @@ def _classify(
     return n, "changed", msg, here
 
 
+@dataclass(frozen=True)
+class ChainState:
+    """Where a pass stands after accepting entries ``1 .. seq`` (none of them the
+    expected head with another hash): the last entry's ``hash`` and ``prev_hash``, and
+    ``recent``, the hashes of the last ``min(seq + 1, WINDOW)`` accepted entries, oldest
+    first (``GENESIS_HASH`` counts as entry 0). ``verify_chain(rest, start=state)`` then
+    returns what one pass over the whole log returns."""
+
+    seq: int
+    hash: str
+    prev_hash: str
+    recent: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.recent) != min(self.seq + 1, WINDOW) or self.recent[-1] != self.hash:
+            raise _bad("chain state: recent must end with hash and hold min(seq+1, WINDOW)")
+
+
 def verify_chain(
-    entries: Iterable[AuditEntry], *, expected_head: ChainHead | None = None
+    entries: Iterable[AuditEntry],
+    *,
+    expected_head: ChainHead | None = None,
+    start: ChainState | None = None,
 ) -> VerifyResult:
-    """Check the chain in one pass; stop at and locate the first problem (see module doc)."""
+    """Check the chain in one pass; stop at and locate the first problem (see module doc).
+    ``start``: carry on after entries already accepted (``entries`` begin after it)."""
     it = iter(entries)
-    last = _Last(0, GENESIS_HASH, GENESIS_HASH)
-    recent: dict[str, int] = {GENESIS_HASH: 0}
-    order: deque[str] = deque([GENESIS_HASH])
-    checked = 0
+    if start is None:
+        start = ChainState(0, GENESIS_HASH, GENESIS_HASH, (GENESIS_HASH,))
+    last = _Last(start.seq, start.hash, start.prev_hash)
+    first = start.seq - len(start.recent) + 1
+    recent: dict[str, int] = {h: first + i for i, h in enumerate(start.recent)}
+    order: deque[str] = deque(start.recent)
+    checked = start.seq
     forked = False
 
     def fork_result() -> VerifyResult:

@@ -13,20 +13,20 @@ from typing import Any, BinaryIO
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from broker.core.audit_chain import AuditEntry, VerifyResult, read_head, verify_chain
-from broker.core.checkpoint import Checkpoint, open_note, split_notes
 from broker.core.csv_cells import csv_row
 from broker.core.errors import InvalidInput
-from broker.core.merkle import Frontier, leaf_hash
 from broker.flows.paging import page
+from broker.flows.verification import Progress, verify_log
 from broker.runtime import Runtime
-from broker.store.audit import flush_head_files, iter_canonical, iter_entries
+from broker.store.audit import iter_canonical
+from broker.store.audit_scan import last_seq
 from broker.store.models import AuditRow, Transfer, TransferCategory
 from broker.store.tree import checkpoints
 
 __all__ = [
     "EXPORT_COLUMNS",
     "TransferFilter",
+    "count_transfers",
     "export_checkpoints",
     "export_log",
     "export_transfers",
@@ -44,82 +44,6 @@ EXPORT_COLUMNS = (
     "payload_sha256", "payload_bytes", "destination", "response_status", "response_id",
     "reason", "attempts", "idempotency_key", "actor", "mode",
 )  # fmt: skip
-
-
-def verify_log(rt: Runtime) -> VerifyResult:
-    """Verify the whole chain against the head and the signed checkpoints kept outside
-    the database (``audit.head``, ``checkpoints``): a Merkle root that differs from a
-    checkpoint's shows a change hidden by a recomputed chain; a log shorter than a
-    checkpoint was truncated.
-
-    A row that cannot even be read as an entry (a column set to something
-    no entry can hold) counts as changed at that seq."""
-    flush_head_files()
-    try:
-        head = read_head(rt.settings.audit_head_file)
-    except InvalidInput as exc:
-        return VerifyResult(
-            ok=False, checked=0, head=None, first_bad_seq=None, problem="forked",
-            message=f"the head file is damaged: {exc.message}",
-        )  # fmt: skip
-    try:
-        roots = _signed_roots(rt)
-    except InvalidInput as exc:
-        return VerifyResult(
-            ok=False, checked=0, head=None, first_bad_seq=None, problem="forked",
-            message=f"the checkpoints file: {exc.message}",
-        )  # fmt: skip
-    unreadable: list[InvalidInput] = []
-    tree, differs = Frontier(), []
-
-    def entries() -> Iterator[AuditEntry]:
-        try:
-            for entry in iter_entries(rt.engine):
-                tree.append(leaf_hash(entry.canonical()))
-                if tree.size in roots and not differs and tree.root() != roots[tree.size]:
-                    differs.append(tree.size)
-                yield entry
-        except InvalidInput as exc:
-            unreadable.append(exc)
-
-    result = verify_chain(entries(), expected_head=head)
-    if unreadable and (result.ok or result.problem == "truncated"):
-        exc = unreadable[0]
-        seq = exc.details.get("seq")
-        return VerifyResult(
-            ok=False, checked=result.checked, head=result.head, first_bad_seq=seq,
-            problem="changed", message=f"entry {seq} cannot be read: {exc.message}",
-        )  # fmt: skip
-    if result.ok and differs:
-        first = max((s for s in roots if s < differs[0]), default=0) + 1
-        return VerifyResult(
-            ok=False, checked=result.checked, head=None, first_bad_seq=first, problem="changed",
-            message=f"entries {first} to {differs[0]} differ from the signed checkpoint of size "
-            f"{differs[0]}: changed after it was signed, and the chain recomputed",
-        )  # fmt: skip
-    if result.ok and roots and result.checked < max(roots):
-        return VerifyResult(
-            ok=False, checked=result.checked, head=result.head, first_bad_seq=result.checked + 1,
-            problem="truncated",
-            message=f"the log ends at entry {result.checked} but a checkpoint of size "
-            f"{max(roots)} was signed",
-        )  # fmt: skip
-    return result
-
-
-def _signed_roots(rt: Runtime) -> dict[int, bytes]:
-    """``{size: root}`` of the checkpoints in ``BROKER_HOME/checkpoints`` (outside the
-    database), each verified with the signing keys; two roots for a size are a fork."""
-    path = rt.settings.checkpoints_file
-    if not path.exists():
-        return {}
-    verifiers = rt.signing_keys().verifiers()
-    roots: dict[int, bytes] = {}
-    for note in split_notes(path.read_text(encoding="utf-8")):
-        cp = Checkpoint.parse(open_note(note, verifiers)[0])
-        if roots.setdefault(cp.tree_size, cp.root_hash) != cp.root_hash:
-            raise InvalidInput(f"two signed checkpoints of size {cp.tree_size} differ (a fork)")
-    return roots
 
 
 @dataclass(frozen=True)
@@ -198,25 +122,40 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def export_transfers(rt: Runtime, flt: TransferFilter, fmt: str) -> Iterator[str]:
-    """JSONL (one transfer per line) or CSV (with a header), streamed."""
+def count_transfers(rt: Runtime, flt: TransferFilter) -> int:
+    """How many transfers ``flt`` matches."""
+    with Session(rt.engine) as session:
+        return int(session.exec(flt.apply(select(func.count()).select_from(Transfer))).one())
+
+
+def export_transfers(
+    rt: Runtime, flt: TransferFilter, fmt: str, *, progress: Progress | None = None
+) -> Iterator[str]:
+    """JSONL (one transfer per line) or CSV (with a header), streamed; ``progress(done,
+    total)`` every 500 transfers and at the end."""
     if fmt not in ("jsonl", "csv"):
         raise InvalidInput("format must be jsonl or csv", details={"field": "format"})
+    total = count_transfers(rt, flt) if progress else 0
+    done = 0
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(EXPORT_COLUMNS)
         yield buf.getvalue()
-        for t in iter_transfers(rt, flt):
+    for t in iter_transfers(rt, flt):
+        if fmt == "csv":
             buf.seek(0)
             buf.truncate()
             writer.writerow(csv_row(_cell(t.get(c)) for c in EXPORT_COLUMNS))
             yield buf.getvalue()
-        return
-    for t in iter_transfers(rt, flt):
-        yield (
-            json.dumps({c: t.get(c) for c in EXPORT_COLUMNS}, default=_cell, sort_keys=True) + "\n"
-        )
+        else:
+            row = {c: t.get(c) for c in EXPORT_COLUMNS}
+            yield json.dumps(row, default=_cell, sort_keys=True) + "\n"
+        done += 1
+        if progress and done % 500 == 0:
+            progress(done, max(total, done))
+    if progress:
+        progress(done, max(total, done))
 
 
 def recipients_report(rt: Runtime) -> list[dict[str, Any]]:
@@ -287,10 +226,11 @@ def _legal_recipients(rt: Runtime) -> list[dict[str, Any]]:
     return sorted(out.values(), key=lambda r: r["name"])
 
 
-def export_log(rt: Runtime, out: BinaryIO) -> int:
+def export_log(rt: Runtime, out: BinaryIO, *, progress: Progress | None = None) -> int:
     """The log for ``verify-export``: per entry, in seq order, the line
     ``{"entry":<canonical content>,"hash":"…","prev_hash":"…"}`` (itself canonical JSON).
-    Returns the number of entries written."""
+    Returns the number of entries written; ``progress(done, total)`` every 5,000."""
+    total = last_seq(rt.engine) if progress else 0
     n = 0
     for content, hash_, prev in iter_canonical(rt.engine):
         out.write(
@@ -298,6 +238,10 @@ def export_log(rt: Runtime, out: BinaryIO) -> int:
             % (content, hash_.encode(), prev.encode())
         )
         n += 1
+        if progress and n % 5000 == 0:
+            progress(n, max(total, n))
+    if progress:
+        progress(n, max(total, n))
     return n
 
 

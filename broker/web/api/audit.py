@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import PlainTextResponse, Response
 
 from broker.core.errors import InvalidInput
-from broker.flows.audit import recipients_report, verify_log
+from broker.flows.audit import recipients_report
 from broker.flows.checkpoints import checkpoint_dict, public_keys
+from broker.flows.integrity import (
+    find_verification,
+    integrity_status,
+    start_full,
+    verification_dict,
+)
 from broker.flows.receipts import receipt_jwks, receipt_public_keys
 from broker.flows.reports import processing_records, records_yaml
 from broker.store.audit import iter_entries, latest_head
@@ -23,12 +30,51 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
 @router.get("/verify")
-def verify(rt: RuntimeDep, _key: AuditorKey) -> dict[str, Any]:
-    result = verify_log(rt)
-    body = result.to_dict()
+def verify(rt: RuntimeDep, key: AuditorKey) -> dict[str, Any]:
+    """The last completed verification, after verifying (incrementally) what was
+    appended since; never a whole-log pass in the request (see docs/api.md)."""
+    status = integrity_status(rt, actor=key.id)
+    last = status["last"]
+    fields = ("ok", "checked", "head", "first_bad_seq", "problem", "message")
+    if last is None:
+        body: dict[str, Any] = dict.fromkeys(fields)
+        body["message"] = "not verified yet: the first full verification is running"
+    else:
+        body = {name: last[name] for name in fields}
     head = latest_head(rt.engine)
     body["chain_head"] = {"seq": head.seq, "hash": head.hash} if head else None
+    body["verification"] = _run_json(last)
+    body["running"] = _run_json(status["running"])
+    body["unverified"] = status["unverified"]
     return body
+
+
+def _run_json(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A verification run as JSON, times as RFC 3339 UTC with ``Z``."""
+    if run is None:
+        return None
+    out = dict(run)
+    for name in ("started_at", "finished_at"):
+        if out[name] is not None:
+            out[name] = out[name].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return out
+
+
+@router.post("/verifications", status_code=202)
+def start_verification(rt: RuntimeDep, key: AuditorKey, response: Response) -> dict[str, Any]:
+    """Start a full re-verification in the background (``409`` while one runs); follow
+    it at ``Location``; its result is also kept as an ``audit.verified`` event."""
+    run = start_full(rt, actor=key.id)
+    response.headers["Location"] = f"/v1/audit/verifications/{run.id}"
+    return _run_json(verification_dict(run)) or {}
+
+
+@router.get("/verifications/{verification_id}")
+def get_verification(
+    rt: RuntimeDep, _key: AuditorKey, verification_id: Annotated[int, Path(ge=1, le=SQL_INT_MAX)]
+) -> dict[str, Any]:
+    """One verification run: its status and progress, then its result."""
+    return _run_json(verification_dict(find_verification(rt, verification_id))) or {}
 
 
 @router.get("/recipients")

@@ -4,6 +4,7 @@ check the log's integrity. Read-only, like an auditor key on the API."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +14,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from broker.core.errors import BrokerError, InvalidInput, NotFound, RateLimited, SessionInvalid
+from broker.core.errors import (
+    BrokerError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    SessionInvalid,
+)
 from broker.flows.activity import daily_transfers
 from broker.flows.audit import (
     STATUSES,
@@ -21,10 +29,10 @@ from broker.flows.audit import (
     export_transfers,
     list_transfers,
     recipients_report,
-    verify_log,
 )
 from broker.flows.browser_sessions import end_browser_session, sign_in_with_key
 from broker.flows.checkpoints import checkpoint_dict
+from broker.flows.integrity import integrity_status, start_full
 from broker.store.audit import latest_head
 from broker.store.tree import latest_checkpoint
 from broker.web.deps import AuditorSession, ConsoleSession, RuntimeDep, client_ip, issue_session
@@ -286,16 +294,39 @@ def console_recipients(
 
 @router.get("/audit/integrity")
 def console_integrity(request: Request, rt: RuntimeDep, current: AuditorSession) -> Response:
+    """The last completed verification, brought up to date incrementally (never a
+    whole-log pass in the request); a full run in progress refreshes the page."""
     if current is None:
         return _to_login(request)
-    result = verify_log(rt)
+    status = integrity_status(rt, actor=current.key.id)
     try:
         checkpoint: dict[str, Any] | None = checkpoint_dict(latest_checkpoint(rt.engine))
     except NotFound:
         checkpoint = None
-    return _page(
-        request,
-        "audit_integrity.html",
-        {"result": result, "head": latest_head(rt.engine), "checkpoint": checkpoint},
-        current,
-    )
+    context = {
+        "status": status,
+        "result": status["last"],
+        "running": status["running"],
+        "head": latest_head(rt.engine),
+        "checkpoint": checkpoint,
+        "started": request.query_params.get("started") == "1",
+    }
+    return _page(request, "audit_integrity.html", context, current)
+
+
+@router.post("/audit/integrity/verify")
+def console_verify_all(
+    request: Request,
+    rt: RuntimeDep,
+    current: AuditorSession,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Start a full re-verification in the background; back to the page, which follows it."""
+    if current is None:
+        return _to_login(request)
+    if not csrf_matches(current.session.csrf, csrf):
+        raise SessionInvalid("the verification form was not sent from the console; reload it")
+    with contextlib.suppress(Conflict):  # one is running already: the page shows it
+        start_full(rt, actor=current.key.id)
+    path = request.url_for("console_integrity").path
+    return RedirectResponse(path + "?started=1", status_code=303)

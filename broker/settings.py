@@ -118,6 +118,13 @@ class Settings(BaseSettings):
     worker_poll: float = Field(
         default=1.0, gt=0, le=60, description="seconds between a worker's looks for due transfers"
     )
+    webhook_max_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="a webhook endpoint is disabled after this many deliveries in a row "
+        "failed for good (each after its retries, up to 3 days)",
+    )
     retry_hold_max: float = Field(
         default=10.0,
         ge=0,

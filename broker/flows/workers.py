@@ -40,6 +40,7 @@ from broker.core.errors import DeliveryFailed, OutcomeNotRecorded, OutcomeUnknow
 from broker.core.gateway import TransferRequest
 from broker.flows.engine import FINAL_STATUSES, load, load_connection, run_claim
 from broker.flows.share import accept_transfer, transfer_dict
+from broker.flows.webhooks import WebhookSender
 from broker.runtime import Runtime
 from broker.store.jobs import Claim, claim_due, claim_lapsed, extend_leases, release
 from broker.store.models import Transfer
@@ -90,10 +91,13 @@ class DeliveryWorkers:
             t = threading.Thread(target=target, name=f"delivery-{name}", daemon=True)
             t.start()
             self._pool.append(t)
+        self.webhooks = WebhookSender(self.rt, owner=self.owner).start()  # to the host
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; let running deliveries finish; give queued ones back."""
+        if (sender := getattr(self, "webhooks", None)) is not None:
+            sender.stop()
         self._stopping.set()
         self._wake.set()
         for _ in range(self.threads):

@@ -49,6 +49,7 @@ from broker.core.audit_chain import (
     write_head,
 )
 from broker.core.merkle import Frontier, Node, leaf_hash, node_position, root_nodes
+from broker.store import webhook_outbox
 from broker.store.merkle_models import MerkleNode
 from broker.store.models import AuditHead, AuditRow
 
@@ -284,6 +285,7 @@ def append_event(
         insert(MerkleNode),
         [{"pos": node_position((lv, ix)), "hash": h} for lv, ix, h in written],
     )
+    webhook_outbox.enqueue(session.connection(), [entry])  # webhooks, in this transaction
     session.info[_APPENDED] = (entry.seq, entry.hash, frontier)
     if head_file is not None:
         session.info[_PENDING] = (head_file, ChainHead(entry.seq, entry.hash))

@@ -41,6 +41,7 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from broker.core.audit_chain import GENESIS_HASH, ChainHead, format_time, seal
 from broker.core.merkle import leaf_hash, node_position
 from broker.store import audit as audit_store
+from broker.store import webhook_outbox
 from broker.store.db import write_lock
 from broker.store.merkle_models import MerkleNode
 from broker.store.models import AuditHead, AuditRow
@@ -191,6 +192,7 @@ class AuditWriter:
                 done.append((job, value))
             if rows:
                 conn.execute(_INSERT_ENTRIES, rows)
+            webhook_outbox.enqueue(conn, entries)  # webhooks, in this transaction
             if seq != start_seq:
                 nodes = [
                     {"pos": node_position((lv, ix)), "hash": digest}

@@ -23,11 +23,12 @@ from broker.web.api import (
     preferences,
     transfers,
     user_sessions,
+    webhooks,
 )
 from broker.web.csp import authorize_origin, content_security_policy, logo_origins
 from broker.web.errors import UnexpectedErrorMiddleware, install_error_handlers
 from broker.web.links import template_url_for
-from broker.web.pages import audit_console, connect, me
+from broker.web.pages import audit_console, connect, me, webhook_log
 from broker.web.request_guard import NulCharacterGuard
 from broker.web.security_headers import SecurityHeaders
 
@@ -114,9 +115,11 @@ def create_app(rt: Runtime, *, mounts: dict[str, object] | None = None) -> FastA
     app.include_router(audit.router)
     app.include_router(disclosures.router)
     app.include_router(preferences.router)
+    app.include_router(webhooks.router)
     app.include_router(connect.router)
     app.include_router(me.router)
     app.include_router(audit_console.router)
+    app.include_router(webhook_log.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
 
     @app.get("/healthz", include_in_schema=False)

@@ -43,6 +43,7 @@ def _pages(demo: Demo, connection_id: str) -> list[tuple[str, str]]:
         ("transfers with a bad filter", "/audit?since=yesterday"),
         ("recipients", "/audit/recipients"),
         ("integrity", "/audit/integrity"),
+        ("webhook deliveries", "/audit/webhooks"),
     ]
 
 

@@ -19,15 +19,21 @@ from broker.core.errors import InvalidInput
 from broker.flows.share import transfer_dict
 from broker.store.models import Transfer
 
-__all__ = ["encode_cursor", "page"]
+__all__ = ["cursor_for", "decode_cursor", "encode_cursor", "page"]
 
 
 def encode_cursor(t: Transfer) -> str:
-    raw = json.dumps([t.created_at.isoformat(), t.id]).encode()
+    return cursor_for(t.created_at, t.id)
+
+
+def cursor_for(created: datetime, row_id: str) -> str:
+    """The cursor after a row created at ``created`` with id ``row_id`` (any table
+    paged newest first by ``(created_at, id)``)."""
+    raw = json.dumps([created.isoformat(), row_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The ``(created_at, id)`` a cursor names; anything else (not base64 JSON, a time
     without a zone or out of range once in UTC, a non-string id) is ``InvalidInput``."""
     try:
@@ -44,19 +50,22 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def page(
-    engine: Engine, stmt: Any, *, cursor: str | None, limit: int
+    engine: Engine,
+    stmt: Any,
+    *,
+    cursor: str | None,
+    limit: int,
+    keys: tuple[Any, Any] = (Transfer.created_at, Transfer.id),
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of ``stmt`` (a select of Transfer), newest first, after ``cursor``;
-    the next cursor is None on the last page."""
+    the next cursor is None on the last page. ``keys``: the columns holding the
+    transfer's ``(created_at, id)`` to order by (a joined table's copy of them, so
+    its index gives the page order)."""
+    created_col, id_col = col(keys[0]), col(keys[1])
     if cursor:
-        created, tid = _decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(
-                col(Transfer.created_at) < created,
-                (col(Transfer.created_at) == created) & (col(Transfer.id) < tid),
-            )
-        )
-    stmt = stmt.order_by(col(Transfer.created_at).desc(), col(Transfer.id).desc()).limit(limit + 1)
+        created, tid = decode_cursor(cursor)
+        stmt = stmt.where(or_(created_col < created, (created_col == created) & (id_col < tid)))
+    stmt = stmt.order_by(created_col.desc(), id_col.desc()).limit(limit + 1)
     with Session(engine) as session:
         rows = list(session.exec(stmt).all())
     more = len(rows) > limit

@@ -10,8 +10,6 @@ previous secret with the current one. Nothing here ever returns a stored secret.
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +19,7 @@ from sqlmodel import Session, col
 from broker.core.errors import Conflict, InvalidInput, NotFound
 from broker.core.tokens import new_secret
 from broker.core.webhooks import EVENT_TYPES, PING, endpoint_url_problem, new_endpoint_secret
+from broker.flows.paging import cursor_for, decode_cursor
 from broker.flows.webhooks import SECRET_KIND, wake_sender
 from broker.runtime import Runtime
 from broker.store.db import session_scope
@@ -130,42 +129,20 @@ def _found(session: Session, endpoint_id: str) -> WebhookEndpoint:
     return row
 
 
-# -- cursors ----------------------------------------------------------------------------
-
-
-def _cursor(created: datetime, row_id: str) -> str:
-    raw = json.dumps([created.isoformat(), row_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _uncursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, row_id = json.loads(raw)
-        if not isinstance(created, str) or not isinstance(row_id, str):
-            raise TypeError
-        when = datetime.fromisoformat(created)
-        if when.tzinfo is None:
-            raise ValueError
-        return when.astimezone(UTC), row_id
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        raise InvalidInput("cursor is not valid", details={"field": "cursor"}) from None
-
-
 def _page(
     rt: Runtime, model: Any, stmt: Any, *, cursor: str | None, limit: int
 ) -> tuple[list, str | None]:
     """Newest first, keyset paging on ``(created_at, id)``."""
     created_col, id_col = col(model.created_at), col(model.id)
     if cursor:
-        created, row_id = _uncursor(cursor)
+        created, row_id = decode_cursor(cursor)
         stmt = stmt.where(or_(created_col < created, (created_col == created) & (id_col < row_id)))
     stmt = stmt.order_by(created_col.desc(), id_col.desc()).limit(limit + 1)
     with Session(rt.engine) as session:
         rows = list(session.exec(stmt).scalars().all())
     more = len(rows) > limit
     rows = rows[:limit]
-    return rows, (_cursor(rows[-1].created_at, rows[-1].id) if more else None)
+    return rows, (cursor_for(rows[-1].created_at, rows[-1].id) if more else None)
 
 
 # -- operations -------------------------------------------------------------------------

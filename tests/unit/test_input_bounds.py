@@ -13,7 +13,7 @@ from broker.core.errors import InvalidInput, ProviderError, SessionInvalid
 from broker.core.oauth import MAX_EXPIRES_IN, TokenSet
 from broker.flows.audit import TransferFilter
 from broker.flows.connection_setup import encode_settings, settings_in_token
-from broker.flows.paging import _decode_cursor
+from broker.flows.paging import decode_cursor
 from broker.web.api.transfers import MAX_JSON_DEPTH, _check_strings_and_depth, _finite
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -53,11 +53,11 @@ def test_sane_expires_in_is_taken(value: object, seconds: int) -> None:
 )
 def test_bad_cursor_is_invalid_input(cursor: str) -> None:
     with pytest.raises(InvalidInput, match="cursor"):
-        _decode_cursor(cursor)
+        decode_cursor(cursor)
 
 
 def test_cursor_times_come_back_in_utc() -> None:
-    created, tid = _decode_cursor(_b64(json.dumps(["2026-01-01T02:00:00+02:00", "t"]).encode()))
+    created, tid = decode_cursor(_b64(json.dumps(["2026-01-01T02:00:00+02:00", "t"]).encode()))
     assert created == NOW and created.tzinfo == UTC and tid == "t"
 
 

@@ -89,6 +89,12 @@ def cmd_audit_export_log(args: argparse.Namespace) -> int:
     with open(args.output + ".checkpoints", "wb") as out:
         c = export_checkpoints(rt, out)
     say(f"wrote {n} entries to {args.output} and {c} checkpoint(s) to {args.output}.checkpoints")
+    if c == 0:
+        say(
+            "no checkpoint has been signed yet, so verify-export has nothing to check the log "
+            "against: sign one with `broker audit checkpoint` (`broker serve` signs them on "
+            "its own) and export again"
+        )
     return 0
 
 

@@ -350,3 +350,51 @@ def test_connectors_check_and_list_apply_the_data_use_policy(env, tmp_path, monk
     assert "seller" not in [c["id"] for c in listed["connectors"]]
     refused = [p for p in listed["problems"] if p["source"].endswith(str(selling))]
     assert [p["message"] for p in refused] == ["declares a forbidden data use"]
+
+
+def test_audit_cli_explains_what_a_newcomer_gets_wrong(env, rt, tmp_path, capsys) -> None:
+    """export-log before any checkpoint says how to sign one; verify-export with a missing
+    or malformed file says which and why (exit 2), never a Python message."""
+    _append(rt, 3)
+    log = str(tmp_path / "log.jsonl")
+    assert main(["audit", "export-log", "-o", log]) == 0
+    out = capsys.readouterr().out
+    assert "0 checkpoint(s)" in out and "`broker audit checkpoint`" in out
+    keyfile = tmp_path / "keys.txt"
+    assert main(["audit", "public-key"]) == 0
+    keyfile.write_text(capsys.readouterr().out)
+
+    assert (
+        main(["audit", "verify-export", str(tmp_path / "nope.jsonl"), "--public-key", str(keyfile)])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "nope.jsonl: no such file" in err and "export-log" in err
+    assert main(["audit", "verify-export", log, "--public-key", "not-a-key-file"]) == 2
+    assert "no such file, and not a key" in capsys.readouterr().err
+    (tmp_path / "bad.txt").write_text("justonepart\n")
+    assert main(["audit", "verify-export", log, "--public-key", str(tmp_path / "bad.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "not a verifier key" in err and "unpack" not in err
+    os.remove(log + ".checkpoints")
+    assert main(["audit", "verify-export", log, "--public-key", str(keyfile)]) == 2
+    assert "log.jsonl.checkpoints: no such file" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_exits_quietly(env, rt, tmp_path) -> None:
+    """`broker audit verify | head`: once the reader has gone, no traceback."""
+    import subprocess
+    import sys
+
+    _append(rt, 30)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left before the first line: every write is EPIPE
+    cmd = [sys.executable, "-m", "broker.cli", "audit", "verify"]
+    try:
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module
+            cmd, stdout=write_end, stderr=subprocess.PIPE, env=os.environ.copy(), check=False
+        )
+    finally:
+        os.close(write_end)
+    assert b"Traceback" not in done.stderr and b"BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 0

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from broker.cli import common
@@ -147,6 +148,20 @@ def _exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def _stop_when_orphaned(parent: int) -> None:
+    """A sibling whose parent died without stopping it (``kill -9``) stops too, rather
+    than serve on alone: it watches its parent id (re-parented: the parent is gone).
+    ``parent`` comes from the parent itself, so one that died while this process was
+    still starting is noticed too."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
     for child in children:
         if child.poll() is None:
@@ -168,12 +183,14 @@ class _Siblings:
         self.count = count
         self.children: list[subprocess.Popen[bytes]] = []
         self._stopping = threading.Event()
+        self._guard = threading.Lock()
         self._watch: threading.Thread | None = None
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         fd = self.sock.fileno()
+        argv = ["serve", "--listen-fd", str(fd), "--parent-pid", str(os.getpid())]
         return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no input
-            [sys.executable, "-m", "broker.cli", "serve", "--listen-fd", str(fd)],
+            [sys.executable, "-m", "broker.cli", *argv],
             env=os.environ.copy(),
             pass_fds=[fd],
         )
@@ -189,13 +206,17 @@ class _Siblings:
 
     def _keep(self) -> None:
         while not self._stopping.wait(1.0):
-            for i, child in enumerate(self.children):
-                if child.poll() is not None and not self._stopping.is_set():
-                    say(f"broker process {child.pid} exited ({child.returncode}); starting another")
-                    self.children[i] = self._spawn()
+            with self._guard:  # never a new child once stop() has begun
+                if self._stopping.is_set():
+                    return
+                for i, child in enumerate(self.children):
+                    if child.poll() is not None:
+                        say(f"broker process {child.pid} exited ({child.returncode}); restarting")
+                        self.children[i] = self._spawn()
 
     def stop(self) -> None:
-        self._stopping.set()
+        with self._guard:
+            self._stopping.set()
         _stop_all(self.children)
 
 
@@ -219,6 +240,7 @@ def _serve_child(args: argparse.Namespace) -> int:
     sock = socket.socket(fileno=args.listen_fd)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     _exit_cleanly_on_sigterm()
+    _stop_when_orphaned(args.parent_pid or os.getppid())
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
@@ -258,6 +280,7 @@ def register(sub: Any) -> None:
         p.add_argument("--port", type=int, default=None, help="port (default 8000)")
         # internal: a BROKER_PROCESSES sibling serving the parent's listening socket
         p.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+        p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
         if name == "demo":
             p.add_argument(
                 "--i-know-this-is-public",

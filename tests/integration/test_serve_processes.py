@@ -127,3 +127,13 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_a_sibling_stops_when_its_parent_is_killed(
+    server: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    proc, _base = server
+    (sibling,) = _wait_for(lambda: _siblings(proc.pid), "the sibling process")
+    os.kill(proc.pid, signal.SIGKILL)  # no cleanup in the parent
+    proc.wait(timeout=30)
+    _wait_for(lambda: _is_zombie(sibling) or not Path(f"/proc/{sibling}").exists(), "it to stop")

@@ -77,6 +77,10 @@ class Runtime:
             return self._outcome_results.pop(transfer_id, (None, None))
 
     _metrics: Any = field(default=None, repr=False)
+    # Policies (broker.flows.terms): each connector's current terms version, read at
+    # (monotonic time); the guarded transport the policy pages are fetched through.
+    terms_cache: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
+    transport: httpx.BaseTransport | None = field(default=None, repr=False)
 
     @property
     def metrics(self) -> BrokerMetrics:
@@ -206,7 +210,7 @@ def build_runtime(
         headers={"User-Agent": f"scoped-broker (+{settings.resolved_base_url})"},
         trust_env=settings.http_trust_env,
     )
-    return Runtime(
+    rt = Runtime(
         settings=settings,
         engine=engine,
         catalog=catalog,
@@ -215,4 +219,9 @@ def build_runtime(
         http=http,
         created=created,
         policy=policy,
+        transport=transport,
     )
+    from broker.flows.terms import record_loaded_terms  # flows build on the runtime
+
+    record_loaded_terms(rt)  # a connector's terms are recorded (and compared) at load
+    return rt

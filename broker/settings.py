@@ -178,6 +178,34 @@ class Settings(BaseSettings):
         default="",
         description="comma-separated connector ids kept on the shared /oauth/callback",
     )
+    policy_check_interval: int = Field(
+        default=86400,
+        ge=0,
+        le=30 * 86400,
+        description="seconds between checks of the third parties' policy and terms pages "
+        "(broker serve, and how old a snapshot the consent page accepts); 0: serve does "
+        "not check on its own",
+    )
+    policy_change_threshold: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="share of a policy page's words that must change for the change to "
+        "count as significant (smaller changes are minor)",
+    )
+    policy_fetch_timeout: float = Field(
+        default=5.0, gt=0, le=60, description="seconds a policy page fetch may take in all"
+    )
+    policy_page_wait: float = Field(
+        default=2.0,
+        ge=0,
+        le=30,
+        description="seconds the consent page waits for a policy fetch before it renders "
+        "with what the broker already has",
+    )
+    policy_max_bytes: int = Field(
+        default=2_097_152, ge=1024, le=16 * 1_048_576, description="largest policy page read"
+    )
     objectable_uses: str = Field(
         default="",
         description="comma-separated data-use keys a user may object to besides marketing "

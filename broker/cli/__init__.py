@@ -16,6 +16,7 @@ from broker.cli import (
     connectors,
     disclose,
     operations,
+    policies,
     receipts,
     serve,
     witness,
@@ -25,7 +26,18 @@ from broker.core.errors import BrokerError
 
 __all__ = ["build_parser", "main"]
 
-GROUPS = (serve, worker, admin, connectors, audit, receipts, disclose, operations, witness)
+GROUPS = (
+    serve,
+    worker,
+    admin,
+    connectors,
+    audit,
+    receipts,
+    disclose,
+    operations,
+    witness,
+    policies,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,6 +107,7 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     import uvicorn
 
     from broker.flows.checkpoints import start_checkpointing
+    from broker.flows.policy_checks import start_policy_checks
     from broker.flows.workers import ensure_workers
 
     if getattr(args, "listen_fd", None) is not None:
@@ -114,6 +115,7 @@ def cmd_serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     app, settings = build_app(args, demo=demo)
     rt = app.state.runtime
     checkpoints = start_checkpointing(rt)
+    start_policy_checks(rt)  # the third parties' policy pages, checked daily
     workers = ensure_workers(rt)
     if workers is not None:
         say(f"{workers.threads} delivery worker(s) running as {workers.owner}")

@@ -290,6 +290,8 @@ def complete_callback(
         terms_url=consent["terms_url"],
         manifest_digest=consent["manifest_digest"],
         platform_policy_version=consent["platform_policy_version"],
+        policy_digests=consent.get("policy_digests"),  # older attempts: none
+        terms_version=consent.get("terms_version"),
         scopes=consent["scopes"],
         client_ip=consent.get("client_ip"),
         user_agent=consent.get("user_agent"),

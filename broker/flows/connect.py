@@ -47,7 +47,10 @@ from broker.flows.connection_setup import (
     provider_oauth,
     settings_in_token,
 )
+from broker.flows.policy_checks import PolicyChecks, ensure_checked
+from broker.flows.policy_snapshots import latest_checks, shown_digests
 from broker.flows.preferences import covered_by, objectable, read_preferences
+from broker.flows.terms import current_terms_version
 from broker.runtime import Runtime
 from broker.store.db import session_scope
 from broker.store.models import (
@@ -135,6 +138,9 @@ class ConsentView:
     # Categories for a use the user may object to (marketing): shown apart, always a
     # choice (an objection wins over ``required``), unticked to start.
     marketing: list[CategoryChoice] = field(default_factory=list)
+    # The third party's policy and terms pages: when each was last checked, and
+    # whether it could be retrieved (broker.flows.policy_snapshots).
+    policy_checks: PolicyChecks | None = None
 
     @property
     def account_name(self) -> str:
@@ -260,6 +266,7 @@ def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> Consen
         row = _live_session(session, rt, token, kind="connect")
         _check_connector(row, connector_id)
     client_credentials(connector)  # an unconfigured connector is not offered for consent
+    policy_checks = ensure_checked(rt, connector)  # a snapshot of what the links show
     groups: list[tuple[Heading, list[CategoryChoice]]] = []
     marketing: list[CategoryChoice] = []
     declared = {d.category: d for d in connector.manifest.data}
@@ -298,6 +305,7 @@ def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> Consen
         platform_name=rt.settings.platform_name,
         confirm=row.confirm,
         marketing=marketing,
+        policy_checks=policy_checks,
     )
 
 
@@ -408,6 +416,9 @@ def approve(
     nonce = new_secret(nbytes=32)
     redirect_uri = redirect_uri_for(rt, connector)
     connection_id = "conn_" + new_secret(nbytes=12)
+    with session_scope(rt.engine) as session:  # the snapshots the consent page showed
+        policy_digests = shown_digests(latest_checks(session, connector))
+    terms_version = current_terms_version(rt, connector_id, fresh=True)
     with session_scope(rt.engine) as session:
         row = _live_session(session, rt, token, kind="connect")
         _check_connector(row, connector_id)
@@ -454,6 +465,8 @@ def approve(
                     "connector_name": manifest.name,
                     "scopes": list(manifest.oauth.scopes),
                     "platform_policy_version": rt.settings.policy_version,
+                    "policy_digests": policy_digests,
+                    "terms_version": terms_version,
                     "consented_at": now.isoformat(),
                     "client_ip": client_ip,
                     "user_agent": (user_agent or "")[:500] or None,

@@ -31,6 +31,7 @@ from broker.core.errors import IdempotencyConflict, InvalidInput, NotFound
 from broker.core.gateway import Allowed, Refused, TransferRequest, decide
 from broker.core.manifest import Action
 from broker.core.tokens import new_secret
+from broker.flows.terms import current_terms_version
 from broker.runtime import Runtime
 from broker.store.audit_writer import AuditWriter, Event, audit_writer
 from broker.store.models import Connection as ConnectionRow
@@ -314,6 +315,7 @@ def accept_transfer(
         "attempts": [],
         "actor": actor,
         "created_at": rt.clock(),
+        "terms_version": current_terms_version(rt, conn.connector_id),  # from memory
     }
     if isinstance(verdict, Refused):
         raise verdict.exception(_block(rt, row, verdict).id)

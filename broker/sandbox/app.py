@@ -7,6 +7,8 @@ Routes, relative to wherever the app is mounted:
 * ``POST /oauth/token``      authorization_code (PKCE S256) and refresh_token (rotating);
 * ``POST /oauth/revoke``     RFC 7009;
 * ``POST /api/{action}``     bearer-protected; stores the request and answers 201;
+* ``GET  /privacy``, ``GET /terms``  the policy pages (versioned: ``ETag`` ``"<page>-v<n>"``);
+  ``POST`` to either (loopback only) serves the request body as the page's new version;
 * ``GET  /api/received``     what the API has stored, as JSON (no authentication, so it
   answers loopback clients only: :func:`loopback_only`).
 
@@ -36,7 +38,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
 from .models import ReceivedRequest
-from .provider import Fault, SandboxProvider
+from .provider import Fault, PolicyPage, SandboxProvider
 from .requests import IncomingRequest, read_incoming
 from .server import SandboxAuthorizationServer, create_resource_protector
 
@@ -130,7 +132,7 @@ def _parse_json(raw: bytes) -> Any:
 
 _POLICY_PAGE = (
     '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>'
-    "<body><main><h1>{title}</h1><p>{body}</p></main></body></html>"
+    "<body><main><h1>{title}</h1><div>{body}</div></main></body></html>"
 )
 
 
@@ -151,20 +153,46 @@ def create_sandbox_app(provider: SandboxProvider, *, local_only: bool = True) ->
         context = {"error": error.error, "description": error.get_error_description()}
         return _templates.TemplateResponse(request, "error.html", context, status_code=400)
 
-    @app.get("/privacy", response_class=HTMLResponse)
-    def privacy() -> str:
-        return _POLICY_PAGE.format(
-            title="Sandbox Co. privacy policy",
-            body="Sandbox Co. is a pretend service inside the broker demo. It keeps what it "
-            "receives in memory only, shows it on the demo page, and forgets it on restart.",
+    def policy_page(page: PolicyPage, request: Request) -> Response:
+        fault = provider.take_fault(page)
+        if fault is not None:
+            return _fault_response(fault)
+        if provider.policy_gate is not None:
+            provider.policy_gate.wait(30)
+        with provider.lock:
+            title, body = provider.policy_pages[page]
+            version = provider.policy_versions[page]
+        etag = f'"{page}-v{version}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return HTMLResponse(
+            _POLICY_PAGE.format(title=title, body=body),
+            headers={"ETag": etag},
         )
 
-    @app.get("/terms", response_class=HTMLResponse)
-    def terms() -> str:
-        return _POLICY_PAGE.format(
-            title="Sandbox Co. terms of service",
-            body="For demonstration only. No warranty; nothing you send is kept.",
-        )
+    def set_policy_page(page: PolicyPage, raw: bytes) -> Response:
+        version = provider.set_policy(page, raw.decode("utf-8", errors="replace"))
+        return JSONResponse({"page": page, "version": version})
+
+    # GET: the page as the broker fetches it; POST (loopback only): a new version of it,
+    # the request body as its HTML, so the demo and tests can change the policy.
+    local = [Depends(loopback_only)] if local_only else []
+
+    @app.get("/privacy")
+    def privacy(request: Request) -> Response:
+        return policy_page("privacy", request)
+
+    @app.get("/terms")
+    def terms(request: Request) -> Response:
+        return policy_page("terms", request)
+
+    @app.post("/privacy", dependencies=local)
+    def set_privacy(raw: RawBody) -> Response:
+        return set_policy_page("privacy", raw)
+
+    @app.post("/terms", dependencies=local)
+    def set_terms(raw: RawBody) -> Response:
+        return set_policy_page("terms", raw)
 
     @app.get("/oauth/authorize")
     def authorize_page(request: Request, incoming: Incoming) -> Response:

@@ -10,7 +10,7 @@ Three groups of methods:
 * set-up and inspection for tests and the demo page (``add_client``, ``received``,
   ``token_requests``, ``revoked``, ``is_active``);
 * fault injection (``fail_token_endpoint``, ``fail_api``, ``fail_revocation``,
-  ``expire_access_tokens``);
+  ``fail_policy``, ``expire_access_tokens``) and versioned policy pages (``set_policy``);
 * storage used by the authorization server and the API (everything else).
 """
 
@@ -24,10 +24,22 @@ from typing import Literal
 
 from .models import AuthorizationCode, IssuedToken, ReceivedRequest, SandboxClient
 
-__all__ = ["Fault", "FaultSite", "SandboxProvider"]
+__all__ = ["Fault", "FaultSite", "PolicyPage", "SandboxProvider"]
 
-FaultSite = Literal["token", "api", "revocation"]
-_FAULT_SITES: tuple[FaultSite, ...] = ("token", "api", "revocation")
+FaultSite = Literal["token", "api", "revocation", "privacy", "terms"]
+_FAULT_SITES: tuple[FaultSite, ...] = ("token", "api", "revocation", "privacy", "terms")
+PolicyPage = Literal["privacy", "terms"]
+_POLICY_PAGES: dict[str, tuple[str, str]] = {
+    "privacy": (
+        "Sandbox Co. privacy policy",
+        "Sandbox Co. is a pretend service inside the broker demo. It keeps what it "
+        "receives in memory only, shows it on the demo page, and forgets it on restart.",
+    ),
+    "terms": (
+        "Sandbox Co. terms of service",
+        "For demonstration only. No warranty; nothing you send is kept.",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,13 @@ class SandboxProvider:
         self._by_access: dict[str, IssuedToken] = {}
         self._by_refresh: dict[str, IssuedToken] = {}
         self._faults: dict[FaultSite, deque[Fault]] = {site: deque() for site in _FAULT_SITES}
+        #: The policy pages served at ``/privacy`` and ``/terms``: (title, body HTML),
+        #: and how often each was changed (its ``ETag`` is ``"<page>-v<version>"``).
+        self.policy_pages: dict[str, tuple[str, str]] = dict(_POLICY_PAGES)
+        self.policy_versions: dict[str, int] = {page: 1 for page in _POLICY_PAGES}
+        #: When set to an Event not yet set, policy pages are answered only once it is
+        #: set (at most 30 s): a third party too slow to answer.
+        self.policy_gate: threading.Event | None = None
         for client in clients:
             self.add_client(client)
 
@@ -120,6 +139,25 @@ class SandboxProvider:
     def fail_revocation(self, status: int, count: int = 1) -> None:
         """Answer the next ``count`` revocation requests with ``status``; nothing is revoked."""
         self._queue_fault("revocation", Fault(status, _default_fault_body(status)), count)
+
+    def set_policy(self, page: PolicyPage, body: str, *, title: str | None = None) -> int:
+        """Serve a new version of a policy page (``body`` is HTML); returns its version."""
+        with self._lock:
+            self.policy_pages[page] = (title or self.policy_pages[page][0], body)
+            self.policy_versions[page] += 1
+            return self.policy_versions[page]
+
+    def fail_policy(
+        self,
+        page: PolicyPage,
+        status: int,
+        count: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next ``count`` requests for a policy page with ``status`` (and
+        ``headers``: a ``Location`` makes it a redirect)."""
+        fault = Fault(status, _default_fault_body(status), dict(headers or {}))
+        self._queue_fault(page, fault, count)
 
     def expire_access_tokens(self) -> None:
         """Make every access token issued so far expired; refresh tokens stay usable."""

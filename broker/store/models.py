@@ -171,6 +171,8 @@ class ConsentRecord(SQLModel, table=True):
     policy_digests: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
     manifest_digest: str = Field(max_length=64)
     platform_policy_version: str = Field(max_length=50)
+    # The connector's terms version agreed to (broker.core.terms; migration 0013).
+    terms_version: str | None = Field(default=None, max_length=64)
     scopes: list[str] = Field(sa_column=Column(JSON, nullable=False))
     client_ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, sa_type=Text)
@@ -226,6 +228,8 @@ class Transfer(SQLModel, table=True):
     lease_until: datetime | None = _ts(default=None, nullable=True)
     runs: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     payload_sealed: str | None = Field(default=None, sa_type=Text, repr=False)
+    # The connector's terms version it was sent under (broker.core.terms; migration 0013).
+    terms_version: str | None = Field(default=None, max_length=64)
 
 
 class TransferCategory(SQLModel, table=True):

@@ -117,6 +117,9 @@ class Allowed:
     field_paths: tuple[str, ...]
     dropped: tuple[dict[str, Any], ...]
     purpose: str
+    #: the data uses the manifest declares for the categories sent (kept on the
+    #: transfer, so reports say what was declared then, not what is installed now)
+    uses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -251,6 +254,7 @@ def decide(
         field_paths=tuple(scope.field_paths),
         dropped=tuple(outside),
         purpose=purpose,
+        uses=tuple(uses),
     )
 
 

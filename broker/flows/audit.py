@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from broker.core.csv_cells import csv_row
 from broker.core.errors import InvalidInput
 from broker.flows.paging import page
+from broker.flows.recorded import RecordedTerms, terms_by_connector
 from broker.flows.verification import Progress, verify_log
 from broker.runtime import Runtime
 from broker.store.audit import iter_canonical
@@ -85,12 +86,20 @@ class TransferFilter:
             stmt = stmt.where(col(Transfer.created_at) >= self.since)
         if self.until:
             stmt = stmt.where(col(Transfer.created_at) < self.until)
-        if self.category:
-            sub = select(TransferCategory.transfer_id).where(
-                TransferCategory.category == self.category
+        if self.category:  # a join, read in page order by the category's index (0014)
+            stmt = stmt.join(
+                TransferCategory,
+                (col(TransferCategory.transfer_id) == col(Transfer.id))
+                & (col(TransferCategory.category) == self.category),
             )
-            stmt = stmt.where(col(Transfer.id).in_(sub))
         return stmt
+
+    @property
+    def page_keys(self) -> tuple[Any, Any]:
+        """The ``(created_at, id)`` columns a page of this filter is ordered by."""
+        if self.category:
+            return (TransferCategory.created_at, TransferCategory.transfer_id)
+        return (Transfer.created_at, Transfer.id)
 
 
 def list_transfers(
@@ -100,7 +109,7 @@ def list_transfers(
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", details={"field": "limit"})
     stmt = flt.apply(select(Transfer))
-    return page(rt.engine, stmt, cursor=cursor, limit=limit)
+    return page(rt.engine, stmt, cursor=cursor, limit=limit, keys=flt.page_keys)
 
 
 def iter_transfers(rt: Runtime, flt: TransferFilter) -> Iterator[dict[str, Any]]:
@@ -183,6 +192,7 @@ def recipients_report(rt: Runtime) -> list[dict[str, Any]]:
             .where(Transfer.status != "delivered")
             .group_by(Transfer.connector_id, Transfer.status)
         ).all()
+        agreed = terms_by_connector(session)  # names and links as recorded, not as installed
     received: dict[str, tuple[set[str], set[str]]] = {}
     for connector_id, categories, paths in rows:
         cats, fields = received.setdefault(connector_id, (set(), set()))
@@ -196,10 +206,10 @@ def recipients_report(rt: Runtime) -> list[dict[str, Any]]:
     for connector_id, n, first, last in totals:
         seen.add(connector_id)
         cats, fields = received.get(connector_id, (set(), set()))
-        report.append(_recipient(rt, connector_id, n, first, last, cats, fields, counts))
+        report.append(_recipient(agreed, connector_id, n, first, last, cats, fields, counts))
     for connector_id in sorted(set(counts) - seen):
         cats, fields = received.get(connector_id, (set(), set()))  # outcome_unknown only
-        report.append(_recipient(rt, connector_id, 0, None, None, cats, fields, counts))
+        report.append(_recipient(agreed, connector_id, 0, None, None, cats, fields, counts))
     return sorted(report, key=lambda r: r["connector"]) + _legal_recipients(rt)
 
 
@@ -257,7 +267,7 @@ def export_checkpoints(rt: Runtime, out: BinaryIO) -> int:
 
 
 def _recipient(
-    rt: Runtime,
+    agreed: dict[str, RecordedTerms],
     connector_id: str,
     delivered: int,
     first: datetime | None,
@@ -266,13 +276,12 @@ def _recipient(
     fields: set[str],
     counts: dict[str, dict[str, int]],
 ) -> dict[str, Any]:
-    connector = rt.registry.connectors.get(connector_id)
-    manifest = connector.manifest if connector else None
+    terms = agreed.get(connector_id)  # its latest consent record
     return {
         "connector": connector_id,
-        "name": manifest.name if manifest else connector_id,
-        "privacy_policy_url": manifest.privacy_policy_url if manifest else None,
-        "terms_url": manifest.terms_url if manifest else None,
+        "name": terms.name if terms else connector_id,
+        "privacy_policy_url": terms.privacy_policy_url if terms else None,
+        "terms_url": terms.terms_url if terms else None,
         "categories": sorted(cats),
         "field_paths": sorted(fields),
         "transfers": delivered,

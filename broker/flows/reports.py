@@ -26,8 +26,9 @@ from sqlmodel import Session, col, select
 
 from broker.core.csv_cells import csv_row
 from broker.core.policy import data_uses
-from broker.flows.audit import recipients_report
+from broker.flows.audit import DISCLOSED, recipients_report
 from broker.flows.disclosures import LEGAL_USE
+from broker.flows.recorded import terms_by_connector, terms_of_consents
 from broker.runtime import Runtime
 from broker.store.models import AuditRow, Transfer
 
@@ -102,19 +103,25 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
         ).all()
         legal = _legal_rows(session, user_id)
         objections = _objection_rows(session, user_id)
+        # The recipient as the user agreed to it (broker.flows.recorded), not as installed now.
+        agreed = terms_of_consents(session, (t.consent_id for t in transfers))
     disclosures: list[dict[str, Any]] = []
     for t in transfers:
-        connector = rt.registry.connectors.get(t.connector_id)
+        terms = agreed.get(t.consent_id or "")
         disclosures.append(
             {
                 "time": t.completed_at or t.created_at,
                 "recipient": t.connector_id,
-                "recipient_name": connector.manifest.name if connector else t.connector_id,
+                "recipient_name": terms.name if terms else t.connector_id,
                 "kind": "integration",
                 "flagged": False,
                 "legal_basis": t.legal_basis,
                 "purpose": t.purpose,
-                "uses": _uses(rt, t.connector_id, t.categories),
+                "uses": (
+                    sorted(t.data_uses)
+                    if t.data_uses is not None
+                    else _uses(rt, t.connector_id, t.categories)  # sent before 0014
+                ),
                 "categories": sorted(t.categories),
                 "field_paths": sorted(t.field_paths),
                 "reference": None,
@@ -123,8 +130,9 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
                 "possible": t.status == "outcome_unknown",
                 "consent_id": t.consent_id,
                 "transfer_id": t.id,
-                "privacy_policy_url": connector.manifest.privacy_policy_url if connector else None,
-                "terms_url": connector.manifest.terms_url if connector else None,
+                "privacy_policy_url": terms.privacy_policy_url if terms else None,
+                "terms_url": terms.terms_url if terms else None,
+                "terms_version": t.terms_version,
             }
         )
     for row in legal:
@@ -146,6 +154,7 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
                 "transfer_id": None,
                 "privacy_policy_url": None,
                 "terms_url": None,
+                "terms_version": None,
             }
         )
     disclosures.sort(key=lambda d: d["time"])
@@ -275,6 +284,7 @@ def processing_records(rt: Runtime) -> list[dict[str, Any]]:
                 "name": m.name,
                 "kind": "integration",
                 "flagged": False,
+                "installed": True,
                 "privacy_policy_url": m.privacy_policy_url,
                 "terms_url": m.terms_url,
                 "declarations": list(uses.values()),
@@ -284,6 +294,9 @@ def processing_records(rt: Runtime) -> list[dict[str, Any]]:
                 "last_at": got.get("last_at"),
             }
         )
+    # Recipients that received data and are no longer installed: from the record.
+    gone = [r for r in received.values() if r.get("connector")]
+    out.extend(_uninstalled_records(rt, gone, names))
     with Session(rt.engine) as session:
         legal = _legal_rows(session)
     by_recipient: dict[str, dict[str, Any]] = {}
@@ -296,6 +309,7 @@ def processing_records(rt: Runtime) -> list[dict[str, Any]]:
                 "name": name,
                 "kind": "legal",
                 "flagged": True,
+                "installed": False,
                 "privacy_policy_url": None,
                 "terms_url": None,
                 "declarations": [],
@@ -322,6 +336,59 @@ def processing_records(rt: Runtime) -> list[dict[str, Any]]:
         r["transfers"] += 1
         r["last_at"] = row.time
     return out + sorted(by_recipient.values(), key=lambda r: r["recipient"])
+
+
+def _uninstalled_records(
+    rt: Runtime, received: list[dict[str, Any]], names: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Records of processing for recipients whose connector is gone: the declarations
+    as the transfers recorded them (purpose, declared uses, categories)."""
+    if not received:
+        return []
+    ids = [r["connector"] for r in received]
+    with Session(rt.engine) as session:
+        agreed = terms_by_connector(session)
+        sent = session.exec(
+            select(
+                Transfer.connector_id, Transfer.purpose, Transfer.data_uses, Transfer.categories
+            ).where(col(Transfer.connector_id).in_(ids), col(Transfer.status).in_(DISCLOSED))
+        ).all()
+    declared: dict[str, dict[str, dict[str, Any]]] = {}
+    for connector_id, purpose, uses, categories in sent:
+        for use in uses or ["unknown"]:  # sent before 0014 kept no uses
+            d = declared.setdefault(connector_id, {}).setdefault(
+                use,
+                {
+                    "use": use,
+                    "use_name": names.get(use, use),
+                    "purposes": [],
+                    "categories": [],
+                    "legal_basis": "consent",
+                },
+            )
+            if purpose and purpose not in d["purposes"]:
+                d["purposes"].append(purpose)
+            d["categories"] = sorted(set(d["categories"]) | set(categories))
+    out = []
+    for r in sorted(received, key=lambda r: r["connector"]):
+        terms = agreed.get(r["connector"])
+        out.append(
+            {
+                "recipient": r["connector"],
+                "name": terms.name if terms else r["name"],
+                "kind": "integration",
+                "flagged": False,
+                "installed": False,
+                "privacy_policy_url": terms.privacy_policy_url if terms else None,
+                "terms_url": terms.terms_url if terms else None,
+                "declarations": list(declared.get(r["connector"], {}).values()),
+                "received_categories": r["categories"],
+                "transfers": r["transfers"],
+                "first_at": r["first_at"],
+                "last_at": r["last_at"],
+            }
+        )
+    return out
 
 
 def _q(value: Any) -> str:

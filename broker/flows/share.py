@@ -186,7 +186,10 @@ _ROW_DEFAULTS = _defaults()
 def _record(rt: Runtime, row: dict[str, Any], event: str, details: dict[str, Any]) -> Transfer:
     """Insert a new transfer row and its event in one (group-committed) transaction;
     returns the transfer as stored."""
-    categories = [{"transfer_id": row["id"], "category": c} for c in row["categories"]]
+    categories = [
+        {"transfer_id": row["id"], "category": c, "created_at": row["created_at"]}
+        for c in row["categories"]
+    ]
     audit = Event(
         time=row["created_at"],
         event=event,
@@ -235,6 +238,7 @@ def _pending(
         purpose=row["purpose"] if row["purpose"] is not None else verdict.purpose,
         payload_sha256=verdict.payload_sha256,
         payload_bytes=len(verdict.body),
+        data_uses=list(verdict.uses),
         payload_sealed=rt.vault.seal(
             verdict.body.decode(), connection_id=row["connection_id"], kind=payload_kind(row["id"])
         ),

@@ -230,15 +230,24 @@ class Transfer(SQLModel, table=True):
     payload_sealed: str | None = Field(default=None, sa_type=Text, repr=False)
     # The connector's terms version it was sent under (broker.core.terms; migration 0013).
     terms_version: str | None = Field(default=None, max_length=64)
+    # The data uses the manifest declared for the categories sent, as the gateway saw
+    # them (reports read these, not today's manifest; migration 0014). None: before 0014.
+    data_uses: list[str] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class TransferCategory(SQLModel, table=True):
     """Index of which categories each transfer carried (filters and reports)."""
 
     __tablename__ = "transfer_categories"
+    # The category filter reads its matches in page order (newest first): migration 0014.
+    __table_args__ = (
+        Index("ix_transfer_categories_page", "category", "created_at", "transfer_id"),
+    )
 
     transfer_id: str = Field(foreign_key="transfers.id", primary_key=True, max_length=40)
     category: str = Field(primary_key=True, max_length=100, index=True)
+    #: the transfer's ``created_at``, copied so a category's page is read in index order
+    created_at: datetime | None = _ts(default=None, nullable=True)
 
 
 class UserPreference(SQLModel, table=True):

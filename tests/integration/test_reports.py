@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+from datetime import datetime
 
 import pytest
 from sqlmodel import Session, select
@@ -221,3 +223,67 @@ use = "marketing.advertising.third_party.targeted"
     )
     assert "sandbox" not in rt.registry
     rt.close()
+
+
+def _cli_json(capsys, *argv: str) -> object:
+    capsys.readouterr()
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _same_times(rows: list) -> list:
+    """The rows with their times parsed (the API and the CLI print them differently)."""
+    return [
+        {
+            k: datetime.fromisoformat(v) if k.endswith("_at") and isinstance(v, str) else v
+            for k, v in r.items()
+        }
+        for r in rows
+    ]
+
+
+def test_reports_say_what_was_recorded_whatever_is_installed_now(scenario: Stack, capsys) -> None:
+    """The CLI runs without the sandbox connector (it is built into the test stack only):
+    its reports must still name the recipient, link its policy and list the uses the
+    manifest declared when the data was sent, as the API (sandbox installed) does."""
+    with scenario.api(scenario.auditor_key) as api:
+        api_recipients = api.get("/v1/audit/recipients").json()["recipients"]
+        api_user = api.get("/v1/users/user-1/disclosures").json()
+        api_records = api.get("/v1/audit/processing").json()["recipients"]
+    assert (
+        "sandbox"
+        not in build_runtime(
+            scenario.rt.settings, builtins=[], plugins=[], upgrade=False
+        ).registry.connectors
+    )  # what the CLI below sees
+    cli_recipients = _cli_json(capsys, "audit", "report", "--json")
+    cli_user = _cli_json(capsys, "audit", "user", "user-1")
+    cli_records = _cli_json(capsys, "audit", "records")["recipients"]
+
+    def sandbox(rows: list, key: str = "connector") -> dict:
+        (row,) = [r for r in rows if r.get(key) == "sandbox"]
+        return row
+
+    for r in (sandbox(api_recipients), sandbox(cli_recipients)):
+        assert r["name"] == "Sandbox Co."
+        assert r["privacy_policy_url"].endswith("/privacy") and r["terms_url"]
+    assert _same_times(api_recipients) == _same_times(cli_recipients)  # the same figures
+    # through both (and the console, which reads the same function)
+    api_sent = [d for d in api_user["disclosures"] if d["recipient"] == "sandbox"]
+    cli_sent = [d for d in cli_user["disclosures"] if d["recipient"] == "sandbox"]
+    assert len(api_sent) == len(cli_sent) == 2
+    for d in api_sent + cli_sent:
+        assert d["recipient_name"] == "Sandbox Co."
+        assert d["uses"] == ["functional.service"]  # as recorded on the transfer
+        assert d["privacy_policy_url"].endswith("/privacy")
+    api_sandbox = sandbox(api_records, "recipient")
+    cli_sandbox = sandbox(cli_records, "recipient")
+    assert api_sandbox["installed"] is True and cli_sandbox["installed"] is False
+    assert cli_sandbox["name"] == "Sandbox Co."
+    assert cli_sandbox["received_categories"] == api_sandbox["received_categories"]
+    assert [d["use"] for d in cli_sandbox["declarations"]] == ["functional.service"]
+    with Session(scenario.rt.engine) as db:
+        uses = {
+            tuple(t.data_uses or ()) for t in db.exec(select(Transfer)) if t.status == "delivered"
+        }
+    assert uses == {("functional.service",)}

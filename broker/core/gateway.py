@@ -42,7 +42,18 @@ from broker.core.manifest import Manifest
 from broker.core.policy import Policy, is_data_use
 from broker.core.scope import canonical_payload, check_scope, drop_fields, payload_digest
 
-__all__ = ["MODES", "Allowed", "Refused", "TransferRequest", "decide"]
+__all__ = [
+    "MODES",
+    "TERMS_CHANGED",
+    "Allowed",
+    "Refused",
+    "TransferRequest",
+    "decide",
+]
+
+#: why a connection paused by a significant change of its terms is (its ``last_error``),
+#: and the reason its blocked transfers are recorded with
+TERMS_CHANGED = "terms changed; re-consent required"
 
 MODES = ("reject", "drop")
 _FIELDS = frozenset({"action", "data", "purpose", "mode", "idempotency_key", "use"})
@@ -150,9 +161,11 @@ def decide(
     granted: Collection[str] | None,
     request: TransferRequest,
     objections: Collection[str] = (),
+    paused_for: str | None = None,
 ) -> Allowed | Refused:
     """The verdict on one transfer request; ``granted`` is None without a consent record;
-    ``objections``: the data uses the user objects to."""
+    ``objections``: the data uses the user objects to; ``paused_for``: why a paused
+    connection is paused (``TERMS_CHANGED``: a significant change of the terms)."""
     scope = check_scope(catalog, request.data, set(granted or ()))
     data = request.data
     if scope.outside and request.mode == "drop":
@@ -173,10 +186,13 @@ def decide(
         )
 
     if connection_status != "active" or granted is None:
+        terms = connection_status == "reconsent_required" and paused_for == TERMS_CHANGED
         return refuse(
             ConnectionNotActive,
-            f"the connection is {connection_status}; nothing was sent",
-            f"connection is {connection_status}",
+            f"the connection is {connection_status}"
+            + (" (the third party's terms changed)" if terms else "")
+            + "; nothing was sent",
+            TERMS_CHANGED if terms else f"connection is {connection_status}",
             field_paths=every_path,
             record={"status": connection_status},
             details={"status": connection_status},

@@ -53,7 +53,7 @@ _CONSENTS = ConsentRecord.__table__  # type: ignore[attr-defined]
 _PREFS = UserPreference.__table__  # type: ignore[attr-defined]
 _LINK_COLUMNS = [
     _CONNECTIONS.c[name]
-    for name in ("id", "user_id", "connector_id", "status", "consent_id", "settings")
+    for name in ("id", "user_id", "connector_id", "status", "consent_id", "settings", "last_error")
 ]
 
 
@@ -80,6 +80,7 @@ class _Link:
     status: str
     consent_id: str | None
     settings: dict[str, str] | None
+    last_error: str | None
 
 
 _CATEGORIES = TransferCategory.__table__  # type: ignore[attr-defined]
@@ -295,6 +296,7 @@ def accept_transfer(
         granted=granted,
         request=request,
         objections=objections,
+        paused_for=conn.last_error,
     )
     if existing is not None:
         return _replay(existing, verdict.payload_sha256), False

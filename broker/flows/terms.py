@@ -35,6 +35,7 @@ from sqlmodel import Session, col, select, update
 
 from broker.core.connector import Connector
 from broker.core.errors import InvalidInput, NotFound
+from broker.core.gateway import TERMS_CHANGED
 from broker.core.policy_text import change_ratio
 from broker.core.terms import (
     PAGES,
@@ -50,6 +51,7 @@ from broker.store.audit import append_event
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConsentRecord
 from broker.store.policy_models import PolicyChange, TermsVersion
+from broker.store.webhook_outbox import enqueue_event
 
 __all__ = [
     "CLASSIFICATIONS",
@@ -97,7 +99,7 @@ def _pause(session: Session, connector_id: str, version: str, now: datetime) -> 
     becomes ``reconsent_required``; returns their ids."""
     agreed = col(ConsentRecord.terms_version)
     rows = session.exec(
-        select(Connection.id)
+        select(Connection.id, Connection.user_id)
         .join(ConsentRecord, col(ConsentRecord.id) == col(Connection.consent_id))
         .where(
             Connection.connector_id == connector_id,
@@ -106,13 +108,21 @@ def _pause(session: Session, connector_id: str, version: str, now: datetime) -> 
         )
         .order_by(col(Connection.id))
     ).all()
-    ids = list(rows)
+    ids = [cid for cid, _ in rows]
     if ids:
         session.exec(
             update(Connection)
             .where(col(Connection.id).in_(ids), col(Connection.status) == "active")
-            .values(status="reconsent_required", updated_at=now)
+            .values(status="reconsent_required", last_error=TERMS_CHANGED, updated_at=now)
         )
+        for cid, user_id in rows:  # the host is told, in this transaction (webhooks)
+            enqueue_event(
+                session.connection(),
+                "connection.reconsent_required",
+                at=now,
+                ids={"connection_id": cid, "user_id": user_id, "connector_id": connector_id},
+                status="reconsent_required",
+            )
     return ids
 
 
@@ -132,7 +142,7 @@ def _resume(session: Session, change: PolicyChange, now: datetime) -> list[str]:
         session.exec(
             update(Connection)
             .where(col(Connection.id).in_(resumed))
-            .values(status="active", updated_at=now)
+            .values(status="active", last_error=None, updated_at=now)
         )
     return resumed
 

@@ -33,6 +33,7 @@ from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConnectionToken
+from broker.store.webhook_outbox import enqueue_event
 
 __all__ = ["access_token", "refresh_access_token", "refresh_margin"]
 
@@ -109,6 +110,17 @@ def _mark_reconsent(rt: Runtime, connection_id: str, reason: str) -> None:
             conn.last_error = reason[:500]
             conn.updated_at = rt.clock()
             session.add(conn)
+            enqueue_event(  # the host is told, in this transaction (webhooks)
+                session.connection(),
+                "connection.reconsent_required",
+                at=conn.updated_at,
+                ids={
+                    "connection_id": conn.id,
+                    "user_id": conn.user_id,
+                    "connector_id": conn.connector_id,
+                },
+                status="reconsent_required",
+            )
 
 
 def refresh_access_token(rt: Runtime, connection_id: str, *, stale: str | None) -> str:

@@ -27,6 +27,7 @@ from broker.flows.terms import classify_change, current_terms_version
 from broker.runtime import build_runtime
 from broker.store.models import AuditRow, Connection, ConsentRecord, Transfer
 from broker.store.policy_models import PolicyChange, PolicyCheck, PolicySnapshot, TermsVersion
+from broker.store.webhook_models import WebhookDelivery
 from tests.integration.conftest import Browser, Stack, connect
 
 NAME = "user.name"
@@ -141,6 +142,12 @@ def test_significant_change_pauses_sharing_until_classified_minor(
     conn_id = connect(stack, browser, optional=[NAME])
     other = connect(stack, browser, optional=[], user_id="user-2")
     body = {"action": "post_message", "data": {"work_item": {"id": "W-1", "title": "Ship"}}}
+    with stack.api() as api:  # the host subscribes to re-consent notices
+        hook = api.post(
+            "/v1/webhook-endpoints",
+            json={"url": "http://127.0.0.1:9/hooks", "events": ["connection.reconsent_required"]},
+        )
+        assert hook.status_code == 201, hook.text
     stack.provider.set_policy("privacy", "<p>We now sell everything you send us.</p>")
     (outcome,) = check_policies(stack.rt, actor="test")
     change = outcome.change
@@ -149,6 +156,13 @@ def test_significant_change_pauses_sharing_until_classified_minor(
     assert connection_status(stack, conn_id) == "reconsent_required"
     (event,) = events(stack, "policy.changed")
     assert event.details["paused_connections"] == 2
+    with Session(stack.rt.engine) as db:  # recorded with the pause, one per connection
+        told = db.exec(
+            select(WebhookDelivery).where(
+                WebhookDelivery.event_type == "connection.reconsent_required"
+            )
+        ).all()
+    assert sorted(d.payload["connection_id"] for d in told) == sorted([conn_id, other])
     with stack.api() as api:
         blocked = api.post(f"/v1/connections/{conn_id}/transfers", json=body)
         assert blocked.status_code == 409, blocked.text
@@ -156,7 +170,7 @@ def test_significant_change_pauses_sharing_until_classified_minor(
         with Session(stack.rt.engine) as db:
             row = db.get(Transfer, blocked.json()["error"]["details"]["transfer_id"])
         assert row is not None and row.status == "blocked"
-        assert row.reason == "connection is reconsent_required"
+        assert row.reason == "terms changed; re-consent required"
         assert row.terms_version == outcome.terms_version
         classify_change(stack.rt, change.id, "minor", reason="only reformatted", actor="test")
         assert connection_status(stack, conn_id) == "active"

@@ -51,13 +51,19 @@ class Stack:
 
 @pytest.fixture
 def stack(make_settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    yield from build_stack(make_settings, monkeypatch, sandbox_connector)
+
+
+def build_stack(make_settings, monkeypatch: pytest.MonkeyPatch, make_connector) -> Iterator[Stack]:
+    """The ``stack`` fixture's body; ``make_connector(catalog, sandbox_url)`` gives the
+    connector installed for the sandbox (the sandbox's own, or a variant of it)."""
     broker_sock, sandbox_sock = free_socket(), free_socket()
     broker_url = f"http://127.0.0.1:{broker_sock.getsockname()[1]}"
     sandbox_url = f"http://127.0.0.1:{sandbox_sock.getsockname()[1]}"
     settings = make_settings(base_url=broker_url)
     monkeypatch.setenv("BROKER_SANDBOX_CLIENT_SECRET", "sandbox-test-secret")
     provider, sandbox_app = sandbox_setup(settings.callback_url)
-    connector = sandbox_connector(default_catalog(), sandbox_url)
+    connector = make_connector(default_catalog(), sandbox_url)
     rt = build_runtime(settings, builtins=[connector], plugins=[], upgrade=True)
     waits: list[float] = []
     rt.sleep = waits.append  # backoff is recorded, not slept: tests assert the delays

@@ -11,19 +11,22 @@ from types import SimpleNamespace
 import pytest
 from sqlmodel import Session, select
 
-from broker.core.catalog import default_catalog
 from broker.core.connector import Connector, ConnectorSource
 from broker.core.errors import InvalidInput
 from broker.core.manifest import parse_manifest
-from broker.demo import sandbox_manifest, sandbox_setup
+from broker.demo import sandbox_manifest
 from broker.flows.audit import verify_log
-from broker.flows.keys import create_api_key
 from broker.flows.preferences import parse_preferences
-from broker.runtime import build_runtime
 from broker.settings import Settings
 from broker.store.models import AuditRow, ConsentRecord, Transfer, UserPreference
-from tests.conftest import LiveServer, free_socket
-from tests.integration.conftest import Browser, Stack, connect, form_action, form_fields
+from tests.integration.conftest import (
+    Browser,
+    Stack,
+    build_stack,
+    connect,
+    form_action,
+    form_fields,
+)
 
 EMAIL = "user.contact.email"
 NAME = "user.name"
@@ -43,28 +46,7 @@ def marketing_connector(catalog, sandbox_url: str) -> Connector:
 
 @pytest.fixture
 def stack(make_settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    broker_sock, sandbox_sock = free_socket(), free_socket()
-    broker_url = f"http://127.0.0.1:{broker_sock.getsockname()[1]}"
-    sandbox_url = f"http://127.0.0.1:{sandbox_sock.getsockname()[1]}"
-    settings = make_settings(base_url=broker_url)
-    monkeypatch.setenv("BROKER_SANDBOX_CLIENT_SECRET", "sandbox-test-secret")
-    provider, sandbox_app = sandbox_setup(settings.callback_url)
-    connector = marketing_connector(default_catalog(), sandbox_url)
-    rt = build_runtime(settings, builtins=[connector], plugins=[], upgrade=True)
-    waits: list[float] = []
-    rt.sleep = waits.append
-    _, admin = create_api_key(rt.engine, role="admin")
-    _, auditor = create_api_key(rt.engine, role="auditor")
-    sandbox = LiveServer(sandbox_app, sandbox_sock).start()
-    from broker.web.app import create_app
-
-    broker = LiveServer(create_app(rt), broker_sock).start()
-    try:
-        yield Stack(rt, broker, sandbox, provider, admin, auditor, waits)
-    finally:
-        broker.stop()
-        sandbox.stop()
-        rt.close()
+    yield from build_stack(make_settings, monkeypatch, marketing_connector)
 
 
 def share(stack: Stack, connection_id: str, **body: object):

@@ -15,8 +15,9 @@ from sqlmodel import Session, col, select
 
 from broker.core.csv_cells import csv_row
 from broker.core.errors import InvalidInput
+from broker.core.kantara import ConsentFacts
 from broker.flows.paging import page
-from broker.flows.recorded import RecordedTerms, terms_by_connector
+from broker.flows.recorded import terms_by_connector
 from broker.flows.verification import Progress, verify_log
 from broker.runtime import Runtime
 from broker.store.audit import iter_canonical
@@ -267,7 +268,7 @@ def export_checkpoints(rt: Runtime, out: BinaryIO) -> int:
 
 
 def _recipient(
-    agreed: dict[str, RecordedTerms],
+    agreed: dict[str, ConsentFacts],
     connector_id: str,
     delivered: int,
     first: datetime | None,
@@ -279,7 +280,7 @@ def _recipient(
     terms = agreed.get(connector_id)  # its latest consent record
     return {
         "connector": connector_id,
-        "name": terms.name if terms else connector_id,
+        "name": terms.connector_name if terms else connector_id,
         "privacy_policy_url": terms.privacy_policy_url if terms else None,
         "terms_url": terms.terms_url if terms else None,
         "categories": sorted(cats),

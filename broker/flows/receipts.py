@@ -53,6 +53,7 @@ from broker.store.models import ConsentRecord
 __all__ = [
     "RECEIPT_VERSION",
     "check_receipt",
+    "consent_facts",
     "consent_receipt",
     "consent_receipt_jws",
     "kantara_receipt",
@@ -101,7 +102,8 @@ def _issuer(rt: Runtime) -> ReceiptIssuer:
     )
 
 
-def _facts(rec: ConsentRecord) -> ConsentFacts:
+def consent_facts(rec: ConsentRecord) -> ConsentFacts:
+    """The consent record as plain values (receipts and reports read these)."""
     return ConsentFacts(
         consent_id=rec.id,
         connection_id=rec.connection_id,
@@ -124,7 +126,7 @@ def _facts(rec: ConsentRecord) -> ConsentFacts:
 
 def kantara_receipt(rt: Runtime, rec: ConsentRecord) -> dict[str, Any]:
     """The Kantara v1.1 / ISO 27560 receipt of ``rec`` (unsigned)."""
-    return build_receipt(_facts(rec), _issuer(rt))
+    return build_receipt(consent_facts(rec), _issuer(rt))
 
 
 def receipt_sha256(rt: Runtime, rec: ConsentRecord) -> str:

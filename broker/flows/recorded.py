@@ -1,4 +1,5 @@
-"""What the record says of a recipient: the terms a consent was given under.
+"""What the record says of a recipient: the terms a consent was given under
+(``ConsentFacts``, the consent record as plain values, as receipts read it).
 
 Reports name a recipient, link its policy and terms and list its purposes from
 the consent records (immutable, written when the user agreed) and from the
@@ -12,55 +13,29 @@ manifest for them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
+from broker.core.kantara import ConsentFacts
+from broker.flows.receipts import consent_facts
 from broker.store.models import ConsentRecord
 
-__all__ = ["RecordedTerms", "terms_by_connector", "terms_of_consents"]
-
-
-@dataclass(frozen=True)
-class RecordedTerms:
-    """A recipient as a consent record shows it."""
-
-    consent_id: str
-    connector_id: str
-    name: str
-    privacy_policy_url: str
-    terms_url: str
-    purposes: dict[str, str]
-    terms_version: str | None
-    policy_digests: dict[str, str] | None
-
-
-def _terms(c: ConsentRecord) -> RecordedTerms:
-    return RecordedTerms(
-        consent_id=c.id,
-        connector_id=c.connector_id,
-        name=c.connector_name,
-        privacy_policy_url=c.privacy_policy_url,
-        terms_url=c.terms_url,
-        purposes=dict(c.purposes),
-        terms_version=c.terms_version,
-        policy_digests=c.policy_digests,
-    )
+__all__ = ["terms_by_connector", "terms_of_consents"]
 
 
 def terms_of_consents(
     session: Session, consent_ids: Iterable[str | None]
-) -> dict[str, RecordedTerms]:
+) -> dict[str, ConsentFacts]:
     """The recorded terms of each consent in ``consent_ids`` (one read)."""
     wanted = sorted({c for c in consent_ids if c})
     if not wanted:
         return {}
     rows = session.exec(select(ConsentRecord).where(col(ConsentRecord.id).in_(wanted))).all()
-    return {c.id: _terms(c) for (c,) in rows}
+    return {c.id: consent_facts(c) for (c,) in rows}
 
 
-def terms_by_connector(session: Session) -> dict[str, RecordedTerms]:
+def terms_by_connector(session: Session) -> dict[str, ConsentFacts]:
     """Per connector, the terms of its latest consent record (a recipient's name and
     links as last agreed to)."""
     latest = (
@@ -77,4 +52,4 @@ def terms_by_connector(session: Session) -> dict[str, RecordedTerms]:
         )
         .order_by(col(ConsentRecord.id))
     ).all()
-    return {c.connector_id: _terms(c) for (c,) in rows}
+    return {c.connector_id: consent_facts(c) for (c,) in rows}

@@ -112,7 +112,7 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
             {
                 "time": t.completed_at or t.created_at,
                 "recipient": t.connector_id,
-                "recipient_name": terms.name if terms else t.connector_id,
+                "recipient_name": terms.connector_name if terms else t.connector_id,
                 "kind": "integration",
                 "flagged": False,
                 "legal_basis": t.legal_basis,
@@ -375,7 +375,7 @@ def _uninstalled_records(
         out.append(
             {
                 "recipient": r["connector"],
-                "name": terms.name if terms else r["name"],
+                "name": terms.connector_name if terms else r["name"],
                 "kind": "integration",
                 "flagged": False,
                 "installed": False,

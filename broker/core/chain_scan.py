@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.core.audit_chain import _OPTIONAL_STR as OPTIONAL_STR_FIELDS
 from broker.core.audit_chain import ENTRY_FIELDS, GENESIS_HASH
 from broker.core.merkle import Frontier
 
@@ -95,21 +96,8 @@ def _loads(text: str) -> Any:
 
 
 _STR, _NONE = str, type(None)
-_OPTIONAL_STR = frozenset(
-    ENTRY_FIELDS.index(name)
-    for name in (
-        "user_id",
-        "connector_id",
-        "connection_id",
-        "transfer_id",
-        "consent_id",
-        "purpose",
-        "legal_basis",
-        "payload_sha256",
-        "destination",
-        "outcome",
-    )
-)
+# positions of the optional string fields (the same list as the entry's own check)
+_OPTIONAL_STR = frozenset(ENTRY_FIELDS.index(name) for name in OPTIONAL_STR_FIELDS)
 _PAYLOAD_BYTES = ENTRY_FIELDS.index("payload_bytes")
 _SIGNATURES: dict[tuple[type, ...], bool] = {}
 

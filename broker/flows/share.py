@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -102,11 +103,15 @@ def payload_kind(transfer_id: str) -> str:
     return f"payload:{transfer_id}"
 
 
-def event_fields(t: Transfer) -> dict[str, Any]:
-    """What an audit entry about transfer ``t`` says of it."""
-    return _event_fields(
-        {name: getattr(t, name) for name in (*_EVENT_COLUMNS, "id", "categories", "field_paths")}
-    )
+def event_fields(t: Transfer | dict[str, Any]) -> dict[str, Any]:
+    """What an audit entry about transfer ``t`` (the object, or its row as a dict) says
+    of it."""
+    get = t.__getitem__ if isinstance(t, dict) else partial(getattr, t)
+    fields = {name: get(name) for name in _EVENT_COLUMNS}
+    fields["transfer_id"] = get("id")
+    fields["categories"] = list(get("categories"))
+    fields["field_paths"] = list(get("field_paths"))
+    return fields
 
 
 _EVENT_COLUMNS = (
@@ -120,14 +125,6 @@ _EVENT_COLUMNS = (
     "payload_bytes",
     "destination",
 )
-
-
-def _event_fields(row: dict[str, Any]) -> dict[str, Any]:
-    fields = {name: row[name] for name in _EVENT_COLUMNS}
-    fields["transfer_id"] = row["id"]
-    fields["categories"] = list(row["categories"])
-    fields["field_paths"] = list(row["field_paths"])
-    return fields
 
 
 def _destination(connector: Connector, action: Action, settings: dict[str, str] | None) -> str:
@@ -195,7 +192,7 @@ def _record(rt: Runtime, row: dict[str, Any], event: str, details: dict[str, Any
         time=row["created_at"],
         event=event,
         actor=row["actor"],
-        fields={"outcome": row["status"], "details": details, **_event_fields(row)},
+        fields={"outcome": row["status"], "details": details, **event_fields(row)},
     )
 
     def unit(conn: Connection) -> tuple[list[Event], None]:

@@ -356,7 +356,7 @@ def submit_transfer(
     straight to a worker thread; otherwise it is queued for any worker."""
     workers = ensure_workers(rt)
     # Leased to this process as it is accepted (no claim transaction, no second read)
-    # when the caller waits for it, or when a thread here will be free for it soon.
+    # when the caller waits for it, or when a thread here is idle (it starts at once).
     inline = workers is not None and (wait > 0 or workers.has_room())
     transfer, new = accept_transfer(
         rt,

@@ -12,7 +12,7 @@ from typing import Any
 
 try:
     import fcntl
-except ImportError:  # not on Windows: SQLite's busy handler alone
+except ImportError:  # Windows has no flock: SQLite's busy handler alone there
     fcntl = None  # type: ignore[assignment]
 
 from alembic import command

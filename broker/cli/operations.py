@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from broker.cli.common import runtime, say
+from broker.core.times import rfc3339
 
 __all__ = ["register"]
 
@@ -27,8 +28,9 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     result = rotate_token_key(runtime(), actor="cli")
     say(
         f"new token-encryption key {result['new_key_id']}; re-sealed the tokens of "
-        f"{result['resealed']} connection(s); earlier keys kept: "
-        f"{', '.join(result['previous_key_ids'])}"
+        f"{result['resealed']} connection(s), {result['resealed_webhook_endpoints']} "
+        f"webhook secret(s), {result['resealed_client_secrets']} tenant client secret(s); "
+        f"earlier keys kept: {', '.join(result['previous_key_ids'])}"
     )
     return 0
 
@@ -40,7 +42,7 @@ def cmd_transfers_reconcile(args: argparse.Namespace) -> int:
     if args.dry_run:
         stale = find_interrupted(rt, older_than=args.older_than)
         for t in stale:
-            say(f"pending {t.id} since {t.created_at:%Y-%m-%d %H:%M:%S} -> {t.connector_id}")
+            say(f"pending {t.id} since {rfc3339(t.created_at)} -> {t.connector_id}")
         say(f"{len(stale)} interrupted transfer(s)")
         return 0
     resolved = reconcile(rt, older_than=args.older_than)

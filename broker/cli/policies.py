@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from broker.cli.common import runtime, say
+from broker.core.times import rfc3339
 
 __all__ = ["register"]
 
@@ -23,7 +24,7 @@ def _change_dict(change: Any) -> dict[str, Any]:
         "id": change.id,
         "connector": change.connector_id,
         "classification": change.classification,
-        "detected_at": change.detected_at.isoformat(),
+        "detected_at": rfc3339(change.detected_at),
         "detected_by": change.detected_by,
         "before_version": change.before_version,
         "after_version": change.after_version,
@@ -90,7 +91,7 @@ def cmd_policies_changes(args: argparse.Namespace) -> int:
         return 0
     for c in changes:
         by = f", classified by {c.classified_by}: {c.classified_reason}" if c.classified_by else ""
-        say(f"{c.id} {c.detected_at.isoformat()} {c.connector_id} {c.classification}{by}")
+        say(f"{c.id} {rfc3339(c.detected_at)} {c.connector_id} {c.classification}{by}")
         for item in c.changes:
             say(f"  - {item['text']}")
     return 0

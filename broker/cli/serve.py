@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.cli import common
 from broker.cli.common import catalog, say
+from broker.core.times import rfc3339
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -94,7 +95,7 @@ def report_reconcile(rt: Runtime) -> None:
         say(f"connection {connection_id}: an interrupted revocation was finished")
     for t in reconcile(rt):
         say(
-            f"transfer {t.id} was interrupted (pending since {t.created_at:%Y-%m-%d %H:%M:%S}): "
+            f"transfer {t.id} was interrupted (pending since {rfc3339(t.created_at)}): "
             + (
                 "sent again under its idempotency key"
                 if t.status == "pending"

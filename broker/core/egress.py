@@ -46,6 +46,7 @@ from broker.core.connector import provider_message
 from broker.core.errors import BrokerError, EgressDenied
 from broker.core.manifest import Manifest
 from broker.core.placeholders import render_url
+from broker.core.times import rfc3339
 from broker.core.urls import url_problem
 
 __all__ = [
@@ -223,7 +224,7 @@ class EgressTransport(httpx.BaseTransport):
         self.log.attempts.append(
             {
                 "n": len(self.log.attempts) + 1,
-                "at": self._clock().isoformat(),
+                "at": rfc3339(self._clock()),
                 "request": f"{request.method} {where}",
                 "error": f"refused before connecting: {why}",
             }
@@ -294,7 +295,7 @@ class EgressTransport(httpx.BaseTransport):
             self._check_open()
             record: dict[str, Any] = {
                 "n": len(self.log.attempts) + 1,
-                "at": self._clock().isoformat(),
+                "at": rfc3339(self._clock()),
                 "request": label,
             }
             self.log.attempts.append(record)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import PlainTextResponse, Response
 
-from broker.core.errors import InvalidInput
+from broker.core.errors import Conflict, InvalidInput, NotFound
 from broker.flows.audit import recipients_report
 from broker.flows.checkpoints import checkpoint_dict, public_keys
 from broker.flows.integrity import (
@@ -19,9 +19,25 @@ from broker.flows.integrity import (
     verification_dict,
 )
 from broker.flows.receipts import receipt_jwks, receipt_public_keys
+from broker.flows.report_meta import report_meta
 from broker.flows.reports import processing_records, records_yaml
 from broker.store.audit import iter_entries, latest_head
 from broker.store.tree import checkpoints, consistency_proof, inclusion_proof, latest_checkpoint
+from broker.web.api.error_responses import errors
+from broker.web.api.paging import Cursor, position
+from broker.web.api.schemas_audit import (
+    Checkpoint,
+    CheckpointPage,
+    ConsistencyProof,
+    InclusionProof,
+    Integrity,
+    JsonWebKeySet,
+    LogPage,
+    ProcessingRecords,
+    PublicKeySet,
+    RecipientPage,
+    VerificationRun,
+)
 from broker.web.deps import SQL_INT_MAX, AuditorKey, RuntimeDep
 
 __all__ = ["router"]
@@ -29,7 +45,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
-@router.get("/verify")
+@router.get("/verify", operation_id="verifyAuditLog", response_model=Integrity)
 def verify(rt: RuntimeDep, key: AuditorKey) -> dict[str, Any]:
     """The last completed verification, after verifying (incrementally) what was
     appended since; never a whole-log pass in the request (see docs/api.md)."""
@@ -60,7 +76,13 @@ def _run_json(run: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-@router.post("/verifications", status_code=202)
+@router.post(
+    "/verifications",
+    status_code=202,
+    operation_id="startVerification",
+    response_model=VerificationRun,
+    responses=errors(Conflict),
+)
 def start_verification(rt: RuntimeDep, key: AuditorKey, response: Response) -> dict[str, Any]:
     """Start a full re-verification in the background (``409`` while one runs); follow
     it at ``Location``; its result is also kept as an ``audit.verified`` event."""
@@ -69,7 +91,12 @@ def start_verification(rt: RuntimeDep, key: AuditorKey, response: Response) -> d
     return _run_json(verification_dict(run)) or {}
 
 
-@router.get("/verifications/{verification_id}")
+@router.get(
+    "/verifications/{verification_id}",
+    operation_id="getVerification",
+    response_model=VerificationRun,
+    responses=errors(NotFound),
+)
 def get_verification(
     rt: RuntimeDep, _key: AuditorKey, verification_id: Annotated[int, Path(ge=1, le=SQL_INT_MAX)]
 ) -> dict[str, Any]:
@@ -77,28 +104,58 @@ def get_verification(
     return _run_json(verification_dict(find_verification(rt, verification_id))) or {}
 
 
-@router.get("/recipients")
+@router.get(
+    "/recipients",
+    operation_id="listRecipients",
+    response_model=RecipientPage,
+    response_model_exclude_unset=True,
+)
 def recipients(rt: RuntimeDep, _key: AuditorKey) -> dict[str, Any]:
-    return {"recipients": jsonable_encoder(recipients_report(rt))}
+    return {"recipients": jsonable_encoder(recipients_report(rt)), "report": report_meta(rt)}
 
 
-@router.get("/log")
+@router.get(
+    "/log", operation_id="listAuditEntries", response_model=LogPage, responses=errors(InvalidInput)
+)
 def log(
     rt: RuntimeDep,
     _key: AuditorKey,
-    after: Annotated[int, Query(ge=0, le=SQL_INT_MAX)] = 0,
+    cursor: Cursor = None,
+    after: Annotated[
+        int, Query(ge=0, le=SQL_INT_MAX, deprecated=True, description="old form of cursor")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
+    after = position(cursor, after, "after")
     entries = []
     for entry in iter_entries(rt.engine, after=after, batch=limit):
         entries.append(entry.to_dict())
         if len(entries) >= limit:
             break
     next_after = entries[-1]["seq"] if len(entries) == limit else None
-    return {"entries": entries, "next_after": next_after}
+    nxt = None if next_after is None else str(next_after)
+    return {"entries": entries, "next_cursor": nxt, "next_after": next_after}
 
 
-@router.get("/checkpoint", response_model=None)
+_CHECKPOINT_ANSWER = {
+    200: {
+        "description": "the checkpoint (format=json), or its signed note (format=note)",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Checkpoint"}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    },
+    **errors(NotFound),
+}
+
+
+@router.get(
+    "/checkpoint",
+    operation_id="getLatestCheckpoint",
+    response_model=Checkpoint,
+    response_model_exclude_unset=True,
+    responses=_CHECKPOINT_ANSWER,
+)
 def checkpoint(
     rt: RuntimeDep,
     _key: AuditorKey,
@@ -114,20 +171,37 @@ def checkpoint(
     return checkpoint_dict(latest_checkpoint(rt.engine))
 
 
-@router.get("/checkpoints")
+@router.get(
+    "/checkpoints",
+    operation_id="listCheckpoints",
+    response_model=CheckpointPage,
+    response_model_exclude_unset=True,
+    responses=errors(InvalidInput),
+)
 def checkpoint_list(
     rt: RuntimeDep,
     _key: AuditorKey,
-    after_id: Annotated[int, Query(ge=0, le=SQL_INT_MAX)] = 0,
+    cursor: Cursor = None,
+    after_id: Annotated[
+        int, Query(ge=0, le=SQL_INT_MAX, deprecated=True, description="old form of cursor")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """Every checkpoint in signing order (``id`` pages: pass the last ``id`` as after_id)."""
+    """Every checkpoint in signing order."""
+    after_id = position(cursor, after_id, "after_id")
     rows = checkpoints(rt.engine, after_id=after_id, limit=limit)
     items = [{"id": r.id, **checkpoint_dict(r)} for r in rows]
-    return {"checkpoints": items, "next_after_id": items[-1]["id"] if len(items) == limit else None}
+    last = items[-1]["id"] if len(items) == limit else None
+    nxt = None if last is None else str(last)
+    return {"checkpoints": items, "next_cursor": nxt, "next_after_id": last}
 
 
-@router.get("/proof/inclusion")
+@router.get(
+    "/proof/inclusion",
+    operation_id="getInclusionProof",
+    response_model=InclusionProof,
+    responses=errors(NotFound, InvalidInput),
+)
 def proof_inclusion(
     rt: RuntimeDep,
     _key: AuditorKey,
@@ -138,7 +212,12 @@ def proof_inclusion(
     return inclusion_proof(rt.engine, seq=seq, size=size)
 
 
-@router.get("/proof/consistency")
+@router.get(
+    "/proof/consistency",
+    operation_id="getConsistencyProof",
+    response_model=ConsistencyProof,
+    responses=errors(NotFound, InvalidInput),
+)
 def proof_consistency(
     rt: RuntimeDep,
     _key: AuditorKey,
@@ -149,7 +228,22 @@ def proof_consistency(
     return consistency_proof(rt.engine, old=old, new=new)
 
 
-@router.get("/public-key", response_model=None)
+_KEYS_ANSWER = {
+    200: {
+        "description": "the keys (json), a JWK Set (jwks) or the key file (text)",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    **errors(InvalidInput),
+}
+
+
+@router.get(
+    "/public-key",
+    operation_id="getPublicKeys",
+    response_model=PublicKeySet | JsonWebKeySet,
+    response_model_exclude_unset=True,
+    responses=_KEYS_ANSWER,
+)
 def public_key(
     rt: RuntimeDep,
     _key: AuditorKey,
@@ -177,7 +271,21 @@ def public_key(
     return keys
 
 
-@router.get("/processing", response_model=None)
+_PROCESSING_ANSWER = {
+    200: {
+        "description": "records of processing (json), or fideslang System resources (fides)",
+        "content": {"application/yaml": {"schema": {"type": "string"}}},
+    },
+}
+
+
+@router.get(
+    "/processing",
+    operation_id="getProcessingRecords",
+    response_model=ProcessingRecords,
+    response_model_exclude_unset=True,
+    responses=_PROCESSING_ANSWER,
+)
 def processing(
     rt: RuntimeDep,
     _key: AuditorKey,
@@ -185,7 +293,7 @@ def processing(
 ) -> dict[str, Any] | Response:
     """Records of processing (GDPR Art. 30) per recipient; ``format=fides``: fideslang
     ``System`` resources (YAML) for a Fides data map."""
-    records = processing_records(rt)
+    records, meta = processing_records(rt), report_meta(rt)
     if format == "fides":
-        return Response(records_yaml(records), media_type="application/yaml")
-    return {"recipients": jsonable_encoder(records)}
+        return Response(records_yaml(records, meta), media_type="application/yaml")
+    return {"recipients": jsonable_encoder(records), "report": meta}

@@ -5,17 +5,25 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from broker.core.connector import Connector
+from broker.core.errors import NotFound
+from broker.web.api.error_responses import errors
+from broker.web.api.schemas_catalog import Catalog, ConnectorDetail, ConnectorPage
 from broker.web.deps import AnyKey, RuntimeDep
+from broker.web.etag import NOT_MODIFIED, json_with_etag
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
-@router.get("/catalog")
-def catalog(rt: RuntimeDep, _key: AnyKey) -> dict[str, Any]:
-    return rt.catalog.to_dict()
+@router.get(
+    "/catalog", operation_id="getCatalog", response_model=Catalog, responses=NOT_MODIFIED
+)
+def catalog(request: Request, rt: RuntimeDep, _key: AnyKey) -> Response:
+    """The data categories, under their headings; with ``ETag`` (send it back as
+    ``If-None-Match``: ``304`` while it is current)."""
+    return json_with_etag(request, Catalog.model_validate(rt.catalog.to_dict()))
 
 
 def _connector_detail(rt: Any, connector: Connector) -> dict[str, Any]:
@@ -54,11 +62,24 @@ def _connector_detail(rt: Any, connector: Connector) -> dict[str, Any]:
     }
 
 
-@router.get("/connectors")
-def connectors(rt: RuntimeDep, _key: AnyKey) -> dict[str, Any]:
-    return {"connectors": [_connector_detail(rt, c) for c in rt.registry.all()]}
+@router.get(
+    "/connectors",
+    operation_id="listConnectors",
+    response_model=ConnectorPage,
+    responses=NOT_MODIFIED,
+)
+def connectors(request: Request, rt: RuntimeDep, _key: AnyKey) -> Response:
+    """Every installed connector; with ``ETag``, as the catalog."""
+    items = [_connector_detail(rt, c) for c in rt.registry.all()]
+    return json_with_etag(request, ConnectorPage.model_validate({"connectors": items}))
 
 
-@router.get("/connectors/{connector_id}")
-def connector(connector_id: str, rt: RuntimeDep, _key: AnyKey) -> dict[str, Any]:
-    return _connector_detail(rt, rt.registry.get(connector_id))
+@router.get(
+    "/connectors/{connector_id}",
+    operation_id="getConnector",
+    response_model=ConnectorDetail,
+    responses={**NOT_MODIFIED, **errors(NotFound)},
+)
+def connector(request: Request, connector_id: str, rt: RuntimeDep, _key: AnyKey) -> Response:
+    detail = _connector_detail(rt, rt.registry.get(connector_id))
+    return json_with_etag(request, ConnectorDetail.model_validate(detail))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Query
 from fastapi.encoders import jsonable_encoder
@@ -11,14 +12,35 @@ from fastapi.responses import HTMLResponse, Response
 from broker.flows.connect import validate_user_id
 from broker.flows.disclosures import DisclosureRequest, record_disclosure
 from broker.flows.reports import user_report, user_report_csv, user_report_html
+from broker.web.api.error_responses import errors
+from broker.web.api.schemas_audit import DisclosureCreate, DisclosureReport, LogEntry
 from broker.web.deps import AdminKey, AuditorKey, RuntimeDep
+from broker.web.openapi import request_body
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["disclosures"])
 
 
-@router.get("/users/{user_id}/disclosures", response_model=None)
+_REPORT_ANSWER = {
+    200: {
+        "description": "the report as JSON, CSV or a standalone HTML page",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "text/html": {"schema": {"type": "string"}},
+        },
+    },
+    **errors("invalid_input"),
+}
+
+
+@router.get(
+    "/users/{user_id}/disclosures",
+    operation_id="getUserDisclosures",
+    response_model=DisclosureReport,
+    response_model_exclude_unset=True,
+    responses=_REPORT_ANSWER,
+)
 def user_disclosures(
     rt: RuntimeDep,
     _key: AuditorKey,
@@ -41,9 +63,23 @@ def user_disclosures(
     return jsonable_encoder(report)
 
 
-@router.post("/disclosures", status_code=201)
+@router.post(
+    "/disclosures",
+    status_code=201,
+    operation_id="createDisclosure",
+    response_model=LogEntry,
+    responses=errors("invalid_input"),
+    openapi_extra=request_body(DisclosureCreate, "the disclosure, as the law required it"),
+)
 def create_disclosure(
-    rt: RuntimeDep, key: AdminKey, body: Annotated[Any, Body()] = None
+    rt: RuntimeDep,
+    key: AdminKey,
+    response: Response,
+    body: Annotated[Any, Body(include_in_schema=False)] = None,
 ) -> dict[str, Any]:
-    """Record a disclosure the law required (no consent): it appears, flagged, in every report."""
-    return record_disclosure(rt, DisclosureRequest.parse(body), actor=key.id)
+    """Record a disclosure the law required (no consent): it appears, flagged, in every
+    report; ``Location``: the user's report."""
+    request = DisclosureRequest.parse(body)
+    entry = record_disclosure(rt, request, actor=key.id)
+    response.headers["Location"] = f"/v1/users/{quote(request.user_id, safe='')}/disclosures"
+    return entry

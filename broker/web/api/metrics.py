@@ -16,7 +16,13 @@ __all__ = ["router"]
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    operation_id="getMetrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+    openapi_extra={"x-roles": ["admin"]},
+)
 async def metrics(request: Request, rt: RuntimeDep) -> Response:
     token = rt.settings.metrics_token
     given = request.headers.get("authorization", "")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
+from broker.core.errors import NotFound
 from broker.core.webhooks import EVENT_TYPES
 from broker.flows.webhook_endpoints import (
     DELIVERY_STATUSES,
@@ -22,6 +23,7 @@ from broker.flows.webhook_endpoints import (
     send_ping,
     update_endpoint,
 )
+from broker.web.api.error_responses import errors
 from broker.web.api.schemas import _In
 from broker.web.deps import AdminKey, RuntimeDep
 
@@ -94,7 +96,13 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=500)]
 
 
-@router.post("", status_code=201, response_model=WebhookEndpointWithSecret)
+@router.post(
+    "",
+    status_code=201,
+    operation_id="createWebhookEndpoint",
+    response_model=WebhookEndpointWithSecret,
+    responses=errors("invalid_input", "egress_denied"),
+)
 def create(
     body: WebhookEndpointCreate, rt: RuntimeDep, _key: AdminKey, response: Response
 ) -> WebhookEndpointWithSecret:
@@ -105,7 +113,12 @@ def create(
     return WebhookEndpointWithSecret(**endpoint_dict(row), secret=secret)
 
 
-@router.get("", response_model=WebhookEndpointPage)
+@router.get(
+    "",
+    operation_id="listWebhookEndpoints",
+    response_model=WebhookEndpointPage,
+    responses=errors("invalid_input"),
+)
 def list_all(
     rt: RuntimeDep, _key: AdminKey, limit: Limit = 50, cursor: Cursor = None
 ) -> WebhookEndpointPage:
@@ -115,12 +128,22 @@ def list_all(
     )
 
 
-@router.get("/{endpoint_id}", response_model=WebhookEndpointPublic)
+@router.get(
+    "/{endpoint_id}",
+    operation_id="getWebhookEndpoint",
+    response_model=WebhookEndpointPublic,
+    responses=errors(NotFound),
+)
 def get_one(endpoint_id: str, rt: RuntimeDep, _key: AdminKey) -> WebhookEndpointPublic:
     return WebhookEndpointPublic(**endpoint_dict(get_endpoint(rt, endpoint_id)))
 
 
-@router.patch("/{endpoint_id}", response_model=WebhookEndpointPublic)
+@router.patch(
+    "/{endpoint_id}",
+    operation_id="updateWebhookEndpoint",
+    response_model=WebhookEndpointPublic,
+    responses=errors(NotFound, "egress_denied"),
+)
 def update(
     endpoint_id: str, body: WebhookEndpointUpdate, rt: RuntimeDep, _key: AdminKey
 ) -> WebhookEndpointPublic:
@@ -131,19 +154,35 @@ def update(
     return WebhookEndpointPublic(**endpoint_dict(update_endpoint(rt, endpoint_id, changes)))
 
 
-@router.post("/{endpoint_id}/rotate-secret", response_model=WebhookEndpointWithSecret)
+@router.post(
+    "/{endpoint_id}/rotate-secret",
+    operation_id="rotateWebhookSecret",
+    response_model=WebhookEndpointWithSecret,
+    responses=errors(NotFound),
+)
 def rotate(endpoint_id: str, rt: RuntimeDep, _key: AdminKey) -> WebhookEndpointWithSecret:
     row, secret = rotate_secret(rt, endpoint_id)
     return WebhookEndpointWithSecret(**endpoint_dict(row), secret=secret)
 
 
-@router.delete("/{endpoint_id}", status_code=204, response_class=Response)
+@router.delete(
+    "/{endpoint_id}",
+    status_code=204,
+    operation_id="deleteWebhookEndpoint",
+    response_class=Response,
+    responses={204: {"description": "deleted"}, **errors(NotFound)},
+)
 def delete(endpoint_id: str, rt: RuntimeDep, _key: AdminKey) -> Response:
     delete_endpoint(rt, endpoint_id)
     return Response(status_code=204)
 
 
-@router.get("/{endpoint_id}/deliveries", response_model=WebhookDeliveryPage)
+@router.get(
+    "/{endpoint_id}/deliveries",
+    operation_id="listWebhookDeliveries",
+    response_model=WebhookDeliveryPage,
+    responses=errors(NotFound),
+)
 def deliveries(
     endpoint_id: str,
     rt: RuntimeDep,
@@ -158,7 +197,13 @@ def deliveries(
     )
 
 
-@router.post("/{endpoint_id}/test", status_code=202, response_model=WebhookDeliveryPublic)
+@router.post(
+    "/{endpoint_id}/test",
+    status_code=202,
+    operation_id="testWebhookEndpoint",
+    response_model=WebhookDeliveryPublic,
+    responses=errors(NotFound),
+)
 def test(endpoint_id: str, rt: RuntimeDep, _key: AdminKey) -> WebhookDeliveryPublic:
     """Queue a ``webhook.ping``; its outcome shows in the delivery log."""
     return WebhookDeliveryPublic(**delivery_dict(send_ping(rt, endpoint_id)))

@@ -224,4 +224,7 @@ def build_runtime(
     from broker.flows.terms import record_loaded_terms  # flows build on the runtime
 
     record_loaded_terms(rt)  # a connector's terms are recorded (and compared) at load
+    from broker.flows.log_format import start_format
+
+    start_format(rt)  # a log begun in format 1: the log.format handover entry, once
     return rt

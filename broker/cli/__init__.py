@@ -19,6 +19,7 @@ from broker.cli import (
     policies,
     receipts,
     serve,
+    users,
     witness,
     worker,
 )
@@ -37,6 +38,7 @@ GROUPS = (
     operations,
     witness,
     policies,
+    users,
 )
 
 

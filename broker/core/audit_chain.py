@@ -144,6 +144,8 @@ EVENTS: frozenset[str] = frozenset(
         "preference.objected",
         "preference.withdrawn",
         "audit.verified",
+        "log.format",
+        "subject.erased",
     }
 )
 GENESIS_HASH: str = "0" * 64

@@ -147,6 +147,8 @@ class Refused:
     dropped: tuple[dict[str, Any], ...] = ()
     record: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    #: the canonical payload it would have sent (an idempotent replay compares it)
+    body: bytes = field(default=b"", repr=False)
 
     def exception(self, transfer_id: str) -> BrokerError:
         return self.error(self.message, details={"transfer_id": transfer_id, **self.details})
@@ -180,6 +182,7 @@ def decide(
             message=message,
             reason=reason,
             payload_sha256=digest,
+            body=body,
             categories=kw.pop("categories", tuple(scope.categories)),
             field_paths=kw.pop("field_paths", tuple(scope.field_paths)),
             **kw,

@@ -52,6 +52,7 @@ from broker.core.merkle import Frontier, Node, leaf_hash, node_position, root_no
 from broker.store import webhook_outbox
 from broker.store.merkle_models import MerkleNode
 from broker.store.models import AuditHead, AuditRow
+from broker.store.subjects import subjects_of
 
 __all__ = [
     "append_event",
@@ -273,7 +274,8 @@ def append_event(
         "actor": actor,
     }
     content.update({k: v for k, v in fields.items() if v is not None})
-    entry = seal(content, head.hash)
+    subjects = subjects_of(session)
+    entry = seal(subjects.apply(content), head.hash)  # format 2: pseudonyms, not user ids
     frontier = _frontier(session, head)
     written = frontier.append(leaf_hash(entry.canonical()))
     data = entry.to_dict()
@@ -285,7 +287,8 @@ def append_event(
         insert(MerkleNode),
         [{"pos": node_position((lv, ix)), "hash": h} for lv, ix, h in written],
     )
-    webhook_outbox.enqueue(session.connection(), [entry])  # webhooks, in this transaction
+    # webhooks, in this transaction (to the host, which knows its users: in clear)
+    webhook_outbox.enqueue(session.connection(), [entry], names=subjects.names())
     session.info[_APPENDED] = (entry.seq, entry.hash, frontier)
     if head_file is not None:
         session.info[_PENDING] = (head_file, ChainHead(entry.seq, entry.hash))

@@ -42,6 +42,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # FULL: a commit is on disk before the call returns. The transfer record must
     # survive a power loss that happens after the payload went out.
     cur.execute("PRAGMA synchronous=FULL")
+    # Deleted and overwritten content is zeroed, not left in free space: an erased
+    # user's rows must not be readable from the file (broker.flows.erasure).
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 

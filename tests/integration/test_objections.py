@@ -19,6 +19,7 @@ from broker.flows.audit import verify_log
 from broker.flows.preferences import parse_preferences
 from broker.settings import Settings
 from broker.store.models import AuditRow, ConsentRecord, Transfer, UserPreference
+from broker.store.subjects import lookup
 from tests.integration.conftest import (
     Browser,
     Stack,
@@ -47,6 +48,12 @@ def marketing_connector(catalog, sandbox_url: str) -> Connector:
 @pytest.fixture
 def stack(make_settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     yield from build_stack(make_settings, monkeypatch, marketing_connector)
+
+
+def named(stack: Stack, user_id: str) -> str | None:
+    """How the log names ``user_id`` (log format 2: their pseudonym)."""
+    with stack.rt.engine.connect() as conn:
+        return lookup(conn, user_id)
 
 
 def share(stack: Stack, connection_id: str, **body: object):
@@ -96,7 +103,7 @@ def test_an_objection_blocks_marketing_for_that_user_only_until_withdrawn(
     assert row is not None and row.status == "blocked" and row.reason == "user objected"
     (blocked_event, *_) = [e for e in events(stack, "transfer.blocked") if e.transfer_id == row.id]
     assert blocked_event.details["reason"] == "user objected"
-    assert blocked_event.details["use"] == AD and blocked_event.user_id == "user-1"
+    assert blocked_event.details["use"] == AD and blocked_event.user_id == named(stack, "user-1")
 
     delivered = share(stack, other)  # another user's transfer is untouched
     assert delivered.status_code == 201 and delivered.json()["status"] == "delivered"
@@ -115,7 +122,7 @@ def test_an_objection_blocks_marketing_for_that_user_only_until_withdrawn(
     assert (objected.event, objected.outcome, objected.user_id) == (
         "preference.objected",
         "objected",
-        "user-1",
+        named(stack, "user-1"),  # log format 2: the user's pseudonym
     )
     assert objected.details == {"uses": ["marketing"], "object_to": ["marketing"]}
     assert back.event == "preference.withdrawn" and back.details["uses"] == ["marketing"]
@@ -269,13 +276,14 @@ def test_me_objects_and_withdraws_with_csrf(stack: Stack, browser: Browser) -> N
     shown = browser.get(f"{stack.url}/me?preferences=saved")
     assert "Your choice is saved" in shown.text and 'value="marketing" checked' in shown.text
     (objected,) = events(stack, "preference.objected")
-    assert objected.actor == "user:user-7" and objected.details["uses"] == ["marketing"]
+    assert objected.actor == "user:" + named(stack, "user-7")
+    assert objected.details["uses"] == ["marketing"]
     assert share(stack, connection_id).json()["error"]["code"] == "user_objected"
 
     cleared = browser.post(f"{stack.url}/me/preferences", data={"csrf": csrf})
     assert cleared.status_code == 303
     (withdrawn,) = events(stack, "preference.withdrawn")
-    assert withdrawn.actor == "user:user-7"
+    assert withdrawn.actor == "user:" + named(stack, "user-7")
     assert share(stack, connection_id).status_code == 201
 
 
@@ -302,6 +310,6 @@ def test_an_objection_cancels_queued_marketing_transfers_only(
     assert cancelled.reason == "the user objected to marketing; nothing was sent"
     assert queued.status == "pending"
     (event,) = [e for e in events(stack, "transfer.cancelled")]
-    assert event.transfer_id == cancelled.id and event.user_id == "user-8"
+    assert event.transfer_id == cancelled.id and event.user_id == named(stack, "user-8")
     assert stack.provider.received == []
     assert verify_log(stack.rt).ok

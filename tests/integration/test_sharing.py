@@ -10,6 +10,7 @@ import pytest
 from sqlmodel import Session, select
 
 from broker.core.audit_chain import read_head
+from broker.core.pseudonyms import salted_digest
 from broker.flows.audit import verify_log
 from broker.store.models import AuditRow, ConnectionToken, Transfer
 from tests.integration.conftest import Browser, Stack, connect
@@ -82,7 +83,9 @@ def test_transfer_within_grant_is_delivered_and_logged(stack: Stack, connected: 
     t = resp.json()
     (received,) = stack.provider.received
     sent = json.dumps(received.body, separators=(",", ":"), ensure_ascii=False).encode()
-    assert t["payload_sha256"] == hashlib.sha256(sent).hexdigest()
+    with Session(stack.rt.engine) as db:  # log format 2: salted with the transfer's salt
+        salt = db.get(Transfer, t["id"]).payload_salt
+    assert t["payload_sha256"] == salted_digest(salt, sent) != hashlib.sha256(sent).hexdigest()
     assert t["payload_bytes"] == len(sent)
     assert t["categories"] == [WORK_ITEMS, NAME] or t["categories"] == sorted([WORK_ITEMS, NAME])
     assert t["field_paths"] == ["author.name", "work_item.id", "work_item.title"]

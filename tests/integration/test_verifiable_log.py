@@ -280,10 +280,10 @@ def test_migration_builds_the_tree_of_an_existing_log(database_url: str, tmp_pat
     upgrade_schema(engine)
     engine.dispose()
     rt = build_runtime(Settings(home=tmp_path / "h", database_url=database_url), plugins=[])
-    append(rt, 2, start=11)
-    with Session(rt.engine) as session:
-        assert root_at(session, 13) == reference_root(rt)[0]
-        assert root_at(session, 11) != root_at(session, 13)
+    append(rt, 2, start=12)
+    with Session(rt.engine) as session:  # 11, the log.format handover (migration 0015), 2
+        assert root_at(session, 14) == reference_root(rt)[0]
+        assert root_at(session, 11) != root_at(session, 14)
     rt.close()
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.cli.common import add_transfer_filters, runtime, say, transfer_filter
+from broker.core.times import json_default, rfc3339
 
 __all__ = ["register"]
 
@@ -49,11 +50,15 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 def cmd_audit_report(args: argparse.Namespace) -> int:
     from broker.flows.audit import recipients_report
+    from broker.flows.report_meta import meta_comment_lines, report_meta
 
-    report = recipients_report(runtime())
+    rt = runtime()
+    report, meta = recipients_report(rt), report_meta(rt)
     if args.json:
-        say(json.dumps(report, indent=2, default=str))
+        say(json.dumps({"recipients": report, "report": meta}, indent=2, default=json_default))
         return 0
+    for line in meta_comment_lines(meta):
+        say(line)
     if not report:
         say("no third party has received data")
     for r in report:
@@ -62,7 +67,7 @@ def cmd_audit_report(args: argparse.Namespace) -> int:
             f"{r['failed']} failed, {r['blocked']} blocked"
         )
         if r["first_at"]:
-            say(f"  first {r['first_at']:%Y-%m-%d %H:%M:%S}, last {r['last_at']:%Y-%m-%d %H:%M:%S}")
+            say(f"  first {rfc3339(r['first_at'])}, last {rfc3339(r['last_at'])}")
         if r.get("legal_disclosure"):
             say(f"  LEGAL DISCLOSURE (no consent); references: {', '.join(r['references'])}")
         say(f"  categories: {', '.join(r['categories']) or '-'}")
@@ -166,18 +171,21 @@ def cmd_audit_user(args: argparse.Namespace) -> int:
     elif args.format == "html":
         _write(user_report_html(report), args.output)
     else:
-        _write(json.dumps(report, indent=2, default=str) + "\n", args.output)
+        _write(json.dumps(report, indent=2, default=json_default) + "\n", args.output)
     return 0
 
 
 def cmd_audit_records(args: argparse.Namespace) -> int:
+    from broker.flows.report_meta import report_meta
     from broker.flows.reports import processing_records, records_yaml
 
-    records = processing_records(runtime())
+    rt = runtime()
+    records, meta = processing_records(rt), report_meta(rt)
     if args.format == "fides":
-        _write(records_yaml(records), args.output)
+        _write(records_yaml(records, meta), args.output)
     else:
-        _write(json.dumps({"recipients": records}, indent=2, default=str) + "\n", args.output)
+        body = {"recipients": records, "report": meta}
+        _write(json.dumps(body, indent=2, default=json_default) + "\n", args.output)
     return 0
 
 
@@ -239,3 +247,4 @@ def register(sub: Any) -> None:
     p.add_argument("--output", "-o", default=None, help="file (default: standard output)")
     p.set_defaults(func=cmd_audit_records)
     __import__("broker.cli.monitor").cli.monitor.register(audit)  # monitor; witness options
+    __import__("broker.cli.audit_summary").cli.audit_summary.register(audit)

@@ -13,11 +13,14 @@ from typing import Any, BinaryIO
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from broker.core.csv_cells import csv_row
+from broker.core.csv_cells import csv_row, list_cell
 from broker.core.errors import InvalidInput
 from broker.core.kantara import ConsentFacts
+from broker.core.times import rfc3339
 from broker.flows.paging import page
-from broker.flows.recorded import terms_by_connector
+from broker.flows.recorded import latest_terms
+from broker.flows.report_meta import meta_comment_lines, report_meta
+from broker.flows.summaries import recipient_figures
 from broker.flows.verification import Progress, verify_log
 from broker.runtime import Runtime
 from broker.store.audit import iter_canonical
@@ -126,10 +129,19 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (list, dict)):
+        return rfc3339(value)
+    if isinstance(value, list):  # one cell, "a; b" (broker.core.csv_cells)
+        return list_cell(_item(v) for v in value)
+    if isinstance(value, dict):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     return str(value)
+
+
+def _item(value: Any) -> str:
+    """A list item in a CSV cell: a dict (a dropped field, an attempt) as ``k=v k=v``."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_cell(v)}" for k, v in value.items() if v is not None)
+    return _cell(value)
 
 
 def count_transfers(rt: Runtime, flt: TransferFilter) -> int:
@@ -141,8 +153,9 @@ def count_transfers(rt: Runtime, flt: TransferFilter) -> int:
 def export_transfers(
     rt: Runtime, flt: TransferFilter, fmt: str, *, progress: Progress | None = None
 ) -> Iterator[str]:
-    """JSONL (one transfer per line) or CSV (with a header), streamed; ``progress(done,
-    total)`` every 500 transfers and at the end."""
+    """JSONL (one transfer per line) or CSV (``#`` lines saying when, by whom and from
+    which log state, then a header), streamed; ``progress(done, total)`` every 500
+    transfers and at the end."""
     if fmt not in ("jsonl", "csv"):
         raise InvalidInput("format must be jsonl or csv", details={"field": "format"})
     total = count_transfers(rt, flt) if progress else 0
@@ -151,6 +164,7 @@ def export_transfers(
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(EXPORT_COLUMNS)
+        yield "".join(line + "\r\n" for line in meta_comment_lines(report_meta(rt)))
         yield buf.getvalue()
     for t in iter_transfers(rt, flt):
         if fmt == "csv":
@@ -172,36 +186,10 @@ def recipients_report(rt: Runtime) -> list[dict[str, Any]]:
     """Per third party: what it received, how often, when. Categories and fields count
     delivered transfers and those whose outcome is unknown (a possible disclosure);
     ``transfers`` counts the delivered ones, the other statuses are counted apart."""
-    with Session(rt.engine) as session:
-        totals = session.exec(
-            select(
-                Transfer.connector_id,
-                func.count(),
-                func.min(Transfer.created_at),
-                func.max(Transfer.created_at),
-            )
-            .where(Transfer.status == "delivered")
-            .group_by(Transfer.connector_id)
-        ).all()
-        rows = session.exec(
-            select(Transfer.connector_id, Transfer.categories, Transfer.field_paths).where(
-                col(Transfer.status).in_(DISCLOSED)
-            )
-        ).all()
-        others = session.exec(
-            select(Transfer.connector_id, Transfer.status, func.count())
-            .where(Transfer.status != "delivered")
-            .group_by(Transfer.connector_id, Transfer.status)
-        ).all()
-        agreed = terms_by_connector(session)  # names and links as recorded, not as installed
-    received: dict[str, tuple[set[str], set[str]]] = {}
-    for connector_id, categories, paths in rows:
-        cats, fields = received.setdefault(connector_id, (set(), set()))
-        cats.update(categories)
-        fields.update(paths)
-    counts: dict[str, dict[str, int]] = {}
-    for connector_id, status, n in others:
-        counts.setdefault(connector_id, {})[status] = n
+    with Session(rt.engine) as session:  # from the summary kept with each outcome
+        totals, received, counts = recipient_figures(session.connection())
+        # names and links as recorded, not as installed: each recipient's latest consent
+        agreed = latest_terms(session, [*counts, *(t[0] for t in totals)])
     report = []
     seen = set()
     for connector_id, n, first, last in totals:
@@ -290,4 +278,6 @@ def _recipient(
         "blocked": counts.get(connector_id, {}).get("blocked", 0),
         "first_at": first,
         "last_at": last,
+        "legal_disclosure": False,  # every row has the one shape (the legal rows' below)
+        "references": [],
     }

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlmodel import Session, col
 
 from broker.core.kantara import ConsentFacts
 from broker.flows.receipts import consent_facts
 from broker.store.models import ConsentRecord
 
-__all__ = ["terms_by_connector", "terms_of_consents"]
+__all__ = ["latest_terms", "terms_by_connector", "terms_of_consents"]
 
 
 def terms_of_consents(
@@ -53,3 +53,23 @@ def terms_by_connector(session: Session) -> dict[str, ConsentFacts]:
         .order_by(col(ConsentRecord.id))
     ).all()
     return {c.connector_id: consent_facts(c) for (c,) in rows}
+
+
+_LATEST = (  # built once: the statement is compiled once, then only run
+    select(ConsentRecord)
+    .where(ConsentRecord.connector_id == bindparam("connector_id"))
+    .order_by(col(ConsentRecord.recorded_at).desc(), col(ConsentRecord.id).desc())
+    .limit(1)
+)
+
+
+def latest_terms(session: Session, connector_ids: Iterable[str]) -> dict[str, ConsentFacts]:
+    """:func:`terms_by_connector` for ``connector_ids`` only: one index lookup each
+    (connector_id, recorded_at; migration 0016), not a pass over every consent record.
+    Of records made at the same moment, the one with the largest id, as there."""
+    out = {}
+    for connector_id in sorted(set(connector_ids)):
+        found = session.exec(_LATEST, params={"connector_id": connector_id}).first()
+        if found is not None:
+            out[connector_id] = consent_facts(found[0])
+    return out

@@ -21,16 +21,20 @@ import re
 from datetime import datetime
 from typing import Any
 
-from jinja2 import Environment
 from sqlmodel import Session, col, select
 
-from broker.core.csv_cells import csv_row
+from broker.core.csv_cells import csv_row, list_cell
 from broker.core.policy import data_uses
+from broker.flows.art15 import art15_sections
 from broker.flows.audit import DISCLOSED, recipients_report
 from broker.flows.disclosures import LEGAL_USE
 from broker.flows.recorded import terms_by_connector, terms_of_consents
+from broker.flows.report_html import render_user_report
+from broker.flows.report_meta import meta_comment_lines, report_meta
+from broker.flows.terms_report import terms_sent
 from broker.runtime import Runtime
 from broker.store.models import AuditRow, Transfer
+from broker.store.subjects import names_user
 
 __all__ = [
     "CSV_COLUMNS",
@@ -43,7 +47,8 @@ __all__ = [
 
 CSV_COLUMNS = (
     "time", "recipient", "recipient_name", "kind", "flagged", "legal_basis", "purpose", "uses",
-    "categories", "field_paths", "reference", "possible", "consent_id", "transfer_id",
+    "category_titles", "categories", "field_paths", "reference", "possible", "consent_id",
+    "transfer_id", "terms_version",
 )  # fmt: skip
 _BASIS_NAMES = {
     "consent": "Consent",
@@ -64,7 +69,7 @@ def _uses(rt: Runtime, connector_id: str, categories: list[str]) -> list[str]:
 def _legal_rows(session: Session, user_id: str | None = None) -> list[AuditRow]:
     stmt = select(AuditRow).where(AuditRow.event == "disclosure.legal")
     if user_id is not None:
-        stmt = stmt.where(AuditRow.user_id == user_id)
+        stmt = stmt.where(names_user(AuditRow.user_id, user_id))  # clear or pseudonym
     return list(session.exec(stmt.order_by(col(AuditRow.seq))).all())
 
 
@@ -73,7 +78,7 @@ def _objection_rows(session: Session, user_id: str) -> list[dict[str, Any]]:
     rows = session.exec(
         select(AuditRow)
         .where(
-            AuditRow.user_id == user_id,
+            names_user(AuditRow.user_id, user_id),  # clear (format 1) or pseudonym
             col(AuditRow.event).in_(("preference.objected", "preference.withdrawn")),
         )
         .order_by(col(AuditRow.seq))
@@ -192,12 +197,18 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
         {k: sorted(v) if isinstance(v, set) else v for k, v in r.items()}
         for r in sorted(recipients.values(), key=lambda r: (r["kind"], r["recipient"]))
     ]
-    return {
+    report: dict[str, Any] = {
         "user_id": user_id,
         "recipients": summary,
         "disclosures": disclosures,
         "objections": objections,
     }
+    if not disclosures and not objections:  # never known, or erased (broker.flows.erasure)
+        report["no_data"] = True
+        report["message"] = "the broker holds no data of this user"
+    report["art15"] = art15_sections(rt, report)  # Art. 15(1)(a)-(h), broker.flows.art15
+    report["report"] = report_meta(rt)  # when, by whom, from which log state
+    return report
 
 
 def _cell(value: Any) -> str:
@@ -206,53 +217,30 @@ def _cell(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, list):
-        return " ".join(value)
+        return list_cell(value)  # "a; b": one cell, ;-separated (broker.core.csv_cells)
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
 
 
 def user_report_csv(report: dict[str, Any]) -> str:
+    """``#`` lines (generated when, by which controller, from which log state), then one
+    row per disclosure; ``category_titles`` names the categories, ``categories`` keys them."""
+    titles = {c["category"]: c["title"] for c in report.get("art15", {}).get("categories", [])}
     buf = io.StringIO()
     writer = csv.writer(buf)
+    if "report" in report:
+        buf.write("".join(line + "\r\n" for line in meta_comment_lines(report["report"])))
     writer.writerow(CSV_COLUMNS)
     for d in report["disclosures"]:
-        writer.writerow(csv_row(_cell(d[c]) for c in CSV_COLUMNS))
+        row = {**d, "category_titles": [titles.get(c, c) for c in d["categories"]]}
+        writer.writerow(csv_row(_cell(row.get(c)) for c in CSV_COLUMNS))
     return buf.getvalue()
 
 
-_HTML = Environment(autoescape=True).from_string("""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Who received the data of {{ r.user_id }}</title>
-<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
-table{border-collapse:collapse;width:100%}
-td,th{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}
-.flag{background:#fff3cd}</style></head><body>
-<h1>Who received the data of {{ r.user_id }}</h1>
-{% if not r.recipients %}<p>No third party has received this user's data.</p>{% endif %}
-{% for x in r.recipients %}<section{% if x.flagged %} class="flag"{% endif %}>
-<h2>{{ x.name }}{% if x.flagged %} (disclosure required by law){% endif %}</h2>
-<p>{{ x.disclosures }} disclosure(s), first {{ x.first_at.strftime("%Y-%m-%d %H:%M") }} UTC,
-last {{ x.last_at.strftime("%Y-%m-%d %H:%M") }} UTC.
-Legal basis: {{ x.legal_bases|join(", ") }}.</p>
-<p>Data: {{ x.categories|join(", ") }}<br>Fields: {{ x.field_paths|join(", ") or "-" }}</p>
-<p>Purposes: {{ x.purposes|join("; ") }}<br>Uses: {{ x.uses|join(", ") }}</p>
-{% if x.references %}<p>Reference: {{ x.references|join(", ") }}</p>{% endif %}
-{% if x.privacy_policy_url %}<p><a href="{{ x.privacy_policy_url }}">Privacy policy</a> ·
-<a href="{{ x.terms_url }}">Terms</a></p>{% endif %}</section>{% endfor %}
-{% if r.objections %}<h2>Objections to uses of the data</h2><ul>{% for o in r.objections %}
-<li>{{ o.time.strftime("%Y-%m-%d %H:%M:%S") }} UTC: {{ o.action }} {{ o.uses|join(", ") }}</li>
-{% endfor %}</ul>{% endif %}
-<h2>Every disclosure</h2><table><tr><th>When (UTC)</th><th>Recipient</th><th>Data</th>
-<th>Purpose</th><th>Legal basis</th></tr>{% for d in r.disclosures %}
-<tr{% if d.flagged %} class="flag"{% endif %}><td>{{ d.time.strftime("%Y-%m-%d %H:%M:%S") }}</td>
-<td>{{ d.recipient_name }}</td><td>{{ d.categories|join(", ") }}</td><td>{{ d.purpose or "" }}</td>
-<td>{{ d.legal_basis }}{% if d.reference %} ({{ d.reference }}){% endif %}</td></tr>{% endfor %}
-</table></body></html>
-""")
-
-
 def user_report_html(report: dict[str, Any]) -> str:
-    return _HTML.render(r=report)
+    """A standalone page (inline style, prints cleanly): the Art. 15 sections first."""
+    return render_user_report(report)
 
 
 def processing_records(rt: Runtime) -> list[dict[str, Any]]:
@@ -335,7 +323,12 @@ def processing_records(rt: Runtime) -> list[dict[str, Any]]:
         r["received_categories"] = sorted(set(r["received_categories"]) | set(row.categories))
         r["transfers"] += 1
         r["last_at"] = row.time
-    return out + sorted(by_recipient.values(), key=lambda r: r["recipient"])
+    sent = terms_sent(rt)  # the terms versions each recipient's data was sent under
+    for r in out:
+        r["terms"] = sent.get(r["recipient"], [])
+    return out + [
+        {**r, "terms": []} for r in sorted(by_recipient.values(), key=lambda r: r["recipient"])
+    ]
 
 
 def _uninstalled_records(
@@ -396,9 +389,11 @@ def _q(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def records_yaml(records: list[dict[str, Any]]) -> str:
-    """fideslang ``System`` resources, one per recipient, with ``privacy_declarations``."""
-    lines = ["system:"]
+def records_yaml(records: list[dict[str, Any]], report: dict[str, Any] | None = None) -> str:
+    """fideslang ``System`` resources, one per recipient, with ``privacy_declarations``;
+    ``report`` (:func:`broker.flows.report_meta.report_meta`) as ``#`` comments first, and
+    each recipient's terms versions in its ``meta``."""
+    lines = [*meta_comment_lines(report), "system:"] if report else ["system:"]
     for r in records:
         key = re.sub(
             r"[^A-Za-z0-9_.-]", "_", ("legal_" if r["kind"] == "legal" else "") + r["recipient"]
@@ -415,6 +410,8 @@ def records_yaml(records: list[dict[str, Any]]) -> str:
         meta = {"broker_recipient": r["recipient"], "legal_disclosure": str(r["flagged"]).lower()}
         if r["terms_url"]:
             meta["terms_url"] = r["terms_url"]
+        if r.get("terms"):
+            meta["terms_versions"] = ", ".join(t["terms_version"] or "?" for t in r["terms"])
         lines.append(f"  meta: {_q(meta)}")
         lines.append("  privacy_declarations:")
         for d in r["declarations"]:

@@ -31,12 +31,14 @@ from broker.core.connector import Connector
 from broker.core.errors import IdempotencyConflict, InvalidInput, NotFound
 from broker.core.gateway import Allowed, Refused, TransferRequest, decide
 from broker.core.manifest import Action
+from broker.core.pseudonyms import new_salt, salted_digest
 from broker.core.tokens import new_secret
 from broker.flows.terms import current_terms_version
 from broker.runtime import Runtime
 from broker.store.audit_writer import AuditWriter, Event, audit_writer
 from broker.store.models import Connection as ConnectionRow
 from broker.store.models import ConsentRecord, Transfer, TransferCategory, UserPreference
+from broker.store.summaries import outcome_of
 
 __all__ = [
     "PRIVATE_COLUMNS",
@@ -88,7 +90,7 @@ _CATEGORIES = TransferCategory.__table__  # type: ignore[attr-defined]
 _INSERT_CATEGORIES = insert(_CATEGORIES)
 
 # Job bookkeeping and the sealed payload never leave through the API.
-PRIVATE_COLUMNS = frozenset({"payload_sealed", "lease_owner", "lease_until"})
+PRIVATE_COLUMNS = frozenset({"payload_sealed", "payload_salt", "lease_owner", "lease_until"})
 
 
 def transfer_dict(t: Transfer) -> dict[str, Any]:
@@ -145,8 +147,11 @@ def _existing(session: Session, connection_id: str, key: str) -> Transfer | None
     ).first()
 
 
-def _replay(existing: Transfer, digest: str | None) -> Transfer:
-    if digest is not None and existing.payload_sha256 not in (None, digest):
+def _replay(existing: Transfer, verdict: Allowed | Refused) -> Transfer:
+    digest = verdict.payload_sha256
+    if existing.payload_salt is not None:  # format 2: salted with the transfer's salt
+        digest = salted_digest(existing.payload_salt, verdict.body)
+    if existing.payload_sha256 not in (None, digest):
         raise IdempotencyConflict(
             "this idempotency_key was already used for a different payload",
             details={"transfer_id": existing.id},
@@ -193,6 +198,8 @@ def _record(rt: Runtime, row: dict[str, Any], event: str, details: dict[str, Any
         event=event,
         actor=row["actor"],
         fields={"outcome": row["status"], "details": details, **event_fields(row)},
+        # a blocked request is final at once: counted in the recipient summary with it
+        summary=outcome_of(row) if row["status"] != "pending" else None,
     )
 
     def unit(conn: Connection) -> tuple[list[Event], None]:
@@ -229,12 +236,14 @@ def _pending(
     rt: Runtime, row: dict[str, Any], verdict: Allowed, lease_owner: str | None
 ) -> Transfer:
     created = row["created_at"]
+    salt = new_salt()  # the digest is salted, so a small payload cannot be guessed
     row.update(
         categories=list(verdict.categories),
         field_paths=list(verdict.field_paths),
         dropped=list(verdict.dropped),
         purpose=row["purpose"] if row["purpose"] is not None else verdict.purpose,
-        payload_sha256=verdict.payload_sha256,
+        payload_sha256=salted_digest(salt, verdict.body),
+        payload_salt=salt,
         payload_bytes=len(verdict.body),
         data_uses=list(verdict.uses),
         payload_sealed=rt.vault.seal(
@@ -296,7 +305,7 @@ def accept_transfer(
         paused_for=conn.last_error,
     )
     if existing is not None:
-        return _replay(existing, verdict.payload_sha256), False
+        return _replay(existing, verdict), False
     # The new row as a plain dict: one Transfer object is built, from what is stored.
     row = {
         **_ROW_DEFAULTS,
@@ -331,5 +340,5 @@ def accept_transfer(
             existing = _existing(session, connection_id, request.idempotency_key or "")
         if existing is None:
             raise
-        return _replay(existing, verdict.payload_sha256), False
+        return _replay(existing, verdict), False
     return transfer, True

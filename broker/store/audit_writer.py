@@ -41,10 +41,11 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from broker.core.audit_chain import GENESIS_HASH, ChainHead, format_time, seal
 from broker.core.merkle import leaf_hash, node_position
 from broker.store import audit as audit_store
-from broker.store import webhook_outbox
+from broker.store import summaries, webhook_outbox
 from broker.store.db import write_lock
 from broker.store.merkle_models import MerkleNode
 from broker.store.models import AuditHead, AuditRow
+from broker.store.subjects import Subjects
 
 __all__ = ["AuditWriter", "Event", "Unit", "audit_writer"]
 
@@ -63,6 +64,9 @@ class Event:
     event: str
     actor: str | None
     fields: dict[str, Any]
+    #: the final transfer this event records, counted in the recipient summary in
+    #: the same transaction (one upsert for the batch's outcomes; broker.store.summaries)
+    summary: summaries.Outcome | None = None
 
 
 Unit = Callable[[Connection], tuple[list[Event], Any]]
@@ -159,8 +163,11 @@ class AuditWriter:
             start_seq = seq
             rows: list[dict[str, Any]] = []
             entries: list[Any] = []
+            outcomes: list[summaries.Outcome] = []
+            subjects = Subjects(conn)  # format 2: entries name users by pseudonym
             for job in batch:
                 savepoint = conn.begin_nested() if isolate else None
+                mark = subjects.mark() if isolate else None
                 try:
                     events, value = job.unit(conn)
                     mine, s, h = [], seq, prev
@@ -172,7 +179,7 @@ class AuditWriter:
                             "actor": ev.actor,
                         }
                         content.update({k: v for k, v in ev.fields.items() if v is not None})
-                        entry = seal(content, h)
+                        entry = seal(subjects.apply(content), h)
                         mine.append(entry)
                         s, h = entry.seq, entry.hash
                     if savepoint is not None:
@@ -183,16 +190,20 @@ class AuditWriter:
                     if savepoint is None:
                         raise
                     savepoint.rollback()
+                    subjects.rolled_back(mark or {})
                     failed.append((job, exc))
                     continue
                 if savepoint is None:
                     rows.extend(e.to_row() for e in mine)
                 entries.extend(mine)
+                outcomes.extend(ev.summary for ev in events if ev.summary is not None)
                 seq, prev = s, h
                 done.append((job, value))
             if rows:
                 conn.execute(_INSERT_ENTRIES, rows)
-            webhook_outbox.enqueue(conn, entries)  # webhooks, in this transaction
+            summaries.add_outcomes(conn, outcomes)  # nothing when there is no outcome
+            # webhooks, in this transaction (to the host, which knows its users: in clear)
+            webhook_outbox.enqueue(conn, entries, names=subjects.names())
             if seq != start_seq:
                 nodes = [
                     {"pos": node_position((lv, ix)), "hash": digest}
@@ -201,6 +212,7 @@ class AuditWriter:
                 ]
                 conn.execute(_INSERT_NODES, nodes)
                 conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
+        subjects.committed()
         self.batches += 1
         self.entries += seq - start_seq
         for job, exc in failed:

@@ -3,8 +3,12 @@ phone width (no sideways scrolling), and against the CSP (nothing refused)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from playwright.sync_api import expect
 
+from broker.store.db import session_scope
+from broker.store.policy_models import PolicyChange
 from tests.browser.conftest import (
     DESKTOP,
     PHONE,
@@ -29,6 +33,12 @@ def _pages(demo: Demo, connection_id: str) -> list[tuple[str, str]]:
         me = api.post("/v1/user-sessions", json={"user_id": "demo-user"}).json()["url"]
         # the objection control, ticked (issue 11: objection to marketing)
         api.put("/v1/users/demo-user/preferences", json={"object_to": ["marketing"]})
+        transfer = {
+            status: api.get("/v1/transfers", params={"status": status, "limit": 1}).json()[
+                "transfers"
+            ][0]["id"]
+            for status in ("delivered", "blocked")
+        }
     return [
         ("demo", "/demo?status=connected&shared=delivered"),
         ("choose", chooser),
@@ -43,14 +53,34 @@ def _pages(demo: Demo, connection_id: str) -> list[tuple[str, str]]:
         ("transfers with a bad filter", "/audit?since=yesterday"),
         ("recipients", "/audit/recipients"),
         ("integrity", "/audit/integrity"),
+        ("events", "/audit/events"),
+        ("policy events", "/audit/events?event=policy."),
+        ("events with a bad filter", "/audit/events?since=yesterday"),
+        ("a delivered transfer", f"/audit/transfers/{transfer['delivered']}"),
+        ("a blocked transfer", f"/audit/transfers/{transfer['blocked']}"),
+        ("terms changes", "/audit/terms-changes"),
         ("webhook deliveries", "/audit/webhooks"),
+        ("API reference", "/docs"),
     ]
+
+
+def _terms_change(demo: Demo, connection_id: str) -> None:
+    """A significant terms change that paused the connection (the Terms changes page)."""
+    with session_scope(demo.rt.engine) as db:
+        db.add(PolicyChange(
+            id="pc_axe", connector_id="sandbox", before_version="a" * 64, after_version="b" * 64,
+            detected_at=datetime.now(UTC), detected_by="check", classification="significant",
+            changes=[{"code": "category_added", "significant": True, "text": "new data: email"}],
+            digests={"before": {"privacy_policy": "c" * 64, "terms": None}, "after": {}},
+            paused=[connection_id],
+        ))  # fmt: skip
 
 
 def test_every_page_passes_axe_fits_a_phone_and_keeps_its_csp(
     contexts: Contexts, demo: Demo
 ) -> None:
     connection_id = seed_transfers(demo)
+    _terms_change(demo, connection_id)
     ctx = contexts.new(javascript=True)
     page = ctx.new_page()
     refused: list[str] = []

@@ -52,8 +52,17 @@ def test_sign_in_filter_export_verify_sign_out(page: object, demo: Demo) -> None
     expect(rows.first).to_contain_text("user.contact.email")
     with page.expect_download() as download:
         page.get_by_role("link", name="CSV").click()
-    exported = list(csv.DictReader(io.StringIO(download.value.path().read_text())))
+    text = download.value.path().read_text()
+    assert text.startswith("# generated_at: ")  # pinned to a log state, then the header
+    body = "".join(x for x in text.splitlines(keepends=True) if not x.startswith("#"))
+    exported = list(csv.DictReader(io.StringIO(body)))
     assert [r["status"] for r in exported] == ["blocked"]
+    # the transfer id opens the transfer's page: what was outside the grant, its entries
+    rows.first.get_by_role("link", name=re.compile("transfer details")).click()
+    expect(page.locator("h1")).to_contain_text("Transfer")
+    expect(page.locator("ul.outside")).to_contain_text("user.contact.email")
+    expect(page.locator("table.entries")).to_contain_text("transfer.blocked")
+    page.go_back()
 
     page.get_by_label("Outcome").select_option("delivered")
     page.get_by_label("User id").fill("demo-user")

@@ -138,8 +138,12 @@ def test_export_follows_the_filter(stack: Stack, browser: Browser) -> None:
     assert "status=delivered" in link
     exported = browser.get(link)
     assert exported.headers["content-type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    meta = [x for x in exported.text.splitlines() if x.startswith("#")]
+    assert meta[0].startswith("# generated_at: ") and "# log_head_seq: " in meta[-1]
+    body = "".join(x + "\n" for x in exported.text.splitlines() if not x.startswith("#"))
+    rows = list(csv.DictReader(io.StringIO(body)))
     assert [r["status"] for r in rows] == ["delivered"]
+    assert rows[0]["categories"] == "user.content.work_items; user.name"  # one cell
     lines = browser.get(f"{stack.url}/audit/export?format=jsonl").text.splitlines()
     assert sorted(json.loads(x)["status"] for x in lines) == ["blocked", "delivered"]
     assert browser.get(f"{stack.url}/audit/export?format=xml").status_code == 422

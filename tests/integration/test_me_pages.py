@@ -12,6 +12,7 @@ import pytest
 from sqlmodel import Session, select
 
 from broker.store.models import AuditRow, Connection
+from broker.store.subjects import lookup
 from tests.integration.conftest import Browser, Stack, connect
 
 NAME = "user.name"
@@ -160,7 +161,9 @@ def test_disconnect_confirms_then_revokes(stack: Stack, browser: Browser) -> Non
         assert db.get(Connection, connection_id).status == "revoked"
         events = db.exec(select(AuditRow).where(AuditRow.connection_id == connection_id)).all()
     actors = {e.event: e.actor for e in events}
-    assert actors["consent.withdrawn"] == actors["connection.revoked"] == "user:user-1"
+    with stack.rt.engine.connect() as conn:  # log format 2: the user's pseudonym
+        named = "user:" + (lookup(conn, "user-1") or "")
+    assert actors["consent.withdrawn"] == actors["connection.revoked"] == named
     assert share(stack, connection_id) == 409  # refused from now on
     assert (
         browser.post(url, data={"csrf": csrf_of(confirm.text)})
@@ -184,11 +187,17 @@ def test_a_user_reaches_only_their_own_connections(stack: Stack, browser: Browse
         assert refused.status_code == 404
         report = me.get(f"{stack.url}/me/disclosures.csv")
         assert report.status_code == 200
-        assert list(csv.DictReader(io.StringIO(report.text))) == []
+        assert list(csv.DictReader(io.StringIO(_csv_body(report.text)))) == []
     finally:
         me.close()
     with Session(stack.rt.engine) as db:
         assert db.get(Connection, theirs).status == "active"
+
+
+def _csv_body(text: str) -> str:
+    """The report's CSV without its ``#`` lines (when, by whom, from which log state)."""
+    assert text.startswith("# generated_at: ")
+    return "".join(x for x in text.splitlines(keepends=True) if not x.startswith("#"))
 
 
 def test_disclosure_report_downloads(stack: Stack, browser: Browser) -> None:
@@ -200,15 +209,17 @@ def test_disclosure_report_downloads(stack: Stack, browser: Browser) -> None:
     assert 'href="/me/disclosures.csv"' in page or "/me/disclosures.csv" in page
     report = browser.get(f"{stack.url}/me/disclosures.csv")
     assert report.headers["content-disposition"] == 'attachment; filename="my-disclosures.csv"'
-    (row,) = list(csv.DictReader(io.StringIO(report.text)))
+    (row,) = list(csv.DictReader(io.StringIO(_csv_body(report.text))))
     assert row["recipient"] == "sandbox" and row["recipient_name"] == "Sandbox Co."
-    assert row["categories"] == "user.content.work_items user.name"
+    assert row["categories"] == "user.content.work_items; user.name"
+    assert row["category_titles"] == "Work items; Name"
     as_json = browser.get(f"{stack.url}/me/disclosures.json").json()
     assert as_json["user_id"] == "user-1"
     assert [r["recipient"] for r in as_json["recipients"]] == ["sandbox"]
     # the same report the host gets from the API
     with stack.api() as api:
         same = api.get("/v1/users/user-1/disclosures").json()
+    assert same.pop("report").keys() == as_json.pop("report").keys()  # made at other times
     assert same == as_json
     assert browser.get(f"{stack.url}/me/disclosures.xml").status_code == 422
 

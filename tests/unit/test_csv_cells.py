@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.core.csv_cells import FORMULA_TRIGGERS, csv_cell, csv_row
+from broker.core.csv_cells import FORMULA_TRIGGERS, csv_cell, csv_row, list_cell, split_list
 from broker.flows.audit import EXPORT_COLUMNS, TransferFilter, export_transfers
 from broker.flows.disclosures import DisclosureRequest, record_disclosure
 from broker.flows.reports import CSV_COLUMNS, user_report, user_report_csv
@@ -41,6 +41,23 @@ def test_other_cells_are_left_alone(text: str) -> None:
     assert csv_cell(text) == text
 
 
+@pytest.mark.parametrize(
+    ("items", "cell"),
+    [
+        ([], ""),
+        (["user.name"], "user.name"),
+        (["user.name", "user.contact.email"], "user.name; user.contact.email"),
+        (["author.name", "to.email", "x"], "author.name; to.email; x"),
+        (["a;b", "c"], "a\\;b; c"),
+        (["back\\slash", "d"], "back\\\\slash; d"),
+        ([1, 2], "1; 2"),
+    ],
+)
+def test_lists_are_semicolon_separated_cells(items: list, cell: str) -> None:
+    assert list_cell(items) == cell
+    assert split_list(cell) == [str(i) for i in items]
+
+
 def test_the_triggers_are_owasps() -> None:
     assert set("=+-@\t\r") <= FORMULA_TRIGGERS
     assert csv_row(["=1", "ok"]) == ["'=1", "ok"]
@@ -53,8 +70,15 @@ def rt(make_settings) -> Iterator[Runtime]:
     runtime.close()
 
 
+def _body(text: str) -> str:
+    """The CSV after its ``#`` lines (when, by whom, from which log state)."""
+    lines = text.splitlines(keepends=True)
+    assert lines and lines[0].startswith("# generated_at: "), lines[:1]
+    return "".join(line for line in lines if not line.startswith("#"))
+
+
 def _cells(text: str) -> list[str]:
-    rows = list(csv.reader(io.StringIO(text)))
+    rows = list(csv.reader(io.StringIO(_body(text))))
     return [cell for row in rows[1:] for cell in row]
 
 
@@ -92,9 +116,10 @@ def test_transfers_export_neutralises_every_cell(rt: Runtime) -> None:
         session.add(TransferCategory(transfer_id="tr_1", category="user.name"))
     text = "".join(export_transfers(rt, TransferFilter(), "csv"))
     _assert_no_formula(text)
-    (row,) = list(csv.DictReader(io.StringIO(text)))
+    (row,) = list(csv.DictReader(io.StringIO(_body(text))))
     assert row["user_id"] == "'-1+1" and row["purpose"] == "'" + PAYLOADS[0]
     assert list(row) == list(EXPORT_COLUMNS)
+    assert row["categories"] == "user.name" and row["dropped"] == "" and row["attempts"] == ""
     # JSON Lines carries the values as they are
     (line,) = "".join(export_transfers(rt, TransferFilter(), "jsonl")).splitlines()
     assert json.loads(line)["user_id"] == user and json.loads(line)["reason"] == "\t=1+1"
@@ -117,7 +142,7 @@ def test_disclosure_report_neutralises_every_cell(rt: Runtime) -> None:
     report = user_report(rt, "+49-30-1234")
     text = user_report_csv(report)
     _assert_no_formula(text)
-    (row,) = list(csv.DictReader(io.StringIO(text)))
+    (row,) = list(csv.DictReader(io.StringIO(_body(text))))
     assert list(row) == list(CSV_COLUMNS)
     assert row["recipient"] == "'" + PAYLOADS[0]
     assert row["reference"] == "'@SUM(A1:A9)" and row["purpose"] == "'-cmd"

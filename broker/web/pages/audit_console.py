@@ -39,13 +39,14 @@ from broker.web.deps import AuditorSession, ConsoleSession, RuntimeDep, client_i
 from broker.web.pages.chart import stacked_bars
 from broker.web.sessions import AUDITOR_COOKIE, clear_session_cookie, cookies_secure, csrf_matches
 
-__all__ = ["TransferSearch", "router"]
+__all__ = ["PAGE_SIZES", "TransferSearch", "console_page", "moment", "router", "to_login"]
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 LOGIN_CSRF_COOKIE = "broker_login_csrf"
 PAGE_SIZES = (25, 50, 100, 200)
 CHART_DAYS = (7, 30, 90)
+CHART_STATUSES = ("delivered", "failed", "blocked")
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,12 @@ class TransferSearch:
             connector_id=self.connector or None,
             category=self.category or None,
             status=self.status or None,
-            since=_moment(self.since, "since"),
-            until=_moment(self.until, "until"),
+            since=moment(self.since, "since"),
+            until=moment(self.until, "until"),
         )
 
 
-def _moment(text: str, name: str) -> datetime | None:
+def moment(text: str, name: str) -> datetime | None:
     """``2026-01-31T12:00`` (from a datetime-local field, read as UTC) or a full ISO time."""
     if not text:
         return None
@@ -113,7 +114,7 @@ def _search(
     )
 
 
-def _page(
+def console_page(
     request: Request, name: str, context: dict[str, Any], console: ConsoleSession | None = None
 ) -> Response:
     if console is not None:
@@ -121,7 +122,7 @@ def _page(
     return request.app.state.templates.TemplateResponse(request, name, context)
 
 
-def _to_login(request: Request) -> Response:
+def to_login(request: Request) -> Response:
     return RedirectResponse(request.url_for("console_login").path, status_code=303)
 
 
@@ -130,7 +131,7 @@ def console_login(request: Request, current: AuditorSession) -> Response:
     if current is not None:
         return RedirectResponse(request.url_for("console_transfers").path, status_code=303)
     token = secrets.token_urlsafe(24)
-    response = _page(request, "audit_login.html", {"login_csrf": token, "error": None})
+    response = console_page(request, "audit_login.html", {"login_csrf": token, "error": None})
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
         token,
@@ -160,7 +161,8 @@ def console_sign_in(
     except RateLimited:
         raise  # 429 with Retry-After, in the error shape
     except BrokerError as exc:
-        response = _page(request, "audit_login.html", {"login_csrf": csrf, "error": exc.message})
+        context = {"login_csrf": csrf, "error": exc.message}
+        response = console_page(request, "audit_login.html", context)
         response.status_code = exc.status
         return response
     response = RedirectResponse(request.url_for("console_transfers").path, status_code=303)
@@ -202,7 +204,7 @@ def console_transfers(
     limit: int = 50,
 ) -> Response:
     if current is None:
-        return _to_login(request)
+        return to_login(request)
     search = _search(user, connector, category, status, since, until, limit)
     items: list[dict[str, Any]] = []
     next_cursor, error = None, None
@@ -215,7 +217,7 @@ def console_transfers(
     known = {c.id: c.manifest.name for c in rt.registry.all()}
     if search.connector and search.connector not in known:
         known[search.connector] = search.connector
-    return _page(
+    return console_page(
         request,
         "audit_transfers.html",
         {
@@ -250,7 +252,7 @@ def console_export(
     until: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
     if current is None:
-        return _to_login(request)
+        return to_login(request)
     flt = _search(user, connector, category, status, since, until, 50).to_filter()
     lines = export_transfers(rt, flt, format)
     first = next(lines, "")
@@ -271,19 +273,24 @@ def console_recipients(
     request: Request, rt: RuntimeDep, current: AuditorSession, days: int = 30
 ) -> Response:
     if current is None:
-        return _to_login(request)
+        return to_login(request)
     days = days if days in CHART_DAYS else 30
     report = recipients_report(rt)
-    series = daily_transfers(rt, days=days)
     names = {c.id: c.manifest.name for c in rt.registry.all()}
-    names.update({r["connector"]: r["name"] for r in report})
-    return _page(
+    names.update({r["connector"]: r["name"] for r in report if r["connector"]})
+    order = sorted(names)  # one colour per recipient on every chart
+    charts = []
+    for status in CHART_STATUSES:
+        series = daily_transfers(rt, days=days, status=status)
+        chart = stacked_bars(series, names, order=order)
+        label = status.capitalize()
+        charts.append({"status": status, "label": label, "series": series, "chart": chart})
+    return console_page(
         request,
         "audit_recipients.html",
         {
             "recipients": report,
-            "series": series,
-            "chart": stacked_bars(series, names),
+            "charts": charts,
             "names": names,
             "days": days,
             "chart_days": CHART_DAYS,
@@ -297,7 +304,7 @@ def console_integrity(request: Request, rt: RuntimeDep, current: AuditorSession)
     """The last completed verification, brought up to date incrementally (never a
     whole-log pass in the request); a full run in progress refreshes the page."""
     if current is None:
-        return _to_login(request)
+        return to_login(request)
     status = integrity_status(rt, actor=current.key.id)
     try:
         checkpoint: dict[str, Any] | None = checkpoint_dict(latest_checkpoint(rt.engine))
@@ -311,7 +318,7 @@ def console_integrity(request: Request, rt: RuntimeDep, current: AuditorSession)
         "checkpoint": checkpoint,
         "started": request.query_params.get("started") == "1",
     }
-    return _page(request, "audit_integrity.html", context, current)
+    return console_page(request, "audit_integrity.html", context, current)
 
 
 @router.post("/audit/integrity/verify")
@@ -323,7 +330,7 @@ def console_verify_all(
 ) -> Response:
     """Start a full re-verification in the background; back to the page, which follows it."""
     if current is None:
-        return _to_login(request)
+        return to_login(request)
     if not csrf_matches(current.session.csrf, csrf):
         raise SessionInvalid("the verification form was not sent from the console; reload it")
     with contextlib.suppress(Conflict):  # one is running already: the page shows it

@@ -70,9 +70,16 @@ def _nice_max(value: int) -> int:
 
 
 def stacked_bars(
-    series: DailySeries, names: dict[str, str], *, width: int = 720, height: int = 260
+    series: DailySeries,
+    names: dict[str, str],
+    *,
+    width: int = 720,
+    height: int = 260,
+    order: list[str] | None = None,
 ) -> Chart:
-    """One bar per day, one stacked segment per recipient (``names``: id -> display name)."""
+    """One bar per day, one stacked segment per recipient (``names``: id -> display name).
+    ``order``: recipient ids in palette order, so that several charts colour each
+    recipient alike (default: the series' own order)."""
     left, right, top, bottom = 48, 12, 12, 36
     plot_w, plot_h = width - left - right, height - top - bottom
     days = len(series.days)
@@ -80,7 +87,8 @@ def stacked_bars(
     y_max = _nice_max(max(totals, default=0))
     slot = plot_w / max(days, 1)
     bar_w = max(1.0, slot * 0.7)
-    colors = {cid: PALETTE[i % len(PALETTE)] for i, cid in enumerate(series.counts)}
+    ranked = list(order or []) + [cid for cid in series.counts if cid not in (order or [])]
+    colors = {cid: PALETTE[i % len(PALETTE)] for i, cid in enumerate(ranked)}
     bars: list[Bar] = []
     for i, day in enumerate(series.days):
         base = top + plot_h

@@ -1,0 +1,128 @@
+"""The whole audit log as auditors read it: every event (consents granted and
+withdrawn, revocations, disclosures, transfers, key rotations, policy changes,
+verifications, failed console sign-ins …), filtered and paged newest first.
+
+Pages use the transfers' keyset cursors (:mod:`broker.flows.paging`): a cursor
+names the last entry's ``(time, seq)``; the next page is every entry before that
+``seq``. Appends meanwhile never shift a page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from broker.core.audit_chain import format_time
+from broker.core.errors import InvalidInput
+from broker.flows.paging import cursor_for, decode_cursor
+from broker.runtime import Runtime
+from broker.store.models import AuditRow
+from broker.store.subjects import named_entry, names_user, resolve_rows
+
+__all__ = ["EVENT_GROUPS", "EventFilter", "entry_dict", "event_names", "list_events"]
+
+# What the Events view offers to filter by, besides each event name found in the log:
+# a group matches every event whose name starts with it (``consent.`` …).
+EVENT_GROUPS = {
+    "consent.": "Consents (granted, withdrawn)",
+    "connection.": "Connections (created, activated, revoked, …)",
+    "transfer.": "Transfers (every outcome)",
+    "disclosure.": "Legal disclosures",
+    "preference.": "Objections to uses (Art. 21)",
+    "policy.": "Policy and terms changes",
+    "key.": "Key rotations",
+    "audit.": "Verifications",
+    "console.": "Console sign-ins refused",
+}
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """``event``: an event name (``policy.changed``) or a group (``policy.``)."""
+
+    event: str | None = None
+    user_id: str | None = None
+    connector_id: str | None = None
+    transfer_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+                raise InvalidInput(f"{name} must include a time zone", details={"field": name})
+
+    def apply(self, stmt: Any) -> Any:
+        if self.event and self.event.endswith("."):
+            stmt = stmt.where(col(AuditRow.event).startswith(self.event, autoescape=True))
+        elif self.event:
+            stmt = stmt.where(AuditRow.event == self.event)
+        if self.user_id:
+            stmt = stmt.where(names_user(AuditRow.user_id, self.user_id))  # or pseudonym
+        if self.connector_id:
+            stmt = stmt.where(AuditRow.connector_id == self.connector_id)
+        if self.transfer_id:
+            stmt = stmt.where(AuditRow.transfer_id == self.transfer_id)
+        # entry times are fixed-width UTC text (format_time): compared as text
+        if self.since:
+            stmt = stmt.where(col(AuditRow.time) >= _text(self.since, "since"))
+        if self.until:
+            stmt = stmt.where(col(AuditRow.time) < _text(self.until, "until"))
+        return stmt
+
+
+def _text(value: datetime, name: str) -> str:
+    try:
+        return format_time(value)
+    except (OverflowError, ValueError):
+        raise InvalidInput(f"{name} is out of range", details={"field": name}) from None
+
+
+def entry_dict(row: AuditRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "time": datetime.fromisoformat(row.time.replace("Z", "+00:00")),
+        "event": row.event,
+        "actor": row.actor,
+        "user_id": row.user_id,
+        "connector": row.connector_id,
+        "connection_id": row.connection_id,
+        "transfer_id": row.transfer_id,
+        "consent_id": row.consent_id,
+        "categories": list(row.categories),
+        "outcome": row.outcome,
+        "details": dict(row.details),
+        "hash": row.hash,
+    }
+
+
+def list_events(
+    rt: Runtime, flt: EventFilter, *, cursor: str | None = None, limit: int = 50
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Entries matching ``flt``, newest first; ``next_cursor`` is None on the last page."""
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500", details={"field": "limit"})
+    stmt = flt.apply(select(AuditRow))
+    if cursor:
+        _, seq = decode_cursor(cursor)
+        if not seq.isdigit():
+            raise InvalidInput("cursor is not valid", details={"field": "cursor"})
+        stmt = stmt.where(col(AuditRow.seq) < int(seq))
+    stmt = stmt.order_by(col(AuditRow.seq).desc()).limit(limit + 1)
+    with Session(rt.engine) as session:
+        rows = list(session.exec(stmt).all())
+        named = resolve_rows(session.connection(), rows)  # pseudonyms whose key exists
+    more = len(rows) > limit
+    items = [named_entry(entry_dict(r), named) for r in rows[:limit]]
+    last = items[-1] if more else None
+    return items, (cursor_for(last["time"].astimezone(UTC), str(last["seq"])) if last else None)
+
+
+def event_names(rt: Runtime) -> list[str]:
+    """Every event name in the log (read from the event index)."""
+    with Session(rt.engine) as session:
+        return sorted(session.exec(select(AuditRow.event).distinct()).all())

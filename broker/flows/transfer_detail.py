@@ -1,0 +1,68 @@
+"""One transfer as an auditor reads it: its row, its attempts (status codes and
+waits), the consent record and terms it was sent under, the fields left out of the
+grant, and the audit entries it produced, each with where its inclusion proof
+against the latest checkpoint is (when the checkpoint covers it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from broker.core.errors import NotFound
+from broker.flows.events import entry_dict
+from broker.flows.share import transfer_dict
+from broker.runtime import Runtime
+from broker.store.models import AuditRow, ConsentRecord, Transfer
+from broker.store.tree import latest_checkpoint
+
+__all__ = ["transfer_detail"]
+
+
+def _consent(record: ConsentRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "id": record.id,
+        "connector_name": record.connector_name,
+        "granted_categories": list(record.granted_categories),
+        "declined_categories": list(record.declined_categories),
+        "privacy_policy_url": record.privacy_policy_url,
+        "terms_url": record.terms_url,
+        "policy_digests": dict(record.policy_digests or {}),
+        "terms_version": record.terms_version,
+        "platform_policy_version": record.platform_policy_version,
+        "consented_at": record.consented_at,
+    }
+
+
+def transfer_detail(rt: Runtime, transfer_id: str) -> dict[str, Any]:
+    """The transfer, its consent record, its audit entries, the fields outside the
+    grant (``outside``: refused or dropped) and the latest checkpoint's size
+    (``proof_size``: None before the first checkpoint). The entries are found by
+    ``transfer_id``, which the log does not index: one scan of the log."""
+    with Session(rt.engine) as session:
+        t = session.get(Transfer, transfer_id)
+        if t is None:
+            raise NotFound(f"no transfer {transfer_id!r}", details={"transfer_id": transfer_id})
+        consent = session.get(ConsentRecord, t.consent_id) if t.consent_id else None
+        rows = session.exec(
+            select(AuditRow).where(AuditRow.transfer_id == transfer_id).order_by(col(AuditRow.seq))
+        ).all()
+        entries = [entry_dict(r) for r in rows]
+        info = _consent(consent)
+    try:
+        size: int | None = latest_checkpoint(rt.engine).tree_size
+    except NotFound:
+        size = None
+    for e in entries:
+        e["proved"] = size is not None and e["seq"] <= size
+    # refused (reject mode): the entry names the fields; dropped (drop mode): the row does
+    outside = [f for e in entries for f in e["details"].get("outside", [])] or list(t.dropped)
+    return {
+        "transfer": transfer_dict(t),
+        "outside": outside,
+        "consent": info,
+        "entries": entries,
+        "proof_size": size,
+    }

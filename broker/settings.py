@@ -206,6 +206,12 @@ class Settings(BaseSettings):
     policy_max_bytes: int = Field(
         default=2_097_152, ge=1024, le=16 * 1_048_576, description="largest policy page read"
     )
+    connect_origins: str = Field(
+        default="",
+        description="comma-separated origins (https://app.example.com) of host pages that "
+        "open connect links with broker-connect.js in a popup: the finished page posts the "
+        "outcome to its opener only at these origins; empty: no popup outcome is posted",
+    )
     objectable_uses: str = Field(
         default="",
         description="comma-separated data-use keys a user may object to besides marketing "
@@ -215,6 +221,19 @@ class Settings(BaseSettings):
     @field_validator("return_url_allowlist", "connectors_path")
     @classmethod
     def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("connect_origins")
+    @classmethod
+    def _connect_origins(cls, value: str) -> str:
+        from broker.core.urls import origin
+
+        bad = [o for o in _listed(value) if origin(o) != o]
+        if bad:
+            raise ValueError(
+                "not an origin (scheme://host[:port], https or loopback http, nothing "
+                f"after it): {', '.join(bad)}"
+            )
         return value.strip()
 
     @field_validator("objectable_uses")
@@ -317,3 +336,12 @@ class Settings(BaseSettings):
     @property
     def return_url_prefixes(self) -> list[str]:
         return [p.strip() for p in self.return_url_allowlist.split(",") if p.strip()]
+
+    @property
+    def connect_origin_list(self) -> tuple[str, ...]:
+        """``BROKER_CONNECT_ORIGINS``: where a popup's finished page posts its outcome."""
+        return tuple(_listed(self.connect_origins))
+
+
+def _listed(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]

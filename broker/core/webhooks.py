@@ -20,7 +20,9 @@ audit event                    webhook types
 ``consent.granted``            ``connection.created``, ``consent.granted``, and
                                ``connection.activated`` when its outcome is
                                ``active`` (a connection waiting for the host's
-                               confirmation is activated by ``connection.confirmed``)
+                               confirmation is activated by ``connection.confirmed``);
+                               a renewed consent (``details.renewed``) sends no
+                               ``connection.created``
 ``connection.confirmed``       ``connection.activated``
 ``connection.revoked``         ``connection.revoked``
 ``consent.withdrawn``          ``consent.withdrawn``
@@ -34,9 +36,12 @@ audit event                    webhook types
 =============================  ==================================================
 
 The last three audit names are mapped for when those events are audited; today a
-connection that needs re-consent or fails its refresh for good changes status
-without an audit entry, and checkpoints are stored apart from the log, so their
-webhooks are enqueued directly (:func:`broker.store.webhook_outbox.enqueue_event`).
+connection that needs re-consent or fails its refresh for good (``broker.flows.tokens``)
+changes status without an audit entry, and checkpoints (``broker.flows.checkpoints``)
+are stored apart from the log, so their webhooks are enqueued directly, in the
+transaction of the change (:func:`broker.store.webhook_outbox.enqueue_event`). A
+``checkpoint.signed`` message carries ``checkpoint_id``, ``tree_size`` and a link to
+that checkpoint in ``GET /v1/audit/checkpoints``.
 Other audit events (``transfer.pending``, ``token.refreshed``, …) send nothing.
 """
 
@@ -101,18 +106,24 @@ _DIRECT: dict[str, tuple[str, ...]] = {
 }
 
 
-def webhook_events(event: str, outcome: str | None) -> tuple[str, ...]:
-    """The webhook types an audit entry of ``event`` (with ``outcome``) causes, in order."""
+def webhook_events(
+    event: str, outcome: str | None, details: Mapping[str, Any] | None = None
+) -> tuple[str, ...]:
+    """The webhook types an audit entry of ``event`` (with ``outcome`` and ``details``)
+    causes, in order. A consent renewed on an existing connection (``details.renewed``:
+    a re-consent or a reconnect) announces no new connection."""
     if event == "consent.granted":
+        created = () if (details or {}).get("renewed") else ("connection.created",)
         if outcome == "active":
-            return ("connection.created", "consent.granted", "connection.activated")
-        return ("connection.created", "consent.granted")
+            return (*created, "consent.granted", "connection.activated")
+        return (*created, "consent.granted")
     return _DIRECT.get(event, ())
 
 
 # -- payloads ---------------------------------------------------------------------------
 
 _IDS = ("user_id", "connector_id", "connection_id", "transfer_id", "consent_id")
+_CHECKPOINT_IDS = ("checkpoint_id", "tree_size")
 
 
 def _links(ids: Mapping[str, Any]) -> dict[str, str]:
@@ -126,6 +137,8 @@ def _links(ids: Mapping[str, Any]) -> dict[str, str]:
         links["consent_receipt"] = f"/v1/consents/{quote(kid, safe='')}/receipt"
     if nid := ids.get("connector_id"):
         links["connector"] = f"/v1/connectors/{quote(nid, safe='')}"
+    if isinstance(checkpoint := ids.get("checkpoint_id"), int):
+        links["checkpoint"] = f"/v1/audit/checkpoints?cursor={checkpoint - 1}&limit=1"
     return links
 
 
@@ -138,6 +151,7 @@ def event_data(
 ) -> dict[str, Any]:
     """The ``data`` of a message: ids, categories, status and links, nothing else."""
     data: dict[str, Any] = {k: ids[k] for k in _IDS if ids.get(k)}
+    data.update({k: ids[k] for k in _CHECKPOINT_IDS if isinstance(ids.get(k), int)})
     if audit_seq is not None:
         data["audit_seq"] = audit_seq
     if categories:

@@ -16,7 +16,13 @@ Nothing is half-stored: on any error or refusal the connection stays
 ``pending`` with the reason in ``last_error`` and the attempt is spent; on
 success the tokens, the consent record, the ``consent.granted`` event and the
 ``active`` (or, when the host asked to confirm, ``pending_confirmation``)
-status are written in one transaction.
+status are written in one transaction
+(:func:`broker.flows.consent_records.record_consent`).
+
+A *reconnect* (the connect session re-authorised the user's live connection,
+issue 12) completes that connection instead of a new one: its tokens are replaced
+and a new consent record is written on the same id; on a refusal it keeps its
+tokens, consent and status.
 """
 
 from __future__ import annotations
@@ -25,21 +31,20 @@ import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlmodel import col, select, update
 
 from broker.core.errors import BrokerError, NotFound, ProviderError, StateInvalid
 from broker.core.oauth import exchange_code, issuer_problem
 from broker.core.placeholders import render_url
-from broker.core.tokens import digest, new_secret
-from broker.flows.connect import client_credentials, safe_return
+from broker.core.tokens import digest
+from broker.flows.connect import connection_credentials, safe_return
 from broker.flows.connection_setup import check_new_connection, provider_oauth
-from broker.flows.receipts import receipt_sha256
+from broker.flows.consent_records import LIVE, record_consent
 from broker.runtime import Runtime
-from broker.store.audit import append_event
 from broker.store.db import session_scope
-from broker.store.models import Connection, ConnectionToken, ConsentRecord, OAuthAttempt
+from broker.store.models import Connection, ConnectionToken, OAuthAttempt
 
 __all__ = ["CallbackOutcome", "complete_callback"]
 
@@ -65,6 +70,12 @@ class CallbackOutcome:
     #: the browser nonce this answer used (the page removes it from the cookie)
     browser_nonce: str | None = None
     status: str | None = None
+
+
+def _open_statuses(consent: dict) -> tuple[str, ...]:
+    """The statuses in which the attempt's connection may still be completed: a new one
+    while ``pending``; one a reconnect re-authorises while it is live."""
+    return LIVE if consent.get("reconnect") else ("pending",)
 
 
 def _claim_attempt(rt: Runtime, state: str | None) -> OAuthAttempt:
@@ -234,14 +245,14 @@ def complete_callback(
         )
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, attempt.connection_id)
-    if conn is None or conn.status != "pending":
+    if conn is None or conn.status not in _open_statuses(attempt.consent):
         raise StateInvalid("this connection attempt is no longer open")
     try:
         connector = rt.registry.get(conn.connector_id)
         if attempt.code_verifier is None:
             raise StateInvalid("this authorization attempt has no PKCE verifier left")
         verifier = rt.vault.open(attempt.code_verifier, connection_id=conn.id, kind="pkce_verifier")
-        creds = client_credentials(connector)
+        creds = connection_credentials(rt, connector, conn.tenant)
         oauth = provider_oauth(connector, conn.settings, creds)
         tokens = exchange_code(
             rt.http,
@@ -277,33 +288,11 @@ def complete_callback(
     now = rt.clock()
     confirm = bool(consent.get("confirm"))
     status = "pending_confirmation" if confirm else "active"
-    record = ConsentRecord(
-        id="cons_" + new_secret(nbytes=12),
-        connection_id=conn.id,
-        user_id=conn.user_id,
-        connector_id=conn.connector_id,
-        connector_name=consent["connector_name"],
-        granted_categories=consent["granted"],
-        declined_categories=consent["declined"],
-        purposes=consent["purposes"],
-        privacy_policy_url=consent["privacy_policy_url"],
-        terms_url=consent["terms_url"],
-        manifest_digest=consent["manifest_digest"],
-        platform_policy_version=consent["platform_policy_version"],
-        policy_digests=consent.get("policy_digests"),  # older attempts: none
-        terms_version=consent.get("terms_version"),
-        scopes=consent["scopes"],
-        client_ip=consent.get("client_ip"),
-        user_agent=consent.get("user_agent"),
-        consented_at=datetime.fromisoformat(consent["consented_at"]),
-        recorded_at=now,
-    )
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, attempt.connection_id)
-        if conn is None or conn.status != "pending":
+        if conn is None or conn.status not in _open_statuses(consent):
             raise StateInvalid("this connection attempt is no longer open")
-        session.add(record)
-        session.add(
+        session.merge(  # a reconnect replaces the connection's tokens
             ConnectionToken(
                 connection_id=conn.id,
                 key_id=rt.vault.ring.active,
@@ -320,38 +309,10 @@ def complete_callback(
                 updated_at=now,
             )
         )
-        conn.status = status
         if confirm:
             conn.confirm_by = now + timedelta(seconds=rt.settings.confirm_ttl)
-        else:
-            conn.activated_at = now
-        conn.updated_at = now
-        conn.last_error = None
-        conn.consent_id = record.id
-        session.add(conn)
-        append_event(
-            session,
-            head_file=rt.settings.audit_head_file,
-            time=now,
-            event="consent.granted",
-            actor=f"user:{conn.user_id}",
-            user_id=conn.user_id,
-            connector_id=conn.connector_id,
-            connection_id=conn.id,
-            consent_id=record.id,
-            categories=list(record.granted_categories),
-            legal_basis="consent",
-            outcome=status,
-            details={
-                "declined": list(record.declined_categories),
-                "privacy_policy_url": record.privacy_policy_url,
-                "terms_url": record.terms_url,
-                "platform_policy_version": record.platform_policy_version,
-                "manifest_digest": record.manifest_digest,
-                # the JWS receipt's payload digest: the receipt is provable by inclusion
-                "receipt_sha256": receipt_sha256(rt, record),
-            },
-        )
+        renewed = "reconnect" if consent.get("reconnect") else None
+        record_consent(rt, session, conn, consent, status=status, now=now, renewed=renewed)
     name = consent["connector_name"]
     message = f"{name} is connected."
     if confirm:

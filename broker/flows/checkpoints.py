@@ -33,12 +33,14 @@ from sqlmodel import select
 
 from broker.core.checkpoint import Checkpoint, sign_note
 from broker.core.errors import Conflict, NotFound
+from broker.flows.webhooks import wake_sender
 from broker.flows.witnesses import WitnessClient
 from broker.runtime import Runtime
 from broker.store.audit import append_event, lock_head, on_append
 from broker.store.db import session_scope
 from broker.store.merkle_models import CheckpointRow
 from broker.store.tree import latest_checkpoint, root_at, tree_size
+from broker.store.webhook_outbox import enqueue_event
 
 __all__ = [
     "Checkpointing",
@@ -105,9 +107,17 @@ def sign_checkpoint(rt: Runtime, witness: Checkpointing | None = None) -> Checkp
         )
         session.add(row)
         session.flush()
+        enqueue_event(  # the host is told, in this transaction (webhooks)
+            session.connection(),
+            "checkpoint.signed",
+            at=row.created_at,
+            ids={"checkpoint_id": row.id, "tree_size": size},
+            status="signed",
+        )
         # Still under the lock, so the file too is in size order across processes (a
         # commit that then failed leaves a valid signature of a committed tree).
         _append_file(rt, note)
+    wake_sender(rt)
     if witness is not None:
         witness.send(row)
         return row

@@ -2,7 +2,10 @@
 
 The provider's answer comes back to ``broker.flows.callback``. Approving
 records the user's choice and a ``pending`` connection; nothing usable exists
-until the callback has exchanged the code.
+until the callback has exchanged the code. When the user already has a live
+connection of the connector (same settings), approving re-authorises that one
+instead (the attempt is a *reconnect*: same id, new tokens and consent record at
+the callback), unless the session was created with ``reconnect: false``.
 
 Approving also binds the attempt to the approving browser (RFC 9700 §4.7): a
 random nonce goes into that browser's cookie and only its digest onto the
@@ -47,10 +50,14 @@ from broker.flows.connection_setup import (
     provider_oauth,
     settings_in_token,
 )
+from broker.flows.consent_records import consent_terms, granted_categories, live_connection
 from broker.flows.policy_checks import PolicyChecks, ensure_checked
-from broker.flows.policy_snapshots import latest_checks, shown_digests
 from broker.flows.preferences import covered_by, objectable, read_preferences
-from broker.flows.terms import current_terms_version
+from broker.flows.tenant_credentials import (
+    tenant_client_credentials,
+    tenant_has_credentials,
+    validate_tenant,
+)
 from broker.runtime import Runtime
 from broker.store.db import session_scope
 from broker.store.models import (
@@ -66,7 +73,9 @@ __all__ = [
     "IssuedSession",
     "approve",
     "cancel",
+    "category_choices",
     "client_credentials",
+    "connection_credentials",
     "consent_view",
     "create_connect_session",
     "credentials_problem",
@@ -192,9 +201,13 @@ def create_connect_session(
     settings: Mapping[str, str] | None = None,
     display_name: str | None = None,
     confirm: bool = False,
+    reconnect: bool = True,
+    tenant: str | None = None,
 ) -> IssuedSession:
     validate_user_id(user_id)
     validate_display_name(display_name)
+    if tenant is not None:
+        _check_tenant(rt, connector_id, tenant)
     values: dict[str, str] = {}
     if connector_id is not None:
         values = rt.registry.get(connector_id).manifest.validate_settings(settings)
@@ -225,6 +238,8 @@ def create_connect_session(
         expires_at=now + timedelta(seconds=rt.settings.connect_session_ttl),
         display_name=display_name,
         confirm=bool(confirm),
+        reconnect=bool(reconnect),
+        tenant=tenant,
     )
     with session_scope(rt.engine) as session:
         session.add(row)
@@ -238,6 +253,22 @@ def create_connect_session(
         url=f"{base}{path}?{urlencode({'session': token})}",
         expires_at=row.expires_at,
     )
+
+
+def _check_tenant(rt: Runtime, connector_id: str | None, tenant: str) -> None:
+    """A session naming a tenant names its connector, for which the tenant has
+    registered OAuth credentials (``POST /v1/connectors/{id}/credentials``)."""
+    validate_tenant(tenant)
+    if connector_id is None:
+        raise InvalidInput(
+            "tenant needs a connector: name the connector whose credentials it has",
+            details={"field": "tenant"},
+        )
+    if not tenant_has_credentials(rt, connector_id, tenant):
+        raise InvalidInput(
+            f"tenant {tenant!r} has no OAuth credentials for {connector_id!r}",
+            details={"field": "tenant", "tenant": tenant, "connector_id": connector_id},
+        )
 
 
 def _live_session(session: Session, rt: Runtime, token: str | None, *, kind: str) -> ConnectSession:
@@ -260,17 +291,15 @@ def _check_connector(row: ConnectSession, connector_id: str) -> None:
         raise SessionInvalid("this session link is for another integration")
 
 
-def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> ConsentView:
-    connector = rt.registry.get(connector_id)
-    with session_scope(rt.engine) as session:
-        row = _live_session(session, rt, token, kind="connect")
-        _check_connector(row, connector_id)
-    client_credentials(connector)  # an unconfigured connector is not offered for consent
-    policy_checks = ensure_checked(rt, connector)  # a snapshot of what the links show
+def category_choices(
+    rt: Runtime, connector: Connector, user_id: str
+) -> tuple[list[tuple[Heading, list[CategoryChoice]]], list[CategoryChoice]]:
+    """The connector's categories as the consent page lists them, under the catalog's
+    headings, and apart those for a use the user may object to (marketing)."""
     groups: list[tuple[Heading, list[CategoryChoice]]] = []
     marketing: list[CategoryChoice] = []
     declared = {d.category: d for d in connector.manifest.data}
-    objections = read_preferences(rt, row.user_id).object_to
+    objections = read_preferences(rt, user_id).object_to
     for heading, categories in rt.catalog.by_heading():
         choices = [
             CategoryChoice(
@@ -291,6 +320,18 @@ def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> Consen
         choices = [c for c in choices if c not in marketing]
         if choices:
             groups.append((heading, choices))
+    return groups, marketing
+
+
+def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> ConsentView:
+    connector = rt.registry.get(connector_id)
+    with session_scope(rt.engine) as session:
+        row = _live_session(session, rt, token, kind="connect")
+        _check_connector(row, connector_id)
+    # an unconfigured connector (or tenant) is not offered for consent
+    connection_credentials(rt, connector, row.tenant)
+    policy_checks = ensure_checked(rt, connector)  # a snapshot of what the links show
+    groups, marketing = category_choices(rt, connector, row.user_id)
     return ConsentView(
         session_id=row.id,
         user_id=row.user_id,
@@ -355,6 +396,16 @@ def client_credentials(connector: Connector) -> ClientCredentials:
         ) from None
 
 
+def connection_credentials(
+    rt: Runtime, connector: Connector, tenant: str | None
+) -> ClientCredentials:
+    """The OAuth client a connection of ``tenant`` uses: that tenant's registered
+    credentials, or without a tenant the manifest's environment references."""
+    if tenant is None:
+        return client_credentials(connector)
+    return tenant_client_credentials(rt, connector, tenant)
+
+
 def offered_connectors(rt: Runtime) -> list[Connector]:
     """The connectors a user may pick: those whose client credentials are set."""
     return [c for c in rt.registry.all() if credentials_problem(c) is None]
@@ -388,37 +439,26 @@ def approve(
     with session_scope(rt.engine) as session:  # the session first, before reading its settings
         live = _live_session(session, rt, token, kind="connect")
         _check_connector(live, connector_id)
-    chosen = set(optional_granted)
-    # A use the user may object to is always a choice, even where the manifest says
-    # required; one they object to is declined whatever the form says.
-    roots = objectable(rt)
-    objections = read_preferences(rt, live.user_id).object_to
-    marketing = {d.category for d in manifest.data if covered_by(d.use, roots)}
-    chosen -= {d.category for d in manifest.data if covered_by(d.use, objections)}
-    unknown = chosen - set(manifest.optional_categories) - marketing
-    if unknown:
-        raise InvalidInput(
-            "the form named categories that are not optional for this integration",
-            details={"categories": sorted(unknown)},
-        )
-    creds = client_credentials(connector)
+    granted = granted_categories(rt, manifest, live.user_id, optional_granted)
+    creds = connection_credentials(rt, connector, live.tenant)
     settings = manifest.validate_settings(settings_in_token(token))
     oauth = provider_oauth(connector, settings, creds)
-    granted = [
-        d.category
-        for d in manifest.data
-        if (d.required and d.category not in marketing) or d.category in chosen
-    ]
-    declined = [d.category for d in manifest.data if d.category not in granted]
     now = rt.clock()
     pkce = Pkce.generate()
     state = new_state()
     nonce = new_secret(nbytes=32)
     redirect_uri = redirect_uri_for(rt, connector)
-    connection_id = "conn_" + new_secret(nbytes=12)
-    with session_scope(rt.engine) as session:  # the snapshots the consent page showed
-        policy_digests = shown_digests(latest_checks(session, connector))
-    terms_version = current_terms_version(rt, connector_id, fresh=True)
+    consent = consent_terms(
+        rt,
+        connector,
+        granted=granted,
+        now=now,
+        client_ip=client_ip,
+        user_agent=user_agent,
+        settings=settings,
+        return_url=live.return_url,
+        confirm=live.confirm,
+    )
     with session_scope(rt.engine) as session:
         row = _live_session(session, rt, token, kind="connect")
         _check_connector(row, connector_id)
@@ -432,18 +472,33 @@ def approve(
             )
             .values(code_verifier=None)
         )
-        session.add(
-            Connection(
-                id=connection_id,
-                user_id=row.user_id,
-                connector_id=connector_id,
-                status="pending",
-                created_at=now,
-                updated_at=now,
-                settings=settings or None,
+        existing = (
+            live_connection(
+                session, user_id=row.user_id, connector_id=connector_id, settings=settings
             )
+            if row.reconnect
+            else None
         )
-        session.flush()
+        if existing is not None and existing.tenant != row.tenant:
+            existing = None  # another tenant's client: a connection of its own
+        if existing is not None:  # re-authorise it: same id, new tokens and consent
+            connection_id = existing.id
+            consent["reconnect"] = True
+        else:
+            connection_id = "conn_" + new_secret(nbytes=12)
+            session.add(
+                Connection(
+                    id=connection_id,
+                    user_id=row.user_id,
+                    connector_id=connector_id,
+                    status="pending",
+                    created_at=now,
+                    updated_at=now,
+                    settings=settings or None,
+                    tenant=row.tenant,
+                )
+            )
+            session.flush()
         session.add(
             OAuthAttempt(
                 id="att_" + new_secret(nbytes=9),
@@ -455,25 +510,7 @@ def approve(
                 ),
                 redirect_uri=redirect_uri,
                 browser_hash=digest(nonce),
-                consent={
-                    "granted": granted,
-                    "declined": declined,
-                    "purposes": {d.category: d.purpose for d in manifest.data},
-                    "privacy_policy_url": manifest.privacy_policy_url,
-                    "terms_url": manifest.terms_url,
-                    "manifest_digest": manifest.digest(),
-                    "connector_name": manifest.name,
-                    "scopes": list(manifest.oauth.scopes),
-                    "platform_policy_version": rt.settings.policy_version,
-                    "policy_digests": policy_digests,
-                    "terms_version": terms_version,
-                    "consented_at": now.isoformat(),
-                    "client_ip": client_ip,
-                    "user_agent": (user_agent or "")[:500] or None,
-                    "return_url": row.return_url,
-                    "settings": settings,
-                    "confirm": row.confirm,
-                },
+                consent=consent,
                 created_at=now,
                 expires_at=now + timedelta(seconds=rt.settings.oauth_state_ttl),
             )

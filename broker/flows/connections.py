@@ -25,6 +25,7 @@ def connection_dict(conn: Connection, consent: ConsentRecord | None) -> dict[str
         "revoked_at": conn.revoked_at,
         "last_error": conn.last_error,
         "consent_id": conn.consent_id,
+        "tenant": conn.tenant,
         "granted_categories": list(consent.granted_categories) if consent else [],
         "declined_categories": list(consent.declined_categories) if consent else [],
     }

@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select, update
 
 from broker.core.errors import BrokerError, NotFound
 from broker.core.revocation import revoke_grant
-from broker.flows.connect import client_credentials
+from broker.flows.connect import connection_credentials
 from broker.flows.connection_setup import provider_oauth
 from broker.flows.connector_calls import call_connection_hook
 from broker.flows.engine import cancel_queued
@@ -77,7 +77,7 @@ def _revoke_at_provider(rt: Runtime, conn: Connection, row: ConnectionToken) -> 
     if not connector.manifest.oauth.revoke_url:
         return {**results, "provider": "the provider has no revocation endpoint"}
     try:
-        creds = client_credentials(connector)
+        creds = connection_credentials(rt, connector, conn.tenant)
         oauth = provider_oauth(connector, settings, creds)
     except (BrokerError, KeyError, ValueError) as exc:
         reason = exc.message if isinstance(exc, BrokerError) else f"bad setting {exc}"

@@ -1,4 +1,6 @@
-"""``broker keys rotate``: a new token-encryption key; every stored token re-sealed.
+"""``broker keys rotate``: a new token-encryption key; every stored secret re-sealed
+(OAuth tokens, open PKCE verifiers, webhook signing secrets, tenants' OAuth client
+secrets).
 
 The new key is saved to the key file (keeping the old ones) before any
 ciphertext changes, so a crash at any point leaves every ciphertext openable.
@@ -9,12 +11,15 @@ does by itself the first time it meets a key id it does not know.
 
 from __future__ import annotations
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
+from broker.flows.tenant_credentials import reseal_client_secrets
+from broker.flows.webhooks import SECRET_KIND
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
 from broker.store.models import ConnectionToken, OAuthAttempt
+from broker.store.webhook_models import WebhookEndpoint
 
 __all__ = ["rotate_token_key"]
 
@@ -45,12 +50,40 @@ def rotate_token_key(rt: Runtime, *, actor: str = "cli") -> dict[str, object]:
                 attempt.code_verifier, connection_id=attempt.connection_id, kind="pkce_verifier"
             )
             session.add(attempt)
+        endpoints = _reseal_webhook_secrets(rt, session)
+        clients = reseal_client_secrets(rt, session)
         append_event(
             session,
             head_file=rt.settings.audit_head_file,
             time=rt.clock(),
             event="key.rotated",
             actor=actor,
-            details={"new_key_id": new, "previous_key_ids": old, "resealed_connections": resealed},
+            details={
+                "new_key_id": new,
+                "previous_key_ids": old,
+                "resealed_connections": resealed,
+                "resealed_webhook_endpoints": endpoints,
+                "resealed_client_secrets": clients,
+            },
         )
-    return {"new_key_id": new, "previous_key_ids": old, "resealed": resealed}
+    return {
+        "new_key_id": new,
+        "previous_key_ids": old,
+        "resealed": resealed,
+        "resealed_webhook_endpoints": endpoints,
+        "resealed_client_secrets": clients,
+    }
+
+
+def _reseal_webhook_secrets(rt: Runtime, session: Session) -> int:
+    """The webhook endpoints' signing secrets (and a rotated-out one still valid)."""
+    count = 0
+    for row in session.exec(select(WebhookEndpoint).with_for_update()).all():
+        row.secret = rt.vault.reseal(row.secret, connection_id=row.id, kind=SECRET_KIND)
+        if row.previous_secret:
+            row.previous_secret = rt.vault.reseal(
+                row.previous_secret, connection_id=row.id, kind=SECRET_KIND
+            )
+        session.add(row)
+        count += 1
+    return count

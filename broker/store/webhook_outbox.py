@@ -92,10 +92,15 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def enqueue(conn: Connection, entries: Iterable[AuditEntry]) -> int:
+def enqueue(
+    conn: Connection, entries: Iterable[AuditEntry], *, names: Mapping[str, str] | None = None
+) -> int:
     """Record a delivery per enabled endpoint subscribed to each webhook type the
-    ``entries`` (being appended in ``conn``'s transaction) cause; returns how many."""
-    caused = [(e, types) for e in entries if (types := webhook_events(e.event, e.outcome))]
+    ``entries`` (being appended in ``conn``'s transaction) cause; returns how many.
+    ``names``: pseudonym -> user id of the users the entries name (the host gets the id)."""
+    caused = [
+        (e, types) for e in entries if (types := webhook_events(e.event, e.outcome, e.details))
+    ]
     if not caused:
         return 0
     endpoints = conn.execute(_ENABLED).all()
@@ -105,7 +110,7 @@ def enqueue(conn: Connection, entries: Iterable[AuditEntry]) -> int:
     for entry, types in caused:
         at = _parse_time(entry.time)
         ids = {
-            "user_id": entry.user_id,
+            "user_id": (names or {}).get(entry.user_id or "", entry.user_id),
             "connector_id": entry.connector_id,
             "connection_id": entry.connection_id,
             "transfer_id": entry.transfer_id,

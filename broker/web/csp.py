@@ -1,9 +1,11 @@
 """The pages' Content-Security-Policy, built only from parsed, valid origins.
 
 No script at all (the pages work without JavaScript, so ``script-src`` falls back
-to ``'none'``); our own stylesheet and images plus connectors' logo origins; forms
-post to ourselves, and the consent form also to the provider's authorize origin,
-because browsers apply ``form-action`` to the redirect that follows the approval.
+to ``'none'``), except our own ``/broker-connect.js`` on the connect flow's finished
+page when ``BROKER_CONNECT_ORIGINS`` is set; our own stylesheet and images plus
+connectors' logo origins; forms post to ourselves, and the consent form also to the
+provider's authorize origin, because browsers apply ``form-action`` to the redirect
+that follows the approval.
 
 Every origin is rebuilt from a URL's parsed scheme, host and port
 (:func:`broker.core.urls.origin`), and the manifest checked those hosts when it
@@ -47,11 +49,15 @@ def logo_origins(manifests: Iterable[Manifest]) -> list[str]:
 
 
 def content_security_policy(
-    *, images: Iterable[str] = (), form_action: Iterable[str | None] = ()
+    *, images: Iterable[str] = (), form_action: Iterable[str | None] = (), scripts: bool = False
 ) -> str:
+    """``scripts``: our own script files may run (``script-src 'self'``, never inline):
+    only the connect flow's finished page, which posts its outcome to a popup's opener
+    with ``/broker-connect.js`` (broker.web.connect_popup)."""
     img_src = " ".join(["'self'", *_sources(images)])
     forms = " ".join(["'self'", *_sources(form_action)])
+    script = "script-src 'self'; " if scripts else ""
     return (
-        f"default-src 'none'; img-src {img_src}; style-src 'self'; "
+        f"default-src 'none'; {script}img-src {img_src}; style-src 'self'; "
         f"form-action {forms}; frame-ancestors 'none'; base-uri 'none'"
     )

@@ -147,10 +147,19 @@ def query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
-def connect(stack: Stack, browser: Browser, optional: list[str], user_id: str = "user-1") -> str:
-    """Drive the whole connect flow; returns the new connection id."""
-    session = stack.connect_session(user_id)
-    to_provider = browser.approve(session["url"], optional)
+def connect(
+    stack: Stack, browser: Browser, optional: list[str], user_id: str = "user-1", **extra: object
+) -> str:
+    """Drive the whole connect flow (``extra``: more connect-session fields); returns
+    the connection id."""
+    session = stack.connect_session(user_id, **extra)
+    return approve_link(browser, session["url"], optional)
+
+
+def approve_link(browser: Browser, url: str, optional: list[str]) -> str:
+    """The user's side of connecting: consent at ``url`` (a connect-session link), allow
+    at the provider, back to the return URL; returns the connection id."""
+    to_provider = browser.approve(url, optional)
     assert to_provider.status_code == 303, to_provider.text
     back = browser.provider_decides(to_provider.headers["location"], allow=True)
     assert back.status_code in (302, 303)

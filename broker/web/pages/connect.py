@@ -23,6 +23,7 @@ from broker.core.errors import SessionInvalid
 from broker.flows import connect as flow
 from broker.flows.callback import CallbackOutcome, complete_callback
 from broker.runtime import Runtime
+from broker.web.connect_popup import finished_page
 from broker.web.csp import authorize_origin, content_security_policy
 from broker.web.deps import RuntimeDep, client_ip
 
@@ -132,6 +133,7 @@ def consent_submit(
         if back:
             response = RedirectResponse(back, status_code=303)
         else:
+            extra, policy = finished_page(request, rt, status="cancelled", connection_id=None)
             response = _templates(request).TemplateResponse(
                 request,
                 "message.html",
@@ -139,8 +141,11 @@ def consent_submit(
                     "title": "Not connected",
                     "message": "Nothing was shared and nothing was connected.",
                     "ok": True,
+                    **extra,
                 },
             )
+            if policy:
+                response.headers["Content-Security-Policy"] = policy
         response.delete_cookie(CSRF_COOKIE, path="/connect")  # nothing left behind
         return response
     if decision != "approve":
@@ -225,9 +230,19 @@ def _finish(
     return response
 
 
+# The callback's status as a return URL and the connect helper say it.
+_OUTCOMES = {"active": "connected", "pending_confirmation": "pending_confirmation"}
+
+
 def _outcome_page(request: Request, outcome: CallbackOutcome) -> Response:
     if outcome.return_url:
         return RedirectResponse(outcome.return_url, status_code=303)
+    extra, policy = finished_page(
+        request,
+        request.app.state.runtime,
+        status=_OUTCOMES.get(outcome.status or "", "error") if outcome.ok else "error",
+        connection_id=outcome.connection_id,
+    )
     response = _templates(request).TemplateResponse(
         request,
         "message.html",
@@ -236,8 +251,11 @@ def _outcome_page(request: Request, outcome: CallbackOutcome) -> Response:
             "message": outcome.message,
             "ok": outcome.ok,
             "connection_id": outcome.connection_id,
+            **extra,
         },
         status_code=200 if outcome.ok else 400,
     )
     response.headers["Referrer-Policy"] = "no-referrer"
+    if policy:
+        response.headers["Content-Security-Policy"] = policy
     return response

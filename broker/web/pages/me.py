@@ -4,6 +4,10 @@ The host creates a one-time link (``POST /v1/user-sessions``); opening it opens
 a short-lived server-side session (its random id in a cookie for ``/me``) and
 redirects to drop the token from the address bar. Every form carries the
 session's CSRF secret; signing out ends the session on the server at once.
+
+The page starts with a notice per integration whose terms changed since the user
+agreed (:mod:`broker.flows.notices`); agreeing again, and the policy text diffs, are
+in :mod:`broker.web.pages.me_terms`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from broker.core.errors import InvalidInput, NotFound, SessionInvalid
@@ -25,16 +28,18 @@ from broker.flows.activity import (
 )
 from broker.flows.browser_sessions import BrowserSession, end_browser_session, redeem_user_session
 from broker.flows.connections import list_connections
+from broker.flows.notices import PAGE_LABELS, paused_for_terms, pending_notices
 from broker.flows.preferences import parse_preferences, read_preferences, set_objections
 from broker.flows.receipts import consent_receipt, consent_receipt_jws
 from broker.flows.reports import user_report, user_report_csv
 from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
 from broker.store.models import Connection, ConsentRecord
+from broker.web.api.schemas_audit import DisclosureReport
 from broker.web.deps import RuntimeDep, UserSession, issue_session
 from broker.web.sessions import USER_COOKIE, clear_session_cookie, csrf_matches
 
-__all__ = ["ConnectionView", "router"]
+__all__ = ["ConnectionView", "disconnected_redirect", "page", "router", "signed_in"]
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -66,7 +71,13 @@ class ConnectionView:
 
     @property
     def status_label(self) -> str:
+        if paused_for_terms(self.conn):
+            return "Paused: its terms changed"
         return STATUS_LABELS.get(self.conn.status, self.conn.status)
+
+    @property
+    def terms_paused(self) -> bool:
+        return paused_for_terms(self.conn)
 
     @property
     def can_disconnect(self) -> bool:
@@ -101,7 +112,8 @@ def _view(
     )
 
 
-def _session(session: BrowserSession | None) -> BrowserSession:
+def signed_in(session: BrowserSession | None) -> BrowserSession:
+    """The signed-in user's session, or the error page asking them to open ``/me`` again."""
     if session is None:
         raise SessionInvalid(
             "your session has ended; open “My integrations” again from the platform"
@@ -109,7 +121,7 @@ def _session(session: BrowserSession | None) -> BrowserSession:
     return session
 
 
-def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     return request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
 
 
@@ -127,13 +139,14 @@ def my_integrations(
     disconnected: Annotated[str | None, Query(max_length=64)] = None,
     provider: Annotated[str | None, Query(max_length=20)] = None,
     preferences: Annotated[str | None, Query(max_length=20)] = None,
+    agreed: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     if session is not None:
         user_id = redeem_user_session(rt, session)
         response = RedirectResponse(request.url_for("my_integrations").path, status_code=303)
         issue_session(request, response, rt, "user", user_id)
         return response
-    user = _session(current)
+    user = signed_in(current)
     rows = list_connections(rt, user.subject)
     activity = connection_activity(rt, [c.id for c, _ in rows])
     views = [_view(rt, c, r, activity[c.id]) for c, r in rows]
@@ -143,7 +156,8 @@ def my_integrations(
         if v.activity.total
     }
     flash = next((v for v in views if v.conn.id == disconnected), None)
-    return _page(
+    notices = pending_notices(rt, user.subject)
+    return page(
         request,
         "me.html",
         {
@@ -157,6 +171,9 @@ def my_integrations(
             "provider_result": provider,
             "prefs": read_preferences(rt, user.subject),
             "prefs_saved": preferences == "saved",
+            "notices": notices,
+            "page_labels": PAGE_LABELS,
+            "agreed": next((v for v in views if v.conn.id == agreed), None),
         },
     )
 
@@ -169,10 +186,10 @@ def me_connection(
     current: UserSession,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
-    user = _session(current)
+    user = signed_in(current)
     view = _owned(rt, user.subject, connection_id)
     transfers, next_cursor = connection_history(rt, connection_id, cursor=cursor, limit=PAGE)
-    return _page(
+    return page(
         request,
         "me_connection.html",
         {
@@ -195,7 +212,7 @@ def me_receipt(
 ) -> Response:
     """The user's signed consent receipt for one of their connections (``format=jws``:
     the Kantara Consent Receipt as a JWS)."""
-    user = _session(current)
+    user = signed_in(current)
     view = _owned(rt, user.subject, connection_id)
     if view.consent is None:
         raise NotFound("this connection has no consent record", details={})
@@ -217,11 +234,11 @@ def me_receipt(
 def me_confirm_disconnect(
     connection_id: str, request: Request, rt: RuntimeDep, current: UserSession
 ) -> Response:
-    user = _session(current)
+    user = signed_in(current)
     view = _owned(rt, user.subject, connection_id)
     if not view.can_disconnect:
         return RedirectResponse(request.url_for("my_integrations").path, status_code=303)
-    return _page(
+    return page(
         request, "me_disconnect.html", {"user_id": user.subject, "csrf": user.csrf, "v": view}
     )
 
@@ -234,11 +251,16 @@ def me_disconnect(
     current: UserSession,
     csrf: Annotated[str, Form(max_length=200)],
 ) -> Response:
-    user = _session(current)
+    user = signed_in(current)
     if not csrf_matches(user.csrf, csrf):
         raise SessionInvalid("the form was not sent from your integrations page; reload it")
     _owned(rt, user.subject, connection_id)  # only your own
     result = revoke_connection(rt, connection_id, actor=f"user:{user.subject}")
+    return disconnected_redirect(request, connection_id, result)
+
+
+def disconnected_redirect(request: Request, connection_id: str, result: dict[str, Any]) -> Response:
+    """Back to ``/me``, saying what the revocation (``revoke_connection``'s result) did."""
     outcome = result["provider_revocation"]
     if result["already"]:
         provider = "already"
@@ -261,7 +283,7 @@ def me_preferences(
     object_to: Annotated[list[str] | None, Form(max_length=200)] = None,
 ) -> Response:
     """Object to (ticked) or withdraw an objection to (unticked) a use of your data."""
-    user = _session(current)
+    user = signed_in(current)
     if not csrf_matches(user.csrf, csrf):
         raise SessionInvalid("the form was not sent from your integrations page; reload it")
     uses = parse_preferences(rt, {"object_to": object_to or []})
@@ -274,14 +296,16 @@ def me_preferences(
 def me_disclosures(fmt: str, rt: RuntimeDep, current: UserSession) -> Response:
     """The user's disclosure report (``broker.flows.reports``, as ``GET
     /v1/users/{id}/disclosures`` gives it to the host): every recipient of their data."""
-    user = _session(current)
+    user = signed_in(current)
     if fmt not in ("csv", "json"):
         raise InvalidInput("the report comes as .csv or .json")
     report = user_report(rt, user.subject)
     headers = {"Content-Disposition": f'attachment; filename="my-disclosures.{fmt}"'}
     if fmt == "csv":
         return Response(user_report_csv(report), media_type="text/csv", headers=headers)
-    return JSONResponse(jsonable_encoder(report), headers=headers)
+    # Through the API's own response model: the same document, times and all.
+    body = DisclosureReport.model_validate(report).model_dump(mode="json", exclude_unset=True)
+    return JSONResponse(body, headers=headers)
 
 
 @router.post("/me/sign-out")
@@ -291,11 +315,11 @@ def me_sign_out(
     current: UserSession,
     csrf: Annotated[str, Form(max_length=200)],
 ) -> Response:
-    user = _session(current)
+    user = signed_in(current)
     if not csrf_matches(user.csrf, csrf):
         raise SessionInvalid("the form was not sent from your integrations page; reload it")
     end_browser_session(rt, request.cookies.get(USER_COOKIE))
-    response = _page(
+    response = page(
         request,
         "message.html",
         {

@@ -14,6 +14,7 @@ from broker.demo import sandbox_setup
 from broker.flows.keys import create_api_key
 from broker.runtime import build_runtime
 from broker.store.models import AuditRow
+from broker.store.subjects import lookup
 from broker.web.app import create_app
 from tests.browser.conftest import DESKTOP, PHONE, Contexts, axe_violations, horizontal_overflow
 from tests.conftest import LiveServer, free_socket
@@ -96,5 +97,6 @@ def test_marketing_choices_pass_axe_and_work_by_clicking(
         rows = db.execute(
             AuditRow.__table__.select().where(AuditRow.event == "preference.objected")  # type: ignore[attr-defined]
         ).all()
-    assert [(r.user_id, r.actor) for r in rows] == [("user-b", "user:user-b")]
+        named = lookup(db, "user-b")  # log format 2 names the user by pseudonym
+    assert named and [(r.user_id, r.actor) for r in rows] == [(named, f"user:{named}")]
     api.close()

@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 from sqlmodel import Session, select
 
 from broker.store.models import Connection, ConnectSession, ConsentRecord
+from broker.store.subjects import lookup
 from tests.browser.conftest import DESKTOP, PHONE, Demo, horizontal_overflow, screenshot
 
 NAME = "Optional Name user.name"
@@ -111,7 +112,8 @@ def test_connect_share_see_and_disconnect(page: object, demo: Demo) -> None:
         assert conn["declined_categories"] == ["user.contact.email"]
         log = api.get("/v1/audit/log").json()["entries"]
     withdrawn = [e for e in log if e["event"] == "consent.withdrawn"]
-    assert [e["actor"] for e in withdrawn] == ["user:demo-user"]
+    with demo.rt.engine.connect() as db:  # log format 2 names the user by pseudonym
+        assert [e["actor"] for e in withdrawn] == [f"user:{lookup(db, 'demo-user')}"]
 
     # and the demo can no longer share over it
     page.goto(f"{demo.url}/demo")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from broker.store.types import UTCDateTime, utcnow
@@ -94,6 +94,11 @@ class ConnectSession(SQLModel, table=True):
     display_name: str | None = Field(default=None, max_length=200)
     # The connection waits in ``pending_confirmation`` until the host confirms it.
     confirm: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    # Approving may re-authorise the user's live connection of this connector (the
+    # same id) instead of making a second one; ``reconnect: false`` opts out (0017).
+    reconnect: bool = Field(default=True, sa_column_kwargs={"server_default": "1"})
+    # Whose OAuth client the connection uses (``connector_credentials``; 0018).
+    tenant: str | None = Field(default=None, max_length=100)
 
 
 class Connection(SQLModel, table=True):
@@ -112,6 +117,9 @@ class Connection(SQLModel, table=True):
     settings: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
     # ``pending_confirmation`` only: the host must confirm before this, or it is revoked.
     confirm_by: datetime | None = _ts(default=None, nullable=True)
+    # The tenant whose OAuth client authorised it, refreshes and revokes it; None: the
+    # manifest's environment references (``connector_credentials``; migration 0018).
+    tenant: str | None = Field(default=None, max_length=100)
 
 
 class ConnectionToken(SQLModel, table=True):
@@ -158,6 +166,10 @@ class ConsentRecord(SQLModel, table=True):
     """Immutable: inserted once, never updated (the store has no update path)."""
 
     __tablename__ = "consent_records"
+    # A recipient's latest consent (its name and links in reports), one lookup: 0016.
+    __table_args__ = (
+        Index("ix_consent_records_connector_recorded", "connector_id", "recorded_at"),
+    )
     id: str = Field(primary_key=True, max_length=40)
     connection_id: str = Field(foreign_key="connections.id", max_length=40, index=True)
     user_id: str = Field(max_length=200, index=True)
@@ -195,6 +207,7 @@ class Transfer(SQLModel, table=True):
         Index("ix_transfers_user_page", "user_id", "created_at", "id"),
         Index("ix_transfers_connector_status_page", "connector_id", "status", "created_at", "id"),
         Index("ix_transfers_status_page", "status", "created_at", "id"),
+        Index("ix_transfers_connector_page", "connector_id", "created_at", "id"),  # 0020
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -233,6 +246,9 @@ class Transfer(SQLModel, table=True):
     # The data uses the manifest declared for the categories sent, as the gateway saw
     # them (reports read these, not today's manifest; migration 0014). None: before 0014.
     data_uses: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    # The random salt of ``payload_sha256`` (HMAC-SHA256(salt, payload), log format 2;
+    # broker.core.pseudonyms), never in the log; deleted on erasure (migration 0015).
+    payload_salt: bytes | None = Field(default=None, sa_type=LargeBinary(32), repr=False)
 
 
 class TransferCategory(SQLModel, table=True):
@@ -267,6 +283,8 @@ class AuditRow(SQLModel, table=True):
     """One entry of the hash-chained audit log; append-only (never updated)."""
 
     __tablename__ = "audit_log"
+    # A transfer's entries (the console's transfer page): migration 0020.
+    __table_args__ = (Index("ix_audit_log_transfer", "transfer_id", "seq"),)
 
     seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     time: str = Field(max_length=40)

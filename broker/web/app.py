@@ -18,17 +18,33 @@ from broker.web.api import (
     catalog,
     connect_sessions,
     connections,
+    connector_credentials,
     disclosures,
     metrics,
+    notices,
     preferences,
     transfers,
     user_sessions,
+    users,
     webhooks,
 )
+from broker.web.connect_popup import PopupOpener
+from broker.web.connect_popup import router as connect_helper_router
 from broker.web.csp import authorize_origin, content_security_policy, logo_origins
 from broker.web.errors import UnexpectedErrorMiddleware, install_error_handlers
+from broker.web.fast_route import TransferFastPath
+from broker.web.idempotency import IdempotencyKeys
 from broker.web.links import template_url_for
-from broker.web.pages import audit_console, connect, me, webhook_log
+from broker.web.openapi import install_openapi
+from broker.web.pages import (
+    api_docs,
+    audit_console,
+    audit_log_pages,
+    connect,
+    me,
+    me_terms,
+    webhook_log,
+)
 from broker.web.request_guard import NulCharacterGuard
 from broker.web.security_headers import SecurityHeaders
 
@@ -101,9 +117,12 @@ def create_app(rt: Runtime, *, mounts: dict[str, object] | None = None) -> FastA
     install_error_handlers(app)
     # Inside ServerErrorMiddleware (so a 500 keeps the connection) and inside the
     # security headers below (so the 500 carries them too).
+    app.add_middleware(TransferFastPath)  # innermost: every layer below still wraps it
     app.add_middleware(UnexpectedErrorMiddleware)
+    app.add_middleware(IdempotencyKeys)  # outside it: a 500 is seen, and not kept
     app.add_middleware(NulCharacterGuard)
 
+    app.add_middleware(PopupOpener, rt=rt)  # the connect helper's popups keep their opener
     app.add_middleware(SecurityHeaders, csp=_csp, https=https)
 
     app.include_router(connect_sessions.router)
@@ -115,12 +134,20 @@ def create_app(rt: Runtime, *, mounts: dict[str, object] | None = None) -> FastA
     app.include_router(audit.router)
     app.include_router(disclosures.router)
     app.include_router(preferences.router)
+    app.include_router(users.router)
+    app.include_router(notices.router)
     app.include_router(webhooks.router)
+    app.include_router(connector_credentials.router)
     app.include_router(connect.router)
+    app.include_router(connect_helper_router)
     app.include_router(me.router)
+    app.include_router(me_terms.router)
     app.include_router(audit_console.router)
     app.include_router(webhook_log.router)
+    app.include_router(api_docs.router)
+    app.include_router(audit_log_pages.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+    install_openapi(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

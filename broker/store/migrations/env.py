@@ -5,8 +5,12 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import broker.store.credential_models
+import broker.store.idempotency_models
 import broker.store.merkle_models
-import broker.store.models  # noqa: F401  (registers the tables)
+import broker.store.models
+import broker.store.subjects
+import broker.store.summaries  # noqa: F401  (registers the tables)
 
 config = context.config
 target_metadata = SQLModel.metadata

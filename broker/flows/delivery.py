@@ -33,7 +33,7 @@ from broker.core.dispatch import DeliveryOutcome, dispatch
 from broker.core.egress import RetryPolicy, retry_after_seconds
 from broker.core.manifest import Action
 from broker.flows.connector_calls import egress_transport, user_agent
-from broker.flows.tokens import access_token, refresh_access_token
+from broker.flows.tokens import StoredToken, access_token, refresh_access_token
 from broker.runtime import Runtime
 
 __all__ = ["DeliveryOutcome", "deliver", "retry_after_seconds"]
@@ -49,6 +49,7 @@ def deliver(
     settings: Mapping[str, str] | None,
     idempotency_key: str | None = None,
     max_attempts: int | None = None,
+    token: StoredToken | None = None,
 ) -> DeliveryOutcome:
     """Deliver the granted ``payload``; the outcome says what happened, it never raises
     for anything the connector or the third party did.
@@ -79,7 +80,7 @@ def deliver(
         rt,
         connector,
         values,
-        token=lambda: access_token(rt, connection_id),
+        token=lambda: access_token(rt, connection_id, stored=token),
         refresh=lambda stale: refresh_access_token(rt, connection_id, stale=stale),
         policy=policy,
     )

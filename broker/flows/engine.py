@@ -41,13 +41,15 @@ from sqlmodel import Session, col, select, update
 from broker.core.errors import BrokerError, NotCancellable, NotFound, OutcomeNotRecorded
 from broker.flows.delivery import deliver
 from broker.flows.share import event_fields, payload_kind, writer
+from broker.flows.tokens import TOKEN_COLUMNS, StoredToken
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.audit_writer import Event
 from broker.store.db import session_scope
 from broker.store.jobs import Claim, release
-from broker.store.models import Connection, Transfer
+from broker.store.models import Connection, ConnectionToken, Transfer
 from broker.store.rate_limits import DatabaseStorage
+from broker.store.summaries import add_outcomes, outcome_of
 
 __all__ = [
     "FINAL_STATUSES",
@@ -70,6 +72,7 @@ LAPSED = (
     "the third party may or may not have received it"
 )
 _T = Transfer.__table__  # type: ignore[attr-defined]
+_TOKENS = ConnectionToken.__table__  # type: ignore[attr-defined]
 _RESCHEDULE_MAX = 86400.0  # a Retry-After beyond a day is taken as a day
 _DB_RETRIES = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
 
@@ -166,6 +169,7 @@ def finish(
                     "details": {**details, **extra},
                     **event_fields(stored),
                 },
+                summary=outcome_of(stored) if won else None,  # counted with its outcome
             )
             return [audit], (stored, won)
 
@@ -206,16 +210,33 @@ _C = Connection.__table__  # type: ignore[attr-defined]
 
 
 class ConnectionState(NamedTuple):
-    """What a run needs of its connection, read as it starts (no ORM object)."""
+    """What a run needs of its connection, read as it starts (no ORM object): its
+    status, settings and, read with a claimed transfer, its token row (the delivery
+    then reads no token of its own)."""
 
     status: str
     settings: dict[str, str] | None
+    token: StoredToken | None = None
 
 
-_CONNECTION_BY_ID = core_select(_C.c.status, _C.c.settings).where(_C.c.id == bindparam("c_id"))
+_TOKEN_LABELS = tuple(f"k_{c.name}" for c in TOKEN_COLUMNS)
+_CONNECTION_BY_ID = (
+    core_select(_C.c.status, _C.c.settings, *TOKEN_COLUMNS)
+    .select_from(_C.outerjoin(_TOKENS, _TOKENS.c.connection_id == _C.c.id))
+    .where(_C.c.id == bindparam("c_id"))
+)
 _TRANSFER_AND_CONNECTION = (
-    core_select(_T, _C.c.status.label("c_status"), _C.c.settings.label("c_settings"))
-    .select_from(_T.outerjoin(_C, _C.c.id == _T.c.connection_id))
+    core_select(
+        _T,
+        _C.c.status.label("c_status"),
+        _C.c.settings.label("c_settings"),
+        *(c.label(label) for c, label in zip(TOKEN_COLUMNS, _TOKEN_LABELS, strict=True)),
+    )
+    .select_from(
+        _T.outerjoin(_C, _C.c.id == _T.c.connection_id).outerjoin(
+            _TOKENS, _TOKENS.c.connection_id == _T.c.connection_id
+        )
+    )
     .where(_T.c.id == bindparam("t_id"))
 )
 
@@ -223,7 +244,10 @@ _TRANSFER_AND_CONNECTION = (
 def load_connection(rt: Runtime, connection_id: str) -> ConnectionState | None:
     with rt.engine.connect() as db:
         row = db.execute(_CONNECTION_BY_ID, {"c_id": connection_id}).first()
-    return ConnectionState(*row) if row is not None else None
+    if row is None:
+        return None
+    token = StoredToken(*row[2:]) if row[2] is not None else None
+    return ConnectionState(row[0], row[1], token)
 
 
 def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, ConnectionState | None]:
@@ -236,7 +260,10 @@ def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, ConnectionStat
     t = Transfer(**{c.name: values[c] for c in _T.columns})
     conn = None
     if values["c_status"] is not None:
-        conn = ConnectionState(values["c_status"], values["c_settings"])
+        token = None
+        if values["k_connection_id"] is not None:
+            token = StoredToken(*(values[label] for label in _TOKEN_LABELS))
+        conn = ConnectionState(values["c_status"], values["c_settings"], token)
     return t, conn
 
 
@@ -336,6 +363,7 @@ def run_claim(
         settings=conn.settings,
         idempotency_key=t.id,
         max_attempts=left,
+        token=conn.token,
     )
     rt.metrics.delivery_seconds.labels(t.connector_id).observe(time.perf_counter() - started)
     attempts = _numbered(attempts + outcome.attempts)
@@ -439,6 +467,7 @@ def _cancel_in(
             details={"reason": reason},
             **event_fields(stored),
         )
+        add_outcomes(session.connection(), [outcome_of(stored)])  # in this transaction
     return stored, won
 
 

@@ -27,25 +27,26 @@ from sqlmodel import select
 
 from broker.core.errors import BrokerError, ConnectionNotActive, ProviderError
 from broker.core.oauth import refresh_tokens
-from broker.flows.connect import client_credentials
+from broker.flows.connect import connection_credentials
 from broker.flows.connection_setup import provider_oauth
+from broker.flows.webhooks import wake_sender
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConnectionToken
 from broker.store.webhook_outbox import enqueue_event
 
-__all__ = ["access_token", "refresh_access_token", "refresh_margin"]
+__all__ = ["TOKEN_COLUMNS", "StoredToken", "access_token", "refresh_access_token", "refresh_margin"]
 
 
-def _open(rt: Runtime, row: ConnectionToken | _StoredToken, kind: str) -> str:
+def _open(rt: Runtime, row: ConnectionToken | StoredToken, kind: str) -> str:
     sealed = row.access_token if kind == "access_token" else row.refresh_token
     if sealed is None:
         raise ConnectionNotActive(f"the connection has no {kind.replace('_', ' ')}")
     return rt.vault.open(sealed, connection_id=row.connection_id, kind=kind)
 
 
-def refresh_margin(rt: Runtime, row: ConnectionToken | _StoredToken) -> timedelta:
+def refresh_margin(rt: Runtime, row: ConnectionToken | StoredToken) -> timedelta:
     """How long before expiry the token counts as due: the skew, at most half its life."""
     margin = timedelta(seconds=rt.settings.token_refresh_skew)
     if row.expires_at is not None and row.updated_at is not None:
@@ -55,7 +56,7 @@ def refresh_margin(rt: Runtime, row: ConnectionToken | _StoredToken) -> timedelt
     return margin
 
 
-def _fresh(rt: Runtime, row: ConnectionToken | _StoredToken) -> bool:
+def _fresh(rt: Runtime, row: ConnectionToken | StoredToken) -> bool:
     if row.expires_at is None:
         return True
     return row.expires_at > rt.clock() + refresh_margin(rt, row)
@@ -69,7 +70,7 @@ _TOKENS = ConnectionToken.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
-class _StoredToken:
+class StoredToken:
     """The columns of a ``connection_tokens`` row that reading a token needs."""
 
     connection_id: str
@@ -79,48 +80,74 @@ class _StoredToken:
     updated_at: datetime | None
 
 
-_TOKEN_OF = select(
+# The columns of a StoredToken, in its order (a delivery's claim reads them too).
+TOKEN_COLUMNS = (
     _TOKENS.c.connection_id,
     _TOKENS.c.access_token,
     _TOKENS.c.refresh_token,
     _TOKENS.c.expires_at,
     _TOKENS.c.updated_at,
-).where(_TOKENS.c.connection_id == bindparam("connection_id"))
+)
+_TOKEN_OF = select(*TOKEN_COLUMNS).where(_TOKENS.c.connection_id == bindparam("connection_id"))
 
 
-def access_token(rt: Runtime, connection_id: str) -> str:
+def access_token(rt: Runtime, connection_id: str, *, stored: StoredToken | None = None) -> str:
     """A usable access token, refreshing first if it is due. (On every delivery: one
-    read on a plain connection, no ORM session.)"""
-    with rt.engine.connect() as db:
-        found = db.execute(_TOKEN_OF, {"connection_id": connection_id}).first()
-    if found is None:
-        raise ConnectionNotActive("the connection has no tokens")
-    row = _StoredToken(*found)
+    read on a plain connection, no ORM session; none when the caller has just read the
+    row, as a delivery's claim does: ``stored``.)"""
+    row = stored
+    if row is None:
+        with rt.engine.connect() as db:
+            found = db.execute(_TOKEN_OF, {"connection_id": connection_id}).first()
+        if found is None:
+            raise ConnectionNotActive("the connection has no tokens")
+        row = StoredToken(*found)
     token = _open(rt, row, "access_token")
     if _fresh(rt, row):
         return token
     return refresh_access_token(rt, connection_id, stale=token)
 
 
-def _mark_reconsent(rt: Runtime, connection_id: str, reason: str) -> None:
+# Refusals after which this grant can never be refreshed. ``invalid_grant`` (and
+# ``unauthorized_client``) end the user's grant: they must connect again. The others
+# refuse the request or the client itself: the connection is in ``error`` (the host
+# must fix its OAuth client, then reconnect). A 5xx, 408 or 429 may pass: retried.
+_RECONSENT = ("invalid_grant", "unauthorized_client")
+_ERROR = ("invalid_client", "invalid_request", "invalid_scope", "unsupported_grant_type")
+
+
+def _failed_for_good(provider_error: object) -> bool:
+    error = str(provider_error or "")
+    return error in _ERROR or (error.startswith("http_4") and error not in ("http_408", "http_429"))
+
+
+def _mark(rt: Runtime, connection_id: str, reason: str, *, status: str) -> None:
+    """An active connection that can no longer refresh becomes ``status``
+    (``reconsent_required`` or ``error``); the host is told in this transaction
+    (webhook ``connection.<status>``)."""
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, connection_id)
         if conn is not None and conn.status == "active":
-            conn.status = "reconsent_required"
+            conn.status = status
             conn.last_error = reason[:500]
             conn.updated_at = rt.clock()
             session.add(conn)
-            enqueue_event(  # the host is told, in this transaction (webhooks)
+            enqueue_event(
                 session.connection(),
-                "connection.reconsent_required",
+                f"connection.{status}",
                 at=conn.updated_at,
                 ids={
                     "connection_id": conn.id,
                     "user_id": conn.user_id,
                     "connector_id": conn.connector_id,
                 },
-                status="reconsent_required",
+                status=status,
             )
+    wake_sender(rt)
+
+
+def _mark_reconsent(rt: Runtime, connection_id: str, reason: str) -> None:
+    _mark(rt, connection_id, reason, status="reconsent_required")
 
 
 def refresh_access_token(rt: Runtime, connection_id: str, *, stale: str | None) -> str:
@@ -177,7 +204,7 @@ def _refresh(rt: Runtime, connection_id: str, *, stale: str | None) -> str:
             raise ProviderError(reason + "; the user must connect again")
         old_refresh = _open(rt, row, "refresh_token")
         try:
-            creds = client_credentials(connector)
+            creds = connection_credentials(rt, connector, conn.tenant)
             tokens = refresh_tokens(
                 rt.http,
                 provider_oauth(connector, conn.settings, creds),
@@ -187,9 +214,13 @@ def _refresh(rt: Runtime, connection_id: str, *, stale: str | None) -> str:
             )
         except ProviderError as exc:
             rt.metrics.refreshes.labels("failed").inc()
-            if exc.details.get("provider_error") in ("invalid_grant", "unauthorized_client"):
+            provider_error = exc.details.get("provider_error")
+            if provider_error in _RECONSENT:
                 session.rollback()
                 _mark_reconsent(rt, connection_id, exc.message)
+            elif _failed_for_good(provider_error):
+                session.rollback()
+                _mark(rt, connection_id, exc.message, status="error")
             raise
         except BrokerError:
             raise

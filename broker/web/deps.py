@@ -30,6 +30,7 @@ __all__ = [
     "RuntimeDep",
     "UserSession",
     "auditor_session",
+    "bearer_of",
     "client_ip",
     "issue_session",
     "user_session",
@@ -58,7 +59,7 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_of(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
         return None
@@ -71,14 +72,14 @@ def _bearer(request: Request) -> str | None:
 async def bearer(request: Request) -> str | None:
     """The raw key of ``Authorization: Bearer``, unchecked (a handler that checks it
     in its own threadpool call, with ``authenticate``)."""
-    return _bearer(request)
+    return bearer_of(request)
 
 
 Bearer = Annotated[str | None, Depends(bearer)]
 
 
 def api_key(request: Request, rt: RuntimeDep) -> ApiKey:
-    return authenticate(rt.engine, _bearer(request))
+    return authenticate(rt.engine, bearer_of(request))
 
 
 async def admin_key(key: Annotated[ApiKey, Depends(api_key)]) -> ApiKey:

@@ -15,7 +15,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.core.errors import BrokerError, RateLimited
 
-__all__ = ["UnexpectedErrorMiddleware", "error_body", "install_error_handlers", "render_error"]
+__all__ = [
+    "UnexpectedErrorMiddleware",
+    "broker_error_response",
+    "error_body",
+    "install_error_handlers",
+    "render_error",
+]
 
 log = logging.getLogger("broker.web")
 
@@ -74,13 +80,19 @@ def _validation_problems(exc: RequestValidationError) -> list[dict]:
     return problems
 
 
+def broker_error_response(request: Request, exc: BrokerError) -> Response:
+    """A ``BrokerError`` in the contract's shape (the handler below; also the hot
+    route's, which bypasses the framework's exception handling: broker.web.fast_route)."""
+    response = _render(request, exc.status, exc.code, exc.message, exc.details)
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BrokerError)
     async def _broker_error(request: Request, exc: BrokerError) -> Response:
-        response = _render(request, exc.status, exc.code, exc.message, exc.details)
-        if isinstance(exc, RateLimited):
-            response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+        return broker_error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

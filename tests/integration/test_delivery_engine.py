@@ -392,3 +392,25 @@ def test_a_slow_refresh_whose_caller_gave_up_still_keeps_the_rotated_token(
     second = post(stack, connected)
     assert second.status_code == 201, second.text  # the connection is still usable
     assert stack.provider.token_requests.count("refresh_token") == 1
+
+
+def test_a_delivery_reads_its_token_with_its_claim(stack: Stack, connected: str) -> None:
+    """The run's one read of its connection brings the token row too: no statement of
+    its own reads connection_tokens (a statement per delivery saved), sync and async."""
+    seen: list[str] = []
+
+    def before(conn, cursor, statement, params, context, executemany):
+        seen.append(" ".join(statement.split()))
+
+    event.listen(stack.rt.engine, "before_cursor_execute", before)
+    try:
+        sync = post(stack, connected)
+        queued = post(stack, connected, headers={"Prefer": "respond-async"})
+        assert wait_for_outcome(stack.rt, queued.json()["id"], timeout=10).status == "delivered"
+    finally:
+        event.remove(stack.rt.engine, "before_cursor_execute", before)
+    assert sync.status_code == 201, sync.text
+    assert len(stack.provider.received) == 2
+    token_reads = [s for s in seen if "FROM connection_tokens" in s and "JOIN" not in s]
+    assert token_reads == []
+    assert any("JOIN connection_tokens" in s for s in seen)

@@ -54,6 +54,7 @@ def test_the_migration_adds_the_page_order_indexes_to_an_existing_database(
             "ix_transfers_connector_status_page",
         ),
         (TransferFilter(status="failed"), "ix_transfers_status_page"),
+        (TransferFilter(connector_id="c1"), "ix_transfers_connector_page"),  # 0020
         (TransferFilter(category="user.name"), "ix_transfer_categories_page"),
     ],
 )
@@ -145,5 +146,19 @@ def test_a_category_pages_newest_first_through_ties_and_cursors(database_url: st
                 break
         expected = sorted((f"tr_{i:04d}" for i in range(1, 40, 2)), reverse=True)
         assert seen == expected  # every match once, newest first, none of another category
+    finally:
+        engine.dispose()
+
+
+def test_a_transfers_log_entries_are_read_by_index_on_sqlite(tmp_path: Path) -> None:
+    """Migration 0020: the console's transfer page reads its entries without a scan."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'entries.db'}")
+    try:
+        upgrade_schema(engine)
+        sql = "SELECT seq FROM audit_log WHERE transfer_id = 'tr_1' ORDER BY seq"
+        with engine.connect() as conn:
+            plan = " | ".join(row[-1] for row in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+        assert "ix_audit_log_transfer" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
     finally:
         engine.dispose()

@@ -97,6 +97,14 @@ class PayloadTooLarge(InvalidInput):
     code = "payload_too_large"
     status = 413
 
+    @classmethod
+    def over(cls, limit: int) -> PayloadTooLarge:
+        """A request body over ``limit`` bytes (every reader of a body says it alike)."""
+        return cls(
+            f"the request body is larger than the limit of {limit} bytes",
+            details={"limit_bytes": limit},
+        )
+
 
 class ReturnUrlNotAllowed(InvalidInput):
     code = "return_url_not_allowed"

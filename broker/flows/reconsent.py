@@ -129,14 +129,22 @@ def _categories(
     return out
 
 
-def reconsent_view(rt: Runtime, *, user_id: str, connection_id: str) -> ReconsentView:
-    """The re-consent page of the user's own paused connection."""
+def _paused(
+    rt: Runtime, *, user_id: str, connection_id: str
+) -> tuple[Connection, ConsentRecord | None]:
+    """The user's own connection and its consent, if it waits for their agreement."""
     conn, consent = owned_connection(rt, user_id=user_id, connection_id=connection_id)
     if conn.status != "reconsent_required":
         raise Conflict(
             "this connection does not need your agreement",
             details={"connection_id": conn.id, "status": conn.status},
         )
+    return conn, consent
+
+
+def reconsent_view(rt: Runtime, *, user_id: str, connection_id: str) -> ReconsentView:
+    """The re-consent page of the user's own paused connection."""
+    conn, consent = _paused(rt, user_id=user_id, connection_id=connection_id)
     connector = rt.registry.get(conn.connector_id)
     checks = ensure_checked(rt, connector)
     agreed = _agreed_data(rt, consent)
@@ -168,12 +176,7 @@ def agree_again(
 ) -> ReconsentOutcome:
     """Agree to the connector's current terms on the same connection (see the module
     docstring); ``optional_granted``: the optional categories ticked."""
-    conn, consent = owned_connection(rt, user_id=user_id, connection_id=connection_id)
-    if conn.status != "reconsent_required":
-        raise Conflict(
-            "this connection does not need your agreement",
-            details={"connection_id": conn.id, "status": conn.status},
-        )
+    conn, consent = _paused(rt, user_id=user_id, connection_id=connection_id)
     connector = rt.registry.get(conn.connector_id)
     granted = granted_categories(rt, connector.manifest, user_id, optional_granted)
     if needs_authorisation(conn, consent, connector):

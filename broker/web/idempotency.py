@@ -141,10 +141,7 @@ async def _read(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(
-                f"the request body is larger than the limit of {limit} bytes",
-                details={"limit_bytes": limit},
-            )
+            raise PayloadTooLarge.over(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

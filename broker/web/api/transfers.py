@@ -111,18 +111,12 @@ async def _read_json(request: Request, limit: int) -> Any:
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(
-            f"the request body is larger than the limit of {limit} bytes",
-            details={"limit_bytes": limit},
-        )
+        raise PayloadTooLarge.over(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(
-                f"the request body is larger than the limit of {limit} bytes",
-                details={"limit_bytes": limit},
-            )
+            raise PayloadTooLarge.over(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

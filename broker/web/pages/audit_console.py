@@ -39,7 +39,15 @@ from broker.web.deps import AuditorSession, ConsoleSession, RuntimeDep, client_i
 from broker.web.pages.chart import stacked_bars
 from broker.web.sessions import AUDITOR_COOKIE, clear_session_cookie, cookies_secure, csrf_matches
 
-__all__ = ["PAGE_SIZES", "TransferSearch", "console_page", "moment", "router", "to_login"]
+__all__ = [
+    "PAGE_SIZES",
+    "SearchForm",
+    "TransferSearch",
+    "console_page",
+    "moment",
+    "router",
+    "to_login",
+]
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -49,8 +57,22 @@ CHART_DAYS = (7, 30, 90)
 CHART_STATUSES = ("delivered", "failed", "blocked")
 
 
+class SearchForm:
+    """A console filter form's ``query``: its non-empty fields for links (``limit``
+    only when not the default 50). Mixed into the forms' frozen dataclasses."""
+
+    limit: int
+
+    @property
+    def query(self) -> dict[str, str]:
+        values = {k: v for k, v in vars(self).items() if k != "limit" and v}
+        if self.limit != 50:
+            values["limit"] = str(self.limit)
+        return values
+
+
 @dataclass(frozen=True)
-class TransferSearch:
+class TransferSearch(SearchForm):
     """The console's filter form, as typed; ``query`` carries it into links."""
 
     user: str = ""
@@ -60,13 +82,6 @@ class TransferSearch:
     since: str = ""
     until: str = ""
     limit: int = 50
-
-    @property
-    def query(self) -> dict[str, str]:
-        values = {k: v for k, v in vars(self).items() if k != "limit" and v}
-        if self.limit != 50:
-            values["limit"] = str(self.limit)
-        return values
 
     def to_filter(self) -> TransferFilter:
         if self.status and self.status not in STATUSES:

@@ -21,7 +21,13 @@ from broker.flows.terms_report import terms_changes
 from broker.flows.transfer_detail import transfer_detail
 from broker.store.tree import inclusion_proof, latest_checkpoint
 from broker.web.deps import SQL_INT_MAX, AuditorSession, RuntimeDep
-from broker.web.pages.audit_console import PAGE_SIZES, console_page, moment, to_login
+from broker.web.pages.audit_console import (
+    PAGE_SIZES,
+    SearchForm,
+    console_page,
+    moment,
+    to_login,
+)
 
 __all__ = ["EventSearch", "router"]
 
@@ -29,7 +35,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 
 
 @dataclass(frozen=True)
-class EventSearch:
+class EventSearch(SearchForm):
     """The Events view's filter form, as typed; ``query`` carries it into links."""
 
     event: str = ""
@@ -38,13 +44,6 @@ class EventSearch:
     since: str = ""
     until: str = ""
     limit: int = 50
-
-    @property
-    def query(self) -> dict[str, str]:
-        values = {k: v for k, v in vars(self).items() if k != "limit" and v}
-        if self.limit != 50:
-            values["limit"] = str(self.limit)
-        return values
 
     def to_filter(self) -> EventFilter:
         return EventFilter(

@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from broker.cli.common import runtime, say
+from broker.core.times import json_default, rfc3339
 
 __all__ = ["register"]
 
@@ -36,8 +37,8 @@ def _print_summary(rows: list[dict[str, Any]]) -> None:
         say("the summary is empty: no transfer has ended (or see --check)")
     for r in rows:
         say(
-            f"{r['connector']:<24} {r['status']:<16} {r['transfers']:>9,}  "
-            f"first {r['first_at']:%Y-%m-%d %H:%M:%S}  last {r['last_at']:%Y-%m-%d %H:%M:%S}"
+            f"{r['connector_id']:<24} {r['status']:<16} {r['transfers']:>9,}  "
+            f"first {rfc3339(r['first_at'])}  last {rfc3339(r['last_at'])}"
         )
 
 
@@ -50,11 +51,11 @@ def cmd_audit_summary(args: argparse.Namespace) -> int:
         with rt.engine.connect() as conn:
             stored = read_summary(conn, kinds=("transfer",))
         rows = [
-            {"connector": c, "status": s, "transfers": n, "first_at": first, "last_at": last}
+            {"connector_id": c, "status": s, "transfers": n, "first_at": first, "last_at": last}
             for (c, s, _k, _i), (n, first, last) in sorted(stored.items())
         ]
         if args.json:
-            say(json.dumps({"recipients": rows}, indent=2, default=str))
+            say(json.dumps({"recipients": rows}, indent=2, default=json_default))
         else:
             _print_summary(rows)
         return 0
@@ -65,7 +66,7 @@ def cmd_audit_summary(args: argparse.Namespace) -> int:
         say(json.dumps(result.to_dict(), indent=2))
     else:
         for d in result.to_dict()["differences"]:
-            key = (d["connector"], d["status"], d["kind"], d["item"])
+            key = (d["connector_id"], d["status"], d["kind"], d["item"])
             say(f"differs: {_show(key)}: stored {_side(d['stored'])}, "
                 f"transfers say {_side(d['expected'])}")  # fmt: skip
         counted = f"{result.transfers:,} transfers, {result.rows:,} summary rows"

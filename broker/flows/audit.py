@@ -213,7 +213,8 @@ def _legal_recipients(rt: Runtime) -> list[dict[str, Any]]:
         name = str(row.details.get("recipient"))
         when = datetime.fromisoformat(row.time.replace("Z", "+00:00"))
         r = out.setdefault(name, {
-            "connector": None, "name": name, "privacy_policy_url": None, "terms_url": None,
+            "connector_id": None, "connector": None, "name": name,
+            "privacy_policy_url": None, "terms_url": None,
             "categories": [], "field_paths": [], "transfers": 0, "failed": 0, "blocked": 0,
             "first_at": when, "last_at": when, "legal_disclosure": True, "references": [],
         })  # fmt: skip
@@ -267,7 +268,8 @@ def _recipient(
 ) -> dict[str, Any]:
     terms = agreed.get(connector_id)  # its latest consent record
     return {
-        "connector": connector_id,
+        "connector_id": connector_id,
+        "connector": connector_id,  # its old name, kept for one release (docs/api.md)
         "name": terms.connector_name if terms else connector_id,
         "privacy_policy_url": terms.privacy_policy_url if terms else None,
         "terms_url": terms.terms_url if terms else None,

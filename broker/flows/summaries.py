@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Text, cast, delete, func, insert, select
 from sqlmodel import Session
 
+from broker.core.times import rfc3339
 from broker.store.audit import lock_head
 from broker.store.db import write_lock
 from broker.store.models import Transfer
@@ -85,10 +86,10 @@ class Difference:
         def side(v: tuple[int, datetime, datetime] | None) -> dict[str, Any] | None:
             if v is None:
                 return None
-            return {"transfers": v[0], "first_at": v[1].isoformat(), "last_at": v[2].isoformat()}
+            return {"transfers": v[0], "first_at": rfc3339(v[1]), "last_at": rfc3339(v[2])}
 
         return {
-            "connector": connector_id,
+            "connector_id": connector_id,
             "status": status,
             "kind": kind,
             "item": item,

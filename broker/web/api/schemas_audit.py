@@ -71,10 +71,12 @@ class Integrity(_Out):
 
 
 class Recipient(_Out):
-    """One recipient's summary (``connector``: the connector id, as the CLI's report
-    names it too)."""
+    """One recipient's summary (the CLI's report gives the same rows)."""
 
-    connector: str | None = Field(description="null for a legal disclosure's recipient")
+    connector_id: str | None = Field(description="null for a legal disclosure's recipient")
+    connector: str | None = Field(
+        json_schema_extra=OLD_NAME, description="old name of connector_id"
+    )
     name: str | None
     privacy_policy_url: str | None
     terms_url: str | None

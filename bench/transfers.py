@@ -318,6 +318,23 @@ def _run_broker(
     _serve(create_app(rt), sock)
 
 
+def _run_delivery(settings: Settings, sandbox_url: str) -> None:
+    """What ``broker worker`` runs (BROKER_DELIVERY_PROCESSES), with the sandbox
+    connector built in: delivery workers and checkpointing, no HTTP."""
+    from broker.flows.checkpoints import start_checkpointing
+    from broker.flows.workers import DeliveryWorkers
+
+    rt = build_runtime(
+        settings,
+        builtins=[sandbox_connector(default_catalog(), sandbox_url)],
+        plugins=[],
+        upgrade=False,
+    )
+    start_checkpointing(rt)
+    rt.workers = DeliveryWorkers(rt, threads=max(settings.workers, 1)).start()
+    threading.Event().wait()
+
+
 def fork(target: Callable[..., None], *args: object) -> multiprocessing.Process:
     proc = multiprocessing.get_context("fork").Process(target=target, args=args, daemon=True)
     proc.start()
@@ -403,25 +420,29 @@ class Stack:
 
 @contextmanager
 def sandbox_stack(
-    database_url: str | None, workers: int | None, processes: int = 1
+    database_url: str | None, workers: int | None, processes: int = 1, delivery: int = 0
 ) -> Iterator[Stack]:
     home = Path(tempfile.mkdtemp(prefix="broker-bench-"))
     broker_sock, sandbox_sock = listening_socket(), listening_socket()
     broker_url, sandbox_url = _url(broker_sock), _url(sandbox_sock)
     extra = {} if workers is None else {"workers": workers}
     settings = Settings(home=home, database_url=database_url, base_url=broker_url, **extra)
+    # With delivery processes (BROKER_DELIVERY_PROCESSES), the API processes only accept.
+    api_settings = settings.model_copy(update={"workers": 0}) if delivery else settings
     _provider, sandbox_app = sandbox_setup(settings.callback_url)
     sandbox = fork(_serve, sandbox_app, sandbox_sock)
-    broker = fork(_run_broker, settings, sandbox_url, broker_sock)
+    broker = fork(_run_broker, api_settings, sandbox_url, broker_sock)
     more: list[multiprocessing.Process] = []
     try:
         wait_http(f"{broker_url}/healthz")
         # Further broker processes on the same socket (BROKER_PROCESSES), started once
         # the first has upgraded the schema.
         more = [
-            fork(_run_broker, settings, sandbox_url, broker_sock, False)
+            fork(_run_broker, api_settings, sandbox_url, broker_sock, False)
             for _ in range(processes - 1)
         ]
+        poll = settings.model_copy(update={"worker_poll": 0.1})
+        more += [fork(_run_delivery, poll, sandbox_url) for _ in range(delivery)]
         for _ in more:
             wait_http(f"{broker_url}/healthz")
         rt = build_runtime(
@@ -435,7 +456,9 @@ def sandbox_stack(
             conn_id = connect(rt, browser)
         from broker.flows.tokens import access_token
 
-        brokers = {"broker": broker.pid} | {f"broker{i + 2}": p.pid for i, p in enumerate(more)}
+        api = more[: processes - 1]
+        brokers = {"broker": broker.pid} | {f"broker{i + 2}": p.pid for i, p in enumerate(api)}
+        brokers |= {f"broker-delivery{i + 1}": p.pid for i, p in enumerate(more[len(api) :])}
         names = ", ".join(f"{k} {v}" for k, v in brokers.items())
         print(f"  pids: clients {os.getpid()}, {names}, receiver {sandbox.pid}")
         yield Stack(
@@ -950,6 +973,13 @@ def main() -> None:
         default=1,
         help="broker processes on the one socket (BROKER_PROCESSES; sync1, async16)",
     )
+    parser.add_argument(
+        "--delivery-processes",
+        type=int,
+        default=0,
+        help="delivery-only processes (BROKER_DELIVERY_PROCESSES; the API processes then "
+        "only accept; async16)",
+    )
     parser.add_argument("--workers", default="1,2,4", help="worker process counts (workers)")
     parser.add_argument("--poll", type=float, default=0.1, help="BROKER_WORKER_POLL (workers)")
     parser.add_argument(
@@ -968,7 +998,7 @@ def main() -> None:
     if sandbox:
         with (
             database(args.database_url) as url,
-            sandbox_stack(url, args.threads, args.processes) as stack,
+            sandbox_stack(url, args.threads, args.processes, args.delivery_processes) as stack,
         ):
             for s in sandbox:
                 n = args.n or default_n[s]

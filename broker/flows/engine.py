@@ -47,7 +47,7 @@ from broker.store.audit import append_event
 from broker.store.audit_writer import Event
 from broker.store.db import session_scope
 from broker.store.jobs import Claim, release
-from broker.store.models import Connection, ConnectionToken, Transfer
+from broker.store.models import Connection, ConnectionToken, Transfer, from_row
 from broker.store.rate_limits import DatabaseStorage
 from broker.store.summaries import add_outcomes, outcome_of
 
@@ -155,7 +155,7 @@ def finish(
             won = row is not None
             if row is None:  # someone else ended it: record what we saw against that
                 row = conn.execute(_BY_ID, {"t_id": transfer.id}).mappings().one()
-            stored = Transfer(**row)
+            stored = from_row(Transfer, row)
             if won:
                 event, extra = f"transfer.{status}", {}
             else:
@@ -257,7 +257,7 @@ def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, ConnectionStat
     if row is None:
         return None, None
     values = row._mapping
-    t = Transfer(**{c.name: values[c] for c in _T.columns})
+    t = from_row(Transfer, {c.name: values[c] for c in _T.columns})
     conn = None
     if values["c_status"] is not None:
         token = None

@@ -11,7 +11,7 @@ from sqlmodel import col, select, update
 from broker.core.errors import AuthenticationRequired, InvalidInput, NotFound, PermissionDenied
 from broker.core.tokens import digest, new_secret
 from broker.store.db import session_scope
-from broker.store.models import ApiKey, BrowserSessionRecord
+from broker.store.models import ApiKey, BrowserSessionRecord, from_row
 from broker.store.types import utcnow
 
 __all__ = [
@@ -50,7 +50,7 @@ def authenticate(engine: Engine, raw: str | None) -> ApiKey:
         found = conn.execute(_BY_HASH, {"key_hash": digest(raw)}).first()
     if found is None or found.revoked_at is not None:
         raise AuthenticationRequired("the API key is not valid")
-    return ApiKey(**found._mapping)
+    return from_row(ApiKey, found._mapping)
 
 
 def require_role(key: ApiKey, *roles: str) -> ApiKey:

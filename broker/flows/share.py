@@ -37,7 +37,13 @@ from broker.flows.terms import current_terms_version
 from broker.runtime import Runtime
 from broker.store.audit_writer import AuditWriter, Event, audit_writer
 from broker.store.models import Connection as ConnectionRow
-from broker.store.models import ConsentRecord, Transfer, TransferCategory, UserPreference
+from broker.store.models import (
+    ConsentRecord,
+    Transfer,
+    TransferCategory,
+    UserPreference,
+    from_row,
+)
 from broker.store.summaries import outcome_of
 
 __all__ = [
@@ -211,7 +217,7 @@ def _record(rt: Runtime, row: dict[str, Any], event: str, details: dict[str, Any
     started = time.perf_counter()
     writer(rt).run(unit)
     rt.metrics.record_seconds.labels("accept").observe(time.perf_counter() - started)
-    return Transfer(**row)
+    return from_row(Transfer, row)
 
 
 def _block(rt: Runtime, row: dict[str, Any], verdict: Refused) -> Transfer:

@@ -299,13 +299,9 @@ def _serve(app: object, sock: socket.socket) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _run_broker(
-    settings: Settings, sandbox_url: str, sock: socket.socket, upgrade: bool = True
-) -> None:
-    """What ``broker serve`` runs (checkpointing, in-process workers, uvicorn), with the
-    sandbox connector built in."""
+def _sandbox_runtime(settings: Settings, sandbox_url: str, *, upgrade: bool) -> Any:
+    """A broker runtime with the sandbox connector built in, checkpointing started."""
     from broker.flows.checkpoints import start_checkpointing
-    from broker.flows.workers import ensure_workers
 
     rt = build_runtime(
         settings,
@@ -314,6 +310,17 @@ def _run_broker(
         upgrade=upgrade,
     )
     start_checkpointing(rt)
+    return rt
+
+
+def _run_broker(
+    settings: Settings, sandbox_url: str, sock: socket.socket, upgrade: bool = True
+) -> None:
+    """What ``broker serve`` runs (checkpointing, in-process workers, uvicorn), with the
+    sandbox connector built in."""
+    from broker.flows.workers import ensure_workers
+
+    rt = _sandbox_runtime(settings, sandbox_url, upgrade=upgrade)
     ensure_workers(rt)
     _serve(create_app(rt), sock)
 
@@ -321,16 +328,9 @@ def _run_broker(
 def _run_delivery(settings: Settings, sandbox_url: str) -> None:
     """What ``broker worker`` runs (BROKER_DELIVERY_PROCESSES), with the sandbox
     connector built in: delivery workers and checkpointing, no HTTP."""
-    from broker.flows.checkpoints import start_checkpointing
     from broker.flows.workers import DeliveryWorkers
 
-    rt = build_runtime(
-        settings,
-        builtins=[sandbox_connector(default_catalog(), sandbox_url)],
-        plugins=[],
-        upgrade=False,
-    )
-    start_checkpointing(rt)
+    rt = _sandbox_runtime(settings, sandbox_url, upgrade=False)
     rt.workers = DeliveryWorkers(rt, threads=max(settings.workers, 1)).start()
     threading.Event().wait()
 

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from broker.core.errors import InvalidInput, NotFound
 from broker.flows.paging import page
+from broker.flows.summaries import daily_counts
 from broker.runtime import Runtime
 from broker.store.models import Connection, ConsentRecord, Transfer
 
@@ -120,24 +121,15 @@ def connection_history(
 def daily_transfers(
     rt: Runtime, *, days: int, status: str = "delivered", until: date | None = None
 ) -> DailySeries:
-    """Transfers per recipient per UTC day over the ``days`` days ending ``until`` (today)."""
+    """Final transfers of ``status`` per recipient per UTC day over the ``days`` days
+    ending ``until`` (today), from the recipient summary's ``day`` rows."""
     if not 1 <= days <= 366:
         raise InvalidInput("days must be between 1 and 366", details={"field": "days"})
     last = until or rt.clock().astimezone(UTC).date()
     first = last - timedelta(days=days - 1)
-    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
     axis = [first + timedelta(days=i) for i in range(days)]
     counts: dict[str, list[int]] = {}
-    with Session(rt.engine) as session:
-        rows = session.exec(
-            select(Transfer.connector_id, Transfer.created_at).where(
-                Transfer.status == status,
-                col(Transfer.created_at) >= start,
-                col(Transfer.created_at) < end,
-            )
-        )
-        for connector_id, created in rows:
-            index = (created.astimezone(UTC).date() - first).days
-            counts.setdefault(connector_id, [0] * days)[index] += 1
+    with rt.engine.connect() as conn:
+        for connector_id, day, n in daily_counts(conn, status=status, first=first, last=last):
+            counts.setdefault(connector_id, [0] * days)[(day - first).days] += n
     return DailySeries(days=axis, counts=dict(sorted(counts.items())))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Text, cast, delete, func, insert, select
@@ -36,6 +36,7 @@ __all__ = [
     "Difference",
     "SummaryCheck",
     "check_summary",
+    "daily_counts",
     "read_summary",
     "recipient_figures",
     "recount",
@@ -61,7 +62,10 @@ _PER_STATUS = select(
 ).where(_S.c.kind == "transfer")
 _DISCLOSED_ITEMS = (  # no times: only the sets are shown
     select(_S.c.connector_id, _S.c.kind, _S.c.item)
-    .where(_S.c.kind != "transfer", _S.c.status.in_(("delivered", "outcome_unknown")))
+    .where(
+        _S.c.kind.in_(("category", "field")),
+        _S.c.status.in_(("delivered", "outcome_unknown")),
+    )
     .distinct()
 )
 _PENDING = (
@@ -152,10 +156,26 @@ def recipient_figures(
     return totals, received, counts
 
 
+def daily_counts(
+    conn: Connection, *, status: str, first: date, last: date
+) -> list[tuple[str, date, int]]:
+    """Final transfers of ``status`` per recipient per UTC day from ``first`` to ``last``,
+    from the summary's ``day`` rows (a few rows per recipient, whatever the log's size)."""
+    rows = conn.execute(
+        select(_S.c.connector_id, _S.c.item, _S.c.transfers).where(
+            _S.c.kind == "day",
+            _S.c.status == status,
+            _S.c.item >= first.isoformat(),
+            _S.c.item <= last.isoformat(),
+        )
+    )
+    return [(c, date.fromisoformat(day), n) for c, day, n in rows]
+
+
 def _shapes(conn: Connection, batch: int, progress: Progress | None) -> tuple[Shapes, int]:
-    """The final transfers grouped by recipient, status and their lists as stored JSON
+    """The final transfers grouped by recipient, status, their lists as stored JSON
     text (they repeat: a recipient is sent a few shapes of data; ``recount`` parses each
-    once), read a batch at a time (a server-side cursor on PostgreSQL); ``progress(done,
+    once) and UTC day, read a batch at a time (a server-side cursor on PostgreSQL); ``progress(done,
     total)`` per batch."""
     total = 0
     if progress is not None:
@@ -166,9 +186,10 @@ def _shapes(conn: Connection, batch: int, progress: Progress | None) -> tuple[Sh
     streamed = {"stream_results": True, "yield_per": batch}
     for part in conn.execute(_FINAL, execution_options=streamed).partitions():
         for c, s, cats, paths, at in part:
-            row = shapes.get((c, s, cats, paths))
+            shape = (c, s, cats, paths, at.date())  # read back as UTC
+            row = shapes.get(shape)
             if row is None:
-                shapes[(c, s, cats, paths)] = [1, at, at]
+                shapes[shape] = [1, at, at]
                 continue
             row[0] += 1
             if at < row[1]:
@@ -198,8 +219,8 @@ def recount(
         return found
 
     counts: Tally = {}
-    for (c, s, cats, paths), v in shapes.items():  # texts that differ may parse equal: add
-        tally_shapes({(c, s, parse(cats), parse(paths)): v}, into=counts)
+    for (c, s, cats, paths, day), v in shapes.items():  # texts that differ may parse equal
+        tally_shapes({(c, s, parse(cats), parse(paths), day.isoformat()): v}, into=counts)
     return counts, done
 
 

@@ -2,8 +2,10 @@
 
 One row per recipient (``connector_id``), final status and item: the transfer itself
 (``kind`` ``transfer``, ``item`` empty), each category it carried (``category``) and each
-field path (``field``), with how many transfers and the first and last of their
-``created_at``. Reports read this table instead of every transfer (migration 0016).
+field path (``field``) and each UTC day of its ``created_at`` (``day``, ``item`` the
+ISO date, for the charts: migration 0021), with how many transfers and the first and
+last of their ``created_at``. Reports read this table instead of every transfer
+(migration 0016).
 
 A row is added to in the transaction that writes the outcome it counts, so the summary
 never runs ahead of or behind the transfers it summarises:
@@ -21,7 +23,7 @@ once (its outcome is a conditional update from ``pending``), so it is counted on
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Text, func
@@ -39,6 +41,7 @@ __all__ = [
     "Shapes",
     "Tally",
     "add_outcomes",
+    "day_of",
     "outcome_of",
     "rows_of",
     "tally",
@@ -47,7 +50,7 @@ __all__ = [
 ]
 
 FINAL_STATUSES = ("delivered", "failed", "blocked", "outcome_unknown", "cancelled")
-KINDS = ("transfer", "category", "field")
+KINDS = ("transfer", "category", "field", "day")
 
 
 class RecipientSummary(SQLModel, table=True):
@@ -56,7 +59,7 @@ class RecipientSummary(SQLModel, table=True):
     connector_id: str = Field(primary_key=True, max_length=63)
     status: str = Field(primary_key=True, max_length=20)
     kind: str = Field(primary_key=True, max_length=10)
-    #: the category or the field path; empty for ``kind`` ``transfer``
+    #: the category, the field path or the ISO day; empty for ``kind`` ``transfer``
     item: str = Field(primary_key=True, sa_type=Text)
     transfers: int
     first_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
@@ -92,16 +95,16 @@ def outcome_of(t: Any) -> Outcome:
     )
 
 
-#: (connector_id, status, categories, field paths) -> [transfers, first, last]
+#: (connector_id, status, categories, field paths, UTC day) -> [transfers, first, last]
 Shapes = dict[tuple[Any, ...], list[Any]]
 
 
 def tally(outcomes: Iterable[Outcome], into: Tally | None = None) -> Tally:
     """Count ``outcomes`` per summary key (added to ``into`` if given). Outcomes of the
-    same recipient, status and lists (most of a batch) are counted together first."""
+    same recipient, status, lists and day (most of a batch) are counted together first."""
     shapes: Shapes = {}
     for connector_id, status, categories, paths, at in outcomes:
-        shape = (connector_id, status, tuple(categories), tuple(paths))
+        shape = (connector_id, status, tuple(categories), tuple(paths), day_of(at))
         seen = shapes.get(shape)
         if seen is None:
             shapes[shape] = [1, at, at]
@@ -114,8 +117,8 @@ def tally(outcomes: Iterable[Outcome], into: Tally | None = None) -> Tally:
 def tally_shapes(shapes: Shapes, into: Tally | None = None) -> Tally:
     """Count ``n`` transfers of each shape (first and last ``created_at``) per key."""
     counts: Tally = {} if into is None else into
-    for (connector_id, status, categories, paths), (n, first, last) in shapes.items():
-        keys = [(connector_id, status, "transfer", "")]
+    for (connector_id, status, categories, paths, day), (n, first, last) in shapes.items():
+        keys = [(connector_id, status, "transfer", ""), (connector_id, status, "day", day)]
         keys += [(connector_id, status, "category", c) for c in set(categories)]
         keys += [(connector_id, status, "field", p) for p in set(paths)]
         for key in keys:
@@ -126,6 +129,11 @@ def tally_shapes(shapes: Shapes, into: Tally | None = None) -> Tally:
                 row[0] += n
                 row[1], row[2] = min(row[1], first), max(row[2], last)
     return counts
+
+
+def day_of(at: datetime) -> str:
+    """The ISO UTC day of ``at``: the ``item`` of its ``day`` row."""
+    return at.astimezone(UTC).date().isoformat()
 
 
 def rows_of(counts: Tally) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from sqlalchemy import event, insert, text
 from sqlmodel import Session, select
 
 from broker.cli import main
+from broker.flows.activity import daily_transfers
 from broker.flows.audit import recipients_report
 from broker.flows.summaries import check_summary, read_summary
 from broker.settings import Settings
@@ -35,7 +36,7 @@ def _naive_recount(engine) -> dict:
         for t in db.exec(select(Transfer)).all():
             if t.status not in FINAL_STATUSES:
                 continue
-            items = [("transfer", "")]
+            items = [("transfer", ""), ("day", t.created_at.astimezone(UTC).date().isoformat())]
             items += [("category", c) for c in set(t.categories)]
             items += [("field", p) for p in set(t.field_paths)]
             for kind, item in items:
@@ -200,7 +201,23 @@ def _figures_from_transfers(engine) -> list[tuple]:
     return out
 
 
-def test_migration_0016_fills_the_summary_from_existing_transfers(database_url: str) -> None:
+def _chart_from_transfers(engine, status: str, days: list) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    with Session(engine) as db:
+        for t in db.exec(select(Transfer).where(Transfer.status == status)).all():
+            day = t.created_at.astimezone(UTC).date()
+            if day in days:
+                out.setdefault(t.connector_id, [0] * len(days))[days.index(day)] += 1
+    return dict(sorted(out.items()))
+
+
+def _without_days(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k[2] != "day"}
+
+
+def test_migrations_0016_and_0021_fill_the_summary_from_existing_transfers(
+    database_url: str,
+) -> None:
     engine = create_db_engine(database_url)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     statuses = ["delivered", "failed", "blocked", "outcome_unknown", "pending", "cancelled"]
@@ -211,7 +228,7 @@ def test_migration_0016_fills_the_summary_from_existing_transfers(database_url: 
             "mode": "reject", "status": statuses[i % len(statuses)],
             "categories": ["user.name"] if i % 3 else ["user.name", "user.contact.email"],
             "field_paths": ["author.name", "author.name"] if i % 4 else [],
-            "dropped": [], "attempts": [], "created_at": start + timedelta(minutes=i), "runs": 0,
+            "dropped": [], "attempts": [], "created_at": start + timedelta(hours=7 * i), "runs": 0,
         }
         for i in range(60)
     ]  # fmt: skip
@@ -220,10 +237,18 @@ def test_migration_0016_fills_the_summary_from_existing_transfers(database_url: 
         upgrade_schema(engine, "0015")
         _seed(engine, rows)
         upgrade_schema(engine, "0016")
+        assert _stored(engine) == _without_days(_naive_recount(engine))
+        upgrade_schema(engine, "0021")  # the days, from the transfers' UTC dates
         stored = _stored(engine)
         assert stored == _naive_recount(engine)
+        assert len({i for (_c, _s, k, i) in stored if k == "day"}) > 10
         assert not any(s == "pending" for (_c, s, _k, _i) in stored)
         assert stored[("c0", "delivered", "transfer", "")][0] == 10
+        # The charts read the day rows and count what the transfers count.
+        now = SimpleNamespace(engine=engine, clock=lambda: start + timedelta(days=20))
+        for status in ("delivered", "failed", "blocked"):
+            series = daily_transfers(now, days=30, status=status)  # type: ignore[arg-type]
+            assert _chart_from_transfers(engine, status, series.days) == series.counts
         assert check_summary(engine).ok
         # The report from the summary gives what it gave from the transfers.
         report = recipients_report(SimpleNamespace(engine=engine))  # type: ignore[arg-type]

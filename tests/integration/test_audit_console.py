@@ -107,6 +107,9 @@ def test_search_filters_and_pages(stack: Stack, browser: Browser) -> None:
     assert everything.count("<tr data-transfer=") == 2
     blocked = browser.get(f"{stack.url}/audit?status=blocked").text
     assert blocked.count("<tr data-transfer=") == 1 and "outside the grant" in blocked
+    # the row names the refused field (from its blocked entry: a reject-mode row keeps none)
+    assert 'Outside the grant:</span> <code class="outside">x.email</code>' in blocked
+    assert everything.count("Outside the grant:") == 1  # the delivered row names none
     assert '<option value="blocked" selected>' in blocked
     none = browser.get(f"{stack.url}/audit?user=someone-else").text
     assert "No transfers match this filter." in none

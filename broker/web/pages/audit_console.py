@@ -33,6 +33,7 @@ from broker.flows.audit import (
 from broker.flows.browser_sessions import end_browser_session, sign_in_with_key
 from broker.flows.checkpoints import checkpoint_dict
 from broker.flows.integrity import integrity_status, start_full
+from broker.flows.transfer_detail import outside_fields
 from broker.store.audit import latest_head
 from broker.store.tree import latest_checkpoint
 from broker.web.deps import AuditorSession, ConsoleSession, RuntimeDep, client_ip, issue_session
@@ -239,6 +240,7 @@ def console_transfers(
             "search": search,
             "query": search.query,
             "transfers": items,
+            "outside": outside_fields(rt, items),
             "next_cursor": next_cursor,
             "first_page": cursor is None,
             "error": error,

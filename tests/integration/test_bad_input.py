@@ -237,3 +237,47 @@ def test_unexpected_error_keeps_the_connection(
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "broker.web")
     assert "_Boom" in logged and "/v1/test/boom" in logged
     assert "tok-123" not in logged  # neither the message nor the query string
+
+
+def test_a_client_that_leaves_mid_body_is_logged_as_a_line_and_records_nothing(
+    stack: Stack, browser: Browser, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that hangs up before its declared body is complete: one info line for
+    the operator (no traceback from the server), and no transfer decided or recorded."""
+    import logging
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    from sqlmodel import Session, func, select
+
+    from broker.store.models import Transfer
+
+    connection_id = connect(stack, browser, optional=[], user_id="user-1")
+    left = threading.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "left before its request body ended" in record.getMessage():
+                left.set()
+
+    seen = Seen()
+    logging.getLogger("broker.web").addHandler(seen)
+    url = urlsplit(stack.url)
+    caplog.set_level(logging.INFO)
+    try:
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall(
+                f"POST /v1/connections/{connection_id}/transfers HTTP/1.1\r\n"
+                f"Host: {url.netloc}\r\nAuthorization: Bearer {stack.admin_key}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                '{"action": "post_message", "da'.encode()
+            )  # and hangs up
+        assert left.wait(10), "the server did not see the client leave"
+    finally:
+        logging.getLogger("broker.web").removeHandler(seen)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "Traceback" not in caplog.text and stack.admin_key not in caplog.text
+    with Session(stack.rt.engine) as db:
+        assert db.exec(select(func.count()).select_from(Transfer)).one() == 0
+    assert stack.provider.received == []

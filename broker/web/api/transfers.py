@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from broker.core.errors import (
     ConnectionNotActive,
@@ -42,6 +44,8 @@ from broker.web.openapi import request_body
 if TYPE_CHECKING:
     from broker.runtime import Runtime
     from broker.store.models import Transfer
+
+log = logging.getLogger("broker.web")
 
 router = APIRouter(prefix="/v1", tags=["transfers"])
 
@@ -113,11 +117,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge.over(limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge.over(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge.over(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:  # nothing was decided: a line for the operator, no traceback
+        log.info("%s %s: the client left before its request body ended", request.method,
+                 request.url.path)  # fmt: skip
+        raise InvalidInput("the request body ended before it was complete") from None
     return b"".join(chunks)
 
 

@@ -193,3 +193,37 @@ def test_core_module_declares_a_truthful_all(name: str) -> None:
     assert public_defs <= set(exported), (
         f"{name} defines public {sorted(public_defs - set(exported))} outside __all__"
     )
+
+
+# What a migration may import from the live code: column types, and the log format
+# (canonical encoding, Merkle hashes), a fixed specification. Anything else a migration
+# needs (field lists, index names, statuses) is frozen in the migration itself.
+_MIGRATION_IMPORTS = {
+    "broker.store.types": None,
+    "broker.core.audit_chain": {"canonical_bytes"},
+    "broker.core.merkle": {"Frontier", "leaf_hash", "node_position"},
+}
+
+
+def test_migrations_import_only_fixed_specifications() -> None:
+    import ast
+    from pathlib import Path
+
+    versions = Path(broker.core.__file__).parent.parent / "store" / "migrations" / "versions"
+    found: list[str] = []
+    for path in sorted(versions.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                pairs = [(a.name, None) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                pairs = [(node.module, a.name) for a in node.names]
+            else:
+                continue
+            for module, name in pairs:
+                if not module.startswith("broker"):
+                    continue
+                allowed = _MIGRATION_IMPORTS.get(module, set())
+                if module not in _MIGRATION_IMPORTS or (allowed and name not in allowed):
+                    found.append(f"{path.name}: {module}.{name}")
+    assert found == []
+    assert len(list(versions.glob("*.py"))) >= 20  # the probe read them all

@@ -16,7 +16,10 @@ import sqlmodel
 from alembic import op
 
 import broker.store.types
-from broker.core.audit_chain import ENTRY_FIELDS, canonical_bytes
+
+# The log format (the canonical encoding and RFC 9162 leaf and node hashes) is a fixed
+# specification, pinned by its own tests and by outside reference code: imported.
+from broker.core.audit_chain import canonical_bytes
 from broker.core.merkle import Frontier, leaf_hash, node_position
 
 revision: str = "0003"
@@ -24,6 +27,14 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Frozen here, not imported from the live code: the audit_log columns an entry's content
+# was made of at this revision. A field added to entries later must not make this
+# migration read a column that a database at 0002 does not have.
+ENTRY_FIELDS = (
+    "seq", "time", "event", "actor", "user_id", "connector_id", "connection_id",
+    "transfer_id", "consent_id", "categories", "field_paths", "purpose", "legal_basis",
+    "payload_sha256", "payload_bytes", "destination", "outcome", "details",
+)  # fmt: skip
 _JSON = {"categories", "field_paths", "details"}
 _BATCH = 5000
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from datetime import datetime
 from typing import Any
 
+import yaml
 from sqlmodel import Session, col, select
 
 from broker.core.csv_cells import csv_row, list_cell
@@ -384,46 +384,44 @@ def _uninstalled_records(
     return out
 
 
-def _q(value: Any) -> str:
-    """A YAML scalar: JSON strings and lists are valid YAML (flow style)."""
-    return json.dumps(value, ensure_ascii=False)
-
-
 def records_yaml(records: list[dict[str, Any]], report: dict[str, Any] | None = None) -> str:
     """fideslang ``System`` resources, one per recipient, with ``privacy_declarations``;
     ``report`` (:func:`broker.flows.report_meta.report_meta`) as ``#`` comments first, and
     each recipient's terms versions in its ``meta``."""
-    lines = [*meta_comment_lines(report), "system:"] if report else ["system:"]
+    systems = []
     for r in records:
         key = re.sub(
             r"[^A-Za-z0-9_.-]", "_", ("legal_" if r["kind"] == "legal" else "") + r["recipient"]
         )
         kind = "legal disclosure recipient" if r["kind"] == "legal" else "third-party integration"
-        lines += [
-            f"- fides_key: {_q(key)}",
-            f"  name: {_q(r['name'])}",
-            f"  description: {_q(f'{kind}; receives data through the integration broker')}",
-            '  system_type: "Third Party"',
-        ]
+        system: dict[str, Any] = {
+            "fides_key": key,
+            "name": r["name"],
+            "description": f"{kind}; receives data through the integration broker",
+            "system_type": "Third Party",
+        }
         if r["privacy_policy_url"]:
-            lines.append(f"  privacy_policy: {_q(r['privacy_policy_url'])}")
+            system["privacy_policy"] = r["privacy_policy_url"]
         meta = {"broker_recipient": r["recipient"], "legal_disclosure": str(r["flagged"]).lower()}
         if r["terms_url"]:
             meta["terms_url"] = r["terms_url"]
         if r.get("terms"):
             meta["terms_versions"] = ", ".join(t["terms_version"] or "?" for t in r["terms"])
-        lines.append(f"  meta: {_q(meta)}")
-        lines.append("  privacy_declarations:")
-        for d in r["declarations"]:
-            basis = _BASIS_NAMES.get(d["legal_basis"], d["legal_basis"])
-            lines += [
-                f"  - name: {_q('; '.join(d['purposes']) or d['use_name'])}",
-                f"    data_categories: {_q(d['categories'])}",
-                f"    data_use: {_q(d['use'])}",
-                '    data_subjects: ["customer"]',
-                f"    legal_basis_for_processing: {_q(basis)}",
-                "    data_shared_with_third_parties: true",
-                f"    third_parties: {_q(r['name'])}",
-                f"    shared_categories: {_q(d['categories'])}",
-            ]
-    return "\n".join(lines) + "\n"
+        system["meta"] = meta
+        system["privacy_declarations"] = [
+            {
+                "name": "; ".join(d["purposes"]) or d["use_name"],
+                "data_categories": list(d["categories"]),
+                "data_use": d["use"],
+                "data_subjects": ["customer"],
+                "legal_basis_for_processing": _BASIS_NAMES.get(d["legal_basis"], d["legal_basis"]),
+                "data_shared_with_third_parties": True,
+                "third_parties": r["name"],
+                "shared_categories": list(d["categories"]),
+            }
+            for d in r["declarations"]
+        ]
+        systems.append(system)
+    body = yaml.safe_dump({"system": systems}, sort_keys=False, allow_unicode=True, width=100)
+    comments = "\n".join(meta_comment_lines(report)) + "\n" if report else ""
+    return comments + body

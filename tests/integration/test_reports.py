@@ -292,3 +292,29 @@ def test_reports_say_what_was_recorded_whatever_is_installed_now(scenario: Stack
             tuple(t.data_uses or ()) for t in db.exec(select(Transfer)) if t.status == "delivered"
         }
     assert uses == {("functional.service",)}
+
+
+def test_records_yaml_round_trips_names_yaml_would_misread() -> None:
+    """PyYAML writes the scalars: a name with a colon, a quote, a leading '-' or
+    'yes' and a non-ASCII letter reads back as the same string."""
+    import yaml
+
+    from broker.flows.reports import records_yaml
+
+    names = ['Acme: "CRM" #1', "- yes", "yes", "Zoë & Co.", "null"]
+    records = [
+        {
+            "kind": "consent", "recipient": f"r{i}", "name": name, "flagged": False,
+            "privacy_policy_url": "https://e.example/p?a=1&b=2", "terms_url": None,
+            "declarations": [{
+                "purposes": [name], "use_name": "u", "categories": ["user.name"],
+                "use": "essential.service", "legal_basis": "consent",
+            }],
+        }
+        for i, name in enumerate(names)
+    ]  # fmt: skip
+    doc = yaml.safe_load(records_yaml(records))
+    assert [s["name"] for s in doc["system"]] == names
+    assert [s["privacy_declarations"][0]["name"] for s in doc["system"]] == names
+    assert doc["system"][0]["privacy_policy"] == "https://e.example/p?a=1&b=2"
+    assert doc["system"][0]["meta"]["legal_disclosure"] == "false"

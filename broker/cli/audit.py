@@ -163,7 +163,8 @@ def cmd_audit_verify_receipt(args: argparse.Namespace) -> int:
 
 def cmd_audit_user(args: argparse.Namespace) -> int:
     from broker.flows.connect import validate_user_id
-    from broker.flows.reports import user_report, user_report_csv, user_report_html
+    from broker.flows.reports import user_report, user_report_csv
+    from broker.web.reports import user_report_html
 
     report = user_report(runtime(), validate_user_id(args.user_id))
     if args.format == "csv":

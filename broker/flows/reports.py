@@ -29,7 +29,6 @@ from broker.flows.art15 import art15_sections
 from broker.flows.audit import DISCLOSED, recipients_report
 from broker.flows.disclosures import LEGAL_USE
 from broker.flows.recorded import terms_by_connector, terms_of_consents
-from broker.flows.report_html import render_user_report
 from broker.flows.report_meta import meta_comment_lines, report_meta
 from broker.flows.terms_report import terms_sent
 from broker.runtime import Runtime
@@ -42,7 +41,6 @@ __all__ = [
     "records_yaml",
     "user_report",
     "user_report_csv",
-    "user_report_html",
 ]
 
 CSV_COLUMNS = (
@@ -236,11 +234,6 @@ def user_report_csv(report: dict[str, Any]) -> str:
         row = {**d, "category_titles": [titles.get(c, c) for c in d["categories"]]}
         writer.writerow(csv_row(_cell(row.get(c)) for c in CSV_COLUMNS))
     return buf.getvalue()
-
-
-def user_report_html(report: dict[str, Any]) -> str:
-    """A standalone page (inline style, prints cleanly): the Art. 15 sections first."""
-    return render_user_report(report)
 
 
 def processing_records(rt: Runtime) -> list[dict[str, Any]]:

@@ -11,11 +11,12 @@ from fastapi.responses import HTMLResponse, Response
 
 from broker.flows.connect import validate_user_id
 from broker.flows.disclosures import DisclosureRequest, record_disclosure
-from broker.flows.reports import user_report, user_report_csv, user_report_html
+from broker.flows.reports import user_report, user_report_csv
 from broker.web.api.error_responses import errors
 from broker.web.api.schemas_audit import DisclosureCreate, DisclosureReport, LogEntry
 from broker.web.deps import AdminKey, AuditorKey, RuntimeDep
 from broker.web.openapi import request_body
+from broker.web.reports import user_report_html
 
 __all__ = ["router"]
 

@@ -2,9 +2,8 @@
 
 The cookie holds only a random session id; the session itself is a row in the
 database (:mod:`broker.flows.browser_sessions`), so signing out and revoking the
-console's API key end it at once, wherever a copy of the cookie is. Cookies are
-``HttpOnly``, ``SameSite=Lax``, path-scoped, ``Secure`` whenever the broker's
-public URL (``BROKER_BASE_URL``) is https, and last as long as their session.
+console's API key end it at once, wherever a copy of the cookie is. Cookies follow
+the one policy of :mod:`broker.web.cookies` and last as long as their session.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from broker.flows.browser_sessions import BrowserSession
+from broker.web.cookies import clear_cookie, set_cookie
 
 __all__ = [
     "AUDITOR_COOKIE",
@@ -22,7 +22,6 @@ __all__ = [
     "BrowserSession",
     "clear_session_cookie",
     "cookie_kind",
-    "cookies_secure",
     "csrf_matches",
     "set_session_cookie",
 ]
@@ -38,29 +37,15 @@ def cookie_kind(name: str) -> str:
     return _KINDS[name]
 
 
-def cookies_secure(request: Request) -> bool:
-    """Cookies are ``Secure`` whenever the broker's public URL is https."""
-    return request.app.state.runtime.settings.resolved_base_url.startswith("https://")
-
-
 def set_session_cookie(
     request: Request, response: Response, name: str, value: str, session: BrowserSession
 ) -> None:
-    response.set_cookie(
-        name,
-        value,
-        max_age=max(0, int((session.expires_at - session.issued_at).total_seconds())),
-        path=_PATHS[name],
-        httponly=True,
-        secure=cookies_secure(request),
-        samesite="lax",
-    )
+    life = (session.expires_at - session.issued_at).total_seconds()
+    set_cookie(response, request.app.state.runtime, name, value, path=_PATHS[name], max_age=life)
 
 
 def clear_session_cookie(request: Request, response: Response, name: str) -> None:
-    response.delete_cookie(
-        name, path=_PATHS[name], httponly=True, secure=cookies_secure(request), samesite="lax"
-    )
+    clear_cookie(response, request.app.state.runtime, name, path=_PATHS[name])
 
 
 def csrf_matches(expected: str, given: str | None) -> bool:

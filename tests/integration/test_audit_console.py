@@ -223,5 +223,15 @@ def test_https_base_url_makes_cookies_secure(make_settings) -> None:
             assert signed_in.status_code == 303
             assert "Secure" in signed_in.headers["set-cookie"]
             assert "HttpOnly" in signed_in.headers["set-cookie"]
+            csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/audit").text).group(1)
+            out = client.post("/audit/logout", data={"csrf": csrf})
+            # One policy: every cookie set or cleared on the way carries every attribute
+            # (a cookie cleared without them, as the sign-in CSRF token once was, is not).
+            cookies = [c for r in (page, signed_in, out) for c in r.headers.get_list("set-cookie")]
+            assert len(cookies) >= 4  # token set; session set, token cleared; session cleared
+            for cookie in cookies:
+                attrs = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
+                assert {"httponly", "secure", "samesite", "path"} <= attrs, cookie
+                assert "samesite=lax" in cookie.lower() and "path=/audit" in cookie.lower()
     finally:
         rt.close()

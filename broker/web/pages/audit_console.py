@@ -36,9 +36,10 @@ from broker.flows.integrity import integrity_status, start_full
 from broker.flows.transfer_detail import outside_fields
 from broker.store.audit import latest_head
 from broker.store.tree import latest_checkpoint
+from broker.web.cookies import clear_cookie, set_cookie
 from broker.web.deps import AuditorSession, ConsoleSession, RuntimeDep, client_ip, issue_session
 from broker.web.pages.chart import stacked_bars
-from broker.web.sessions import AUDITOR_COOKIE, clear_session_cookie, cookies_secure, csrf_matches
+from broker.web.sessions import AUDITOR_COOKIE, clear_session_cookie, csrf_matches
 
 __all__ = [
     "PAGE_SIZES",
@@ -148,14 +149,8 @@ def console_login(request: Request, current: AuditorSession) -> Response:
         return RedirectResponse(request.url_for("console_transfers").path, status_code=303)
     token = secrets.token_urlsafe(24)
     response = console_page(request, "audit_login.html", {"login_csrf": token, "error": None})
-    response.set_cookie(
-        LOGIN_CSRF_COOKIE,
-        token,
-        max_age=1800,
-        path="/audit",
-        httponly=True,
-        secure=cookies_secure(request),
-        samesite="lax",
+    set_cookie(
+        response, request.app.state.runtime, LOGIN_CSRF_COOKIE, token, path="/audit", max_age=1800
     )
     return response
 
@@ -183,7 +178,7 @@ def console_sign_in(
         return response
     response = RedirectResponse(request.url_for("console_transfers").path, status_code=303)
     issue_session(request, response, rt, "auditor", api_key.id)
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/audit")
+    clear_cookie(response, request.app.state.runtime, LOGIN_CSRF_COOKIE, path="/audit")
     return response
 
 

@@ -24,6 +24,7 @@ from broker.flows import connect as flow
 from broker.flows.callback import CallbackOutcome, complete_callback
 from broker.runtime import Runtime
 from broker.web.connect_popup import finished_page
+from broker.web.cookies import clear_cookie, https, set_cookie
 from broker.web.csp import authorize_origin, content_security_policy
 from broker.web.deps import RuntimeDep, client_ip
 
@@ -37,12 +38,8 @@ _MAX_NONCES = 3
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
 
 
-def _https(rt: Runtime) -> bool:
-    return rt.settings.resolved_base_url.startswith("https://")
-
-
 def binding_cookie_name(rt: Runtime) -> str:
-    return f"__Host-{_BINDING}" if _https(rt) else _BINDING
+    return f"__Host-{_BINDING}" if https(rt) else _BINDING
 
 
 def _nonces(request: Request, rt: Runtime) -> list[str]:
@@ -53,17 +50,10 @@ def _nonces(request: Request, rt: Runtime) -> list[str]:
 def _set_nonces(response: Response, rt: Runtime, nonces: list[str]) -> None:
     name = binding_cookie_name(rt)
     if not nonces:
-        response.delete_cookie(name, path="/", secure=_https(rt), httponly=True, samesite="lax")
+        clear_cookie(response, rt, name, path="/")
         return
-    response.set_cookie(
-        name,
-        ".".join(nonces[:_MAX_NONCES]),
-        max_age=rt.settings.oauth_state_ttl,
-        path="/",
-        httponly=True,
-        secure=_https(rt),
-        samesite="lax",
-    )
+    joined = ".".join(nonces[:_MAX_NONCES])
+    set_cookie(response, rt, name, joined, path="/", max_age=rt.settings.oauth_state_ttl)
 
 
 def _templates(request: Request) -> Jinja2Templates:
@@ -72,14 +62,8 @@ def _templates(request: Request) -> Jinja2Templates:
 
 def _csrf_cookie(request: Request, response: Response, value: str) -> None:
     rt = request.app.state.runtime
-    response.set_cookie(
-        CSRF_COOKIE,
-        value,
-        max_age=rt.settings.connect_session_ttl,
-        path="/connect",
-        httponly=True,
-        secure=rt.settings.resolved_base_url.startswith("https://"),
-        samesite="lax",
+    set_cookie(
+        response, rt, CSRF_COOKIE, value, path="/connect", max_age=rt.settings.connect_session_ttl
     )
 
 
@@ -146,7 +130,8 @@ def consent_submit(
             )
             if policy:
                 response.headers["Content-Security-Policy"] = policy
-        response.delete_cookie(CSRF_COOKIE, path="/connect")  # nothing left behind
+        # nothing left behind
+        clear_cookie(response, request.app.state.runtime, CSRF_COOKIE, path="/connect")
         return response
     if decision != "approve":
         raise SessionInvalid("unknown decision")
@@ -159,7 +144,7 @@ def consent_submit(
         user_agent=request.headers.get("user-agent"),
     )
     response = RedirectResponse(approval.authorize_url, status_code=303)
-    response.delete_cookie(CSRF_COOKIE, path="/connect")
+    clear_cookie(response, request.app.state.runtime, CSRF_COOKIE, path="/connect")
     _set_nonces(response, rt, [approval.browser_nonce, *_nonces(request, rt)])
     return response
 

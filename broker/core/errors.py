@@ -72,6 +72,7 @@ __all__ = [
     "TokenRejected",
     "UserObjected",
     "VaultError",
+    "error_body",
 ]
 
 
@@ -85,7 +86,13 @@ class BrokerError(Exception):
         self.details: dict[str, Any] = details or {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        return error_body(self.code, self.message, self.details)
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The contract's error shape, the one place it is built: API answers, the
+    OpenAPI examples and :meth:`BrokerError.to_dict`."""
+    return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
 class InvalidInput(BrokerError):

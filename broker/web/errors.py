@@ -13,12 +13,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker.core.errors import BrokerError, RateLimited
+from broker.core.errors import BrokerError, RateLimited, error_body
 
 __all__ = [
     "UnexpectedErrorMiddleware",
     "broker_error_response",
-    "error_body",
     "install_error_handlers",
     "render_error",
 ]
@@ -36,10 +35,6 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     422: "invalid_input",
 }
-
-
-def error_body(code: str, message: str, details: dict | None = None) -> dict:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
 def _wants_html(request: Request) -> bool:

@@ -42,7 +42,8 @@ def error_classes() -> list[type[BrokerError]]:
 
 
 def test_every_error_class_is_exported() -> None:
-    assert {cls.__name__ for cls in error_classes()} == set(errors.__all__)
+    # every class, and the one builder of the error shape
+    assert {cls.__name__ for cls in error_classes()} | {"error_body"} == set(errors.__all__)
 
 
 def test_codes_are_unique_strings_and_statuses_are_http_error_ints() -> None:
@@ -89,6 +90,16 @@ def test_docstring_tree_matches_the_classes() -> None:
         assert (cls.code, cls.status) == (code, status), name
         base = cls.__bases__[0]
         assert (base.__name__ if base is not Exception else None) == parent, name
+
+
+def test_the_error_shape_is_built_in_one_place() -> None:
+    import broker.web.api.error_responses as examples
+
+    body = errors.error_body("conflict", "it clashed")
+    assert body == {"error": {"code": "conflict", "message": "it clashed", "details": {}}}
+    assert errors.Conflict("it clashed").to_dict() == body
+    assert examples.error_response(409, ["conflict"])  # the OpenAPI examples use it too
+    assert "error_body" in inspect.getsource(examples)
 
 
 def test_to_dict_shape_is_json_safe() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from broker.core.errors import BrokerError
+from broker.core.errors import BrokerError, error_body
 
 __all__ = ["ErrorBody", "ErrorDetail", "error_codes", "error_response", "errors"]
 
@@ -71,7 +71,7 @@ def _example(code: str) -> dict[str, Any]:
         details = {"problems": [{"field": "limit", "message": message.split(": ", 1)[1]}]}
     return {
         "summary": code,
-        "value": {"error": {"code": code, "message": message, "details": details}},
+        "value": error_body(code, message, details),
     }
 
 

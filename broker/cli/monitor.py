@@ -152,15 +152,10 @@ class Monitor:
         return f"checkpoint {cp.tree_size} extends {old.tree_size} (consistency proof verified)"
 
     def _keep(self, note: str) -> None:
-        from broker.core.private_files import write_private
+        from broker.core.private_files import append_private, write_private
 
         self.state.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state / "checkpoints", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, (note + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_private(self.state / "checkpoints", note)
         write_private(self.state / "latest.note", note)
 
     def _evidence(self, old: str, new: str) -> None:

@@ -1,9 +1,13 @@
-"""Writing files only the broker's user may read: key rings, the audit head.
+"""Writing files only the broker's user may read: key rings, the audit head, the
+checkpoint notes.
 
 ``write_private`` replaces a file atomically: a temporary file in the same
 directory (created 0600, so the content is never world-readable), fsync,
 ``os.replace``, then fsync of the directory so the rename survives a crash.
 A reader sees the old content or the new, never a mix.
+
+``append_private`` adds one line to a file (created 0600) with one ``write`` in
+append mode and an fsync: a line is whole or absent after a crash.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_private"]
+__all__ = ["append_private", "write_private"]
 
 
 def write_private(path: Path, text: str, *, encoding: str = "utf-8") -> None:
@@ -37,3 +41,13 @@ def write_private(path: Path, text: str, *, encoding: str = "utf-8") -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def append_private(path: Path, line: str) -> None:
+    """Append ``line`` and a newline to ``path`` (created 0600), durably."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)

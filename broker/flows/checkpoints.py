@@ -22,7 +22,6 @@ signs one on demand.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from sqlmodel import select
 
 from broker.core.checkpoint import Checkpoint, sign_note
 from broker.core.errors import Conflict, NotFound
+from broker.core.private_files import append_private
 from broker.flows.webhooks import wake_sender
 from broker.flows.witnesses import WitnessClient
 from broker.runtime import Runtime
@@ -68,13 +68,7 @@ def checkpoint_dict(row: CheckpointRow) -> dict[str, Any]:
 
 
 def _append_file(rt: Runtime, note: str) -> None:
-    path = rt.settings.checkpoints_file
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (note + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_private(rt.settings.checkpoints_file, note)
 
 
 def sign_checkpoint(rt: Runtime, witness: Checkpointing | None = None) -> CheckpointRow:

@@ -121,3 +121,16 @@ def test_a_damaged_key_file_is_a_clear_error(tmp_path) -> None:
     path.write_text("not json")
     with pytest.raises(ConfigurationError):
         SigningKeyRing.load(path)
+
+
+def test_append_private_adds_whole_lines_to_a_file_only_its_owner_reads(tmp_path) -> None:
+    import os
+    import stat
+
+    from broker.core.private_files import append_private
+
+    path = tmp_path / "checkpoints"
+    append_private(path, "note one")
+    append_private(path, "note two")
+    assert path.read_text() == "note one\nnote two\n"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -20,7 +20,10 @@ from tests.conftest import free_socket
 def _children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
+        try:
+            text = (task / "children").read_text().split()
+        except FileNotFoundError:  # the thread ended since the listing
+            continue
         found.extend(int(p) for p in text)
     return found
 

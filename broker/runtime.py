@@ -26,7 +26,7 @@ from broker.settings import Settings
 from broker.store.db import create_db_engine, schema_revisions, upgrade_schema
 from broker.store.types import utcnow
 
-__all__ = ["Runtime", "build_runtime"]
+__all__ = ["Runtime", "build_runtime", "catalog_of"]
 
 
 @dataclass
@@ -93,6 +93,7 @@ class Runtime:
 
     def lease_duration(self) -> timedelta:
         return timedelta(seconds=self.settings.lease_seconds)
+
     _receipt: tuple[int, SigningKeyRing] | None = field(default=None, repr=False)
 
     def signing_keys(self) -> SigningKeyRing:
@@ -130,6 +131,12 @@ def _ensure_home(settings: Settings, created: list[str]) -> None:
     if not home.exists():
         home.mkdir(parents=True, mode=0o700)
         created.append(f"created broker home {home.resolve()}")
+
+
+def catalog_of(settings: Settings) -> Catalog:
+    """The data catalog the broker runs with: ``BROKER_CATALOG``'s file, or the built-in
+    one (the one loader; the runtime and the CLI commands without a runtime use it)."""
+    return load_catalog(settings.catalog) if settings.catalog else default_catalog()
 
 
 def build_runtime(
@@ -170,7 +177,7 @@ def build_runtime(
             f"{receipts.verifiers()[0].vkey}"
         )
     policy = load_policy(settings.policy_file)
-    catalog = load_catalog(settings.catalog) if settings.catalog else default_catalog()
+    catalog = catalog_of(settings)
     url = settings.resolved_database_url
     db_existed = not settings.is_embedded_database or (settings.home / "broker.db").exists()
     if not db_existed:

@@ -46,9 +46,9 @@ def runtime(upgrade: bool | None = None) -> Runtime:
 
 
 def catalog(s: Settings) -> Catalog:
-    from broker.core.catalog import default_catalog, load_catalog
+    from broker.runtime import catalog_of
 
-    return load_catalog(s.catalog) if s.catalog else default_catalog()
+    return catalog_of(s)
 
 
 def parse_time(value: str) -> datetime:

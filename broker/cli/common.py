@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,7 +14,6 @@ if TYPE_CHECKING:
 __all__ = [
     "add_transfer_filters",
     "catalog",
-    "parse_time",
     "runtime",
     "say",
     "settings",
@@ -51,30 +49,27 @@ def catalog(s: Settings) -> Catalog:
     return catalog_of(s)
 
 
-def parse_time(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO-8601 time") from None
-    if parsed.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{value!r} needs a time zone, e.g. 2026-01-01T00:00Z")
-    return parsed
-
-
 def add_transfer_filters(p: argparse.ArgumentParser) -> None:
     for name in ("user", "connector", "category"):
         p.add_argument(f"--{name}", default=None)
-    p.add_argument("--status", choices=["pending", "delivered", "failed", "blocked"])
-    p.add_argument("--since", type=parse_time, default=None)
-    p.add_argument("--until", type=parse_time, default=None)
+    from broker.flows.audit import STATUSES
+
+    p.add_argument("--status", choices=STATUSES)
+    for name, word in (("since", "at or after"), ("until", "strictly before")):
+        p.add_argument(
+            f"--{name}",
+            default=None,
+            metavar="TIME",
+            help=f"transfers created {word} this ISO 8601 time with a zone, e.g. 2026-01-31T12:00Z",
+        )
 
 
 def transfer_filter(args: argparse.Namespace) -> TransferFilter:
     from broker.flows.audit import TransferFilter
 
-    return TransferFilter(
-        user_id=args.user,
-        connector_id=args.connector,
+    return TransferFilter.parse(
+        user=args.user,
+        connector=args.connector,
         category=args.category,
         status=args.status,
         since=args.since,

@@ -7,7 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from sqlalchemy import func
@@ -17,6 +17,7 @@ from broker.core.csv_cells import csv_row, list_cell
 from broker.core.errors import InvalidInput
 from broker.core.kantara import ConsentFacts
 from broker.core.times import rfc3339
+from broker.flows.filter_times import filter_time
 from broker.flows.paging import page
 from broker.flows.recorded import latest_terms
 from broker.flows.report_meta import meta_comment_lines, report_meta
@@ -66,18 +67,30 @@ class TransferFilter:
                 f"status must be one of {', '.join(STATUSES)}", details={"field": "status"}
             )
         for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise InvalidInput(f"{name} must include a time zone", details={"field": name})
-            try:
-                utc = value.astimezone(UTC)
-            except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
-                raise InvalidInput(
-                    f"{name} is out of range once converted to UTC", details={"field": name}
-                ) from None
-            object.__setattr__(self, name, utc)
+            object.__setattr__(self, name, filter_time(getattr(self, name), name))
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        user: str | None = None,
+        connector: str | None = None,
+        category: str | None = None,
+        status: str | None = None,
+        since: str | datetime | None = None,
+        until: str | datetime | None = None,
+        naive_utc: bool = False,
+    ) -> TransferFilter:
+        """The filter as the API, the console's form and the CLI give it: empty values
+        are no filter; times as :func:`~broker.flows.filter_times.filter_time` reads them."""
+        return cls(
+            user_id=user or None,
+            connector_id=connector or None,
+            category=category or None,
+            status=status or None,
+            since=filter_time(since, "since", naive_utc=naive_utc),
+            until=filter_time(until, "until", naive_utc=naive_utc),
+        )
 
     def apply(self, stmt: Any) -> Any:
         if self.user_id:

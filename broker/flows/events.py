@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from broker.core.audit_chain import format_time
 from broker.core.errors import InvalidInput
+from broker.flows.filter_times import filter_time
 from broker.flows.paging import cursor_for, decode_cursor
 from broker.runtime import Runtime
 from broker.store.models import AuditRow
@@ -52,9 +53,7 @@ class EventFilter:
 
     def __post_init__(self) -> None:
         for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None and (value.tzinfo is None or value.utcoffset() is None):
-                raise InvalidInput(f"{name} must include a time zone", details={"field": name})
+            object.__setattr__(self, name, filter_time(getattr(self, name), name))
 
     def apply(self, stmt: Any) -> Any:
         if self.event and self.event.endswith("."):

@@ -293,13 +293,8 @@ def _filter(
     since: datetime | None,
     until: datetime | None,
 ) -> TransferFilter:
-    return TransferFilter(
-        user_id=user,
-        connector_id=connector,
-        category=category,
-        status=status,
-        since=since,
-        until=until,
+    return TransferFilter.parse(
+        user=user, connector=connector, category=category, status=status, since=since, until=until
     )
 
 

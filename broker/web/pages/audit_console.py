@@ -8,7 +8,7 @@ import contextlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -32,6 +32,7 @@ from broker.flows.audit import (
 )
 from broker.flows.browser_sessions import end_browser_session, sign_in_with_key
 from broker.flows.checkpoints import checkpoint_dict
+from broker.flows.filter_times import filter_time
 from broker.flows.integrity import integrity_status, start_full
 from broker.flows.transfer_detail import outside_fields
 from broker.store.audit import latest_head
@@ -86,29 +87,20 @@ class TransferSearch(SearchForm):
     limit: int = 50
 
     def to_filter(self) -> TransferFilter:
-        if self.status and self.status not in STATUSES:
-            raise InvalidInput("status must be one of " + ", ".join(STATUSES))
-        return TransferFilter(
-            user_id=self.user or None,
-            connector_id=self.connector or None,
-            category=self.category or None,
-            status=self.status or None,
-            since=moment(self.since, "since"),
-            until=moment(self.until, "until"),
+        return TransferFilter.parse(
+            user=self.user,
+            connector=self.connector,
+            category=self.category,
+            status=self.status,
+            since=self.since,
+            until=self.until,
+            naive_utc=True,  # datetime-local fields
         )
 
 
 def moment(text: str, name: str) -> datetime | None:
     """``2026-01-31T12:00`` (from a datetime-local field, read as UTC) or a full ISO time."""
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(
-            f"{name}: {text!r} is not a date and time like 2026-01-31T12:00"
-        ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return filter_time(text, name, naive_utc=True)
 
 
 def _search(

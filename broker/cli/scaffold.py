@@ -85,25 +85,24 @@ CONNECTOR = '''\
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
 from typing import Any
 
 import httpx
-from broker.core.connector import (
+from broker.connector import (
     BoundAction,
     Connector,
+    DeliveryRejected,
     DeliveryResult,
+    packaged_manifest,
     provider_message,
     response_id,
 )
-from broker.core.errors import DeliveryRejected
 
 __all__ = ["{cls}"]
 
 
 class {cls}(Connector):
-    MANIFEST = tomllib.loads(Path(__file__).with_name("manifest.toml").read_text("utf-8"))
+    MANIFEST = packaged_manifest("{package}")
 
     def deliver(
         self, action: BoundAction, payload: dict[str, Any], client: httpx.Client

@@ -33,9 +33,11 @@ or (through these hooks) the access token.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from typing import Any
 
 import httpx
@@ -50,6 +52,7 @@ __all__ = [
     "Connector",
     "ConnectorSource",
     "DeliveryResult",
+    "packaged_manifest",
     "provider_message",
     "response_id",
 ]
@@ -81,6 +84,14 @@ class DeliveryResult:
     """What a ``deliver`` hook reports; ``response_id`` is kept with the transfer."""
 
     response_id: str | None = None
+
+
+def packaged_manifest(package: str) -> dict[str, Any]:
+    """The ``manifest.toml`` beside a connector's code (package data of ``package``,
+    e.g. ``__package__``), as a dict; the broker validates it when it loads the
+    connector."""
+    text = (resources.files(package) / "manifest.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
 
 
 def provider_message(resp: httpx.Response) -> str:

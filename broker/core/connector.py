@@ -33,6 +33,7 @@ or (through these hooks) the access token.
 
 from __future__ import annotations
 
+import inspect
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,16 +43,18 @@ from typing import Any
 
 import httpx
 
-from broker.core.errors import DeliveryRejected
+from broker.core.errors import DeliveryRejected, HookSignatureInvalid
 from broker.core.manifest import Action, Manifest, OAuthSettings
 from broker.core.placeholders import render_url
 from broker.core.scope import canonical_payload
 
 __all__ = [
+    "HOOKS",
     "BoundAction",
     "Connector",
     "ConnectorSource",
     "DeliveryResult",
+    "check_hook_signatures",
     "packaged_manifest",
     "provider_message",
     "response_id",
@@ -202,3 +205,57 @@ class Connector:
             "terms_url": self.manifest.terms_url,
             "categories": [d.category for d in self.manifest.data],
         }
+
+
+HOOKS = ("authorize_params", "check_connection", "deliver", "retry_delay", "before_revoke")
+
+
+def _shown(name: str, signature: inspect.Signature) -> str:
+    """``deliver(self, action, payload, client)``: the parameters without annotations."""
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
+    return f"{name}({', '.join(str(p) for p in params)})"
+
+
+def _fits(expected: inspect.Signature, found: inspect.Signature) -> bool:
+    """The broker calls a hook with the base class's parameters, by position: ``found``
+    must take them under the same names, in the same order; anything after them must
+    have a default (or be ``*args`` / ``**kwargs``)."""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    wanted = list(expected.parameters)
+    params = list(found.parameters.values())
+    head, rest = params[: len(wanted)], params[len(wanted) :]
+    if [p.name for p in head] != wanted or any(p.kind not in positional for p in head):
+        return False
+    return all(
+        p.default is not inspect.Parameter.empty
+        or p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        for p in rest
+    )
+
+
+def check_hook_signatures(cls: type[Connector], source: str) -> None:
+    """Refuse a connector class whose overridden hooks take other parameters than
+    :class:`Connector`'s (checked when it loads, not when a user's transfer calls it)."""
+    problems: list[str] = []
+    for name in HOOKS:
+        hook = inspect.getattr_static(cls, name)
+        base = inspect.getattr_static(Connector, name)
+        if hook is base:
+            continue
+        expected = inspect.signature(base)
+        if not inspect.isfunction(hook):
+            found = f"an attribute of type {type(hook).__name__}, not a method"
+            problems.append(f"hook {name}: expected {_shown(name, expected)}, found {found}")
+            continue
+        signature = inspect.signature(hook)
+        if not _fits(expected, signature):
+            problems.append(
+                f"hook {name}: expected {_shown(name, expected)}, found {_shown(name, signature)}"
+            )
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise HookSignatureInvalid(
+            f"{source}: connector {cls.__qualname__} overrides a hook with the wrong "
+            f"parameters: {problems[0]}{more}",
+            details={"source": source, "connector": cls.__qualname__, "problems": problems},
+        )

@@ -51,6 +51,7 @@ line-length = 100
 
 MANIFEST = """\
 #:schema ./manifest.schema.json
+
 # {title}: what it receives, why, and how the broker reaches it.
 # Reference: the broker's docs/connectors.md. Check it with: broker connectors check PATH
 # The schema beside this file (the broker's docs/manifest.schema.json) lets an editor

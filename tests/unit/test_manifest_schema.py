@@ -120,3 +120,39 @@ def test_scaffold_manifest_points_editors_at_the_schema(tmp_path: Path) -> None:
     assert first == "#:schema ./manifest.schema.json"
     written = json.loads((package / "manifest.schema.json").read_text(encoding="utf-8"))
     assert written == manifest_json_schema()
+
+
+# JSON Schema Draft 4's keywords (what taplo validates), plus 2020-12's "$defs" whose
+# members "$ref" reaches by JSON pointer either way.
+DRAFT4 = frozenset(
+    {
+        "$schema", "$ref", "$defs", "id", "title", "description", "default", "multipleOf",
+        "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength",
+        "minLength", "pattern", "additionalItems", "items", "maxItems", "minItems",
+        "uniqueItems", "maxProperties", "minProperties", "required", "additionalProperties",
+        "definitions", "properties", "patternProperties", "dependencies", "enum", "type",
+        "allOf", "anyOf", "oneOf", "not", "format",
+    }
+)  # fmt: skip
+
+
+def keywords(schema: Any) -> set[str]:
+    if not isinstance(schema, dict):
+        return set()
+    found = set(schema)
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions", "patternProperties"):
+            for sub in value.values():
+                found |= keywords(sub)
+        elif key in ("items", "additionalProperties", "not"):
+            found |= keywords(value)
+        elif key in ("anyOf", "allOf", "oneOf"):
+            for sub in value:
+                found |= keywords(sub)
+    return found
+
+
+def test_schema_keeps_to_what_taplo_understands() -> None:
+    used = keywords(manifest_json_schema())
+    assert {"properties", "$ref", "pattern"} <= used  # the walk reached nested schemas
+    assert used <= DRAFT4, sorted(used - DRAFT4)

@@ -213,23 +213,22 @@ HOOKS = ("authorize_params", "check_connection", "deliver", "retry_delay", "befo
 def _shown(name: str, signature: inspect.Signature) -> str:
     """``deliver(self, action, payload, client)``: the parameters without annotations."""
     params = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
-    return f"{name}({', '.join(str(p) for p in params)})"
+    return f"{name}{inspect.Signature(params)}"
 
 
 def _fits(expected: inspect.Signature, found: inspect.Signature) -> bool:
-    """The broker calls a hook with the base class's parameters, by position: ``found``
-    must take them under the same names, in the same order; anything after them must
-    have a default (or be ``*args`` / ``**kwargs``)."""
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    """Whether ``found`` takes the call the broker makes: the base class's parameters,
+    by position. Each named parameter that receives one must carry its name (so
+    swapped or renamed parameters are refused); ``*args``/``**kwargs`` may take them,
+    and any further parameter needs a default."""
     wanted = list(expected.parameters)
-    params = list(found.parameters.values())
-    head, rest = params[: len(wanted)], params[len(wanted) :]
-    if [p.name for p in head] != wanted or any(p.kind not in positional for p in head):
+    try:
+        bound = found.bind(*wanted)  # each parameter receives its own expected name
+    except TypeError:
         return False
     return all(
-        p.default is not inspect.Parameter.empty
-        or p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        for p in rest
+        found.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL or value == name
+        for name, value in bound.arguments.items()
     )
 
 

@@ -72,6 +72,22 @@ class Fitting(Connector):
         return {"prompt": "consent"}
 
 
+class Passthrough(Connector):
+    """A wrapper-style hook that takes everything through ``*args``: the call binds."""
+
+    MANIFEST = manifest_dict("passthrough")
+
+    def before_revoke(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class KeywordOnly(Connector):
+    MANIFEST = manifest_dict("keywordonly")
+
+    def retry_delay(self, response: httpx.Response, now: Any, *, cap: float) -> float | None:
+        return None
+
+
 MISSING_INSTANCE = MissingClient(Manifest.model_validate(manifest_dict("missinginst")))
 
 
@@ -126,10 +142,18 @@ def test_an_attribute_in_place_of_a_hook_is_refused() -> None:
         check_hook_signatures(NotAMethod, "test")
 
 
-def test_a_fitting_hook_loads() -> None:
-    registry = load_registry(default_catalog(), plugins=[ep("Fitting")])
+def test_a_required_keyword_only_parameter_is_refused() -> None:
+    with pytest.raises(
+        HookSignatureInvalid, match=r"found retry_delay\(self, response, now, \*, cap\)"
+    ):
+        check_hook_signatures(KeywordOnly, "test")
+
+
+def test_fitting_hooks_load() -> None:
+    registry = load_registry(default_catalog(), plugins=[ep("Fitting"), ep("Passthrough")])
     assert registry.problems == []
     assert registry.get("fitting").has_deliver_hook
+    assert "passthrough" in registry
 
 
 @pytest.mark.parametrize("attr", ["MissingClient", "MISSING_INSTANCE"])

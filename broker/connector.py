@@ -8,7 +8,7 @@ Everything a connector package needs comes from here; the modules under
     )
 
     class AcmeChat(Connector):
-        MANIFEST = packaged_manifest(__package__)
+        MANIFEST = packaged_manifest("acme_chat")  # acme_chat/manifest.toml
 
         def deliver(self, action, payload, client): ...
 

@@ -90,8 +90,8 @@ class DeliveryResult:
 
 
 def packaged_manifest(package: str) -> dict[str, Any]:
-    """The ``manifest.toml`` beside a connector's code (package data of ``package``,
-    e.g. ``__package__``), as a dict; the broker validates it when it loads the
+    """The ``manifest.toml`` of the connector package ``package`` (e.g. ``"acme_chat"``;
+    ship it as package data), as a dict; the broker validates it when it loads the
     connector."""
     text = (resources.files(package) / "manifest.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)

@@ -13,6 +13,7 @@ from broker import __version__
 from broker.cli import (
     admin,
     audit,
+    catalog,
     connectors,
     disclose,
     operations,
@@ -32,6 +33,7 @@ GROUPS = (
     worker,
     admin,
     connectors,
+    catalog,
     audit,
     receipts,
     disclose,

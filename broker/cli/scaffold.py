@@ -1,14 +1,17 @@
 """``broker connectors new NAME``: a connector package that passes its own tests.
 
-The package has a manifest (``manifest.toml``), a ``Connector`` subclass with a
-``deliver`` hook, a contract test (``tests/test_contract.py``) and a
-``pyproject.toml`` that publishes it in the ``broker.connectors`` group.
+The package has a manifest (``manifest.toml``, with the manifest's JSON Schema beside
+it for editors), a ``Connector`` subclass with a ``deliver`` hook, a contract test
+(``tests/test_contract.py``) and a ``pyproject.toml`` that publishes it in the
+``broker.connectors`` group.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+from broker.core.manifest_schema import manifest_schema_text
 
 __all__ = ["scaffold"]
 
@@ -47,8 +50,12 @@ line-length = 100
 """
 
 MANIFEST = """\
+#:schema ./manifest.schema.json
+
 # {title}: what it receives, why, and how the broker reaches it.
 # Reference: the broker's docs/connectors.md. Check it with: broker connectors check PATH
+# The schema beside this file (the broker's docs/manifest.schema.json) lets an editor
+# with taplo check the fields as you type.
 id = "{name}"
 name = "{title}"
 description = "Posts work item updates to {title}."
@@ -85,25 +92,24 @@ CONNECTOR = '''\
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
 from typing import Any
 
 import httpx
-from broker.core.connector import (
+from broker.connector import (
     BoundAction,
     Connector,
+    DeliveryRejected,
     DeliveryResult,
+    packaged_manifest,
     provider_message,
     response_id,
 )
-from broker.core.errors import DeliveryRejected
 
 __all__ = ["{cls}"]
 
 
 class {cls}(Connector):
-    MANIFEST = tomllib.loads(Path(__file__).with_name("manifest.toml").read_text("utf-8"))
+    MANIFEST = packaged_manifest("{package}")
 
     def deliver(
         self, action: BoundAction, payload: dict[str, Any], client: httpx.Client
@@ -186,4 +192,7 @@ def scaffold(name: str, into: Path) -> Path:
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(template.format(**values), encoding="utf-8")
+    # the installed broker's own schema, so the editor checks what this broker accepts
+    schema = root / package / "manifest.schema.json"
+    schema.write_text(manifest_schema_text(), encoding="utf-8")
     return root

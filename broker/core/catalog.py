@@ -54,6 +54,7 @@ with ``details["problems"]``, each message naming the category and the field.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 import tomllib
@@ -85,6 +86,7 @@ _TOP_KEYS = frozenset({"version", "headings", "categories"})
 _HEADING_KEYS = frozenset({"key", "title", "description"})
 _CATEGORY_KEYS = frozenset({"key", "title", "description", "heading", "sensitivity", "fields"})
 _LOOKUP_CACHE_SIZE = 4096
+_SUGGEST_CUTOFF = 0.8  # difflib ratio; at 0.6 "user.nope" would suggest "user.name"
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,22 @@ class Catalog:
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key in self._index
+
+    def suggest(self, key: str) -> str | None:
+        """The catalog key a mistyped ``key`` most likely meant (``user.contact.emial``,
+        or ``user.email`` for ``user.contact.email``), or ``None``: a close match of the
+        whole key, else the one key whose last segment closely matches ``key``'s."""
+        keys = [c.key for c in self.categories]
+        if close := difflib.get_close_matches(key, keys, n=1, cutoff=_SUGGEST_CUTOFF):
+            return close[0]
+        leaves: dict[str, list[str]] = {}
+        for k in keys:
+            leaves.setdefault(k.rsplit(".", 1)[-1], []).append(k)
+        leaf = key.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(leaf, list(leaves), n=2, cutoff=_SUGGEST_CUTOFF)
+        if len(close) == 1 and len(leaves[close[0]]) == 1:
+            return leaves[close[0]][0]
+        return None
 
     def category_for(self, path: str) -> str | None:
         """The key of the category a flattened payload path belongs to, or ``None``."""

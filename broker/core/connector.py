@@ -33,23 +33,29 @@ or (through these hooks) the access token.
 
 from __future__ import annotations
 
+import inspect
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from typing import Any
 
 import httpx
 
-from broker.core.errors import DeliveryRejected
+from broker.core.errors import DeliveryRejected, HookSignatureInvalid
 from broker.core.manifest import Action, Manifest, OAuthSettings
 from broker.core.placeholders import render_url
 from broker.core.scope import canonical_payload
 
 __all__ = [
+    "HOOKS",
     "BoundAction",
     "Connector",
     "ConnectorSource",
     "DeliveryResult",
+    "check_hook_signatures",
+    "packaged_manifest",
     "provider_message",
     "response_id",
 ]
@@ -81,6 +87,14 @@ class DeliveryResult:
     """What a ``deliver`` hook reports; ``response_id`` is kept with the transfer."""
 
     response_id: str | None = None
+
+
+def packaged_manifest(package: str) -> dict[str, Any]:
+    """The ``manifest.toml`` of the connector package ``package`` (e.g. ``"acme_chat"``;
+    ship it as package data), as a dict; the broker validates it when it loads the
+    connector."""
+    text = (resources.files(package) / "manifest.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
 
 
 def provider_message(resp: httpx.Response) -> str:
@@ -191,3 +205,56 @@ class Connector:
             "terms_url": self.manifest.terms_url,
             "categories": [d.category for d in self.manifest.data],
         }
+
+
+HOOKS = ("authorize_params", "check_connection", "deliver", "retry_delay", "before_revoke")
+
+
+def _shown(name: str, signature: inspect.Signature) -> str:
+    """``deliver(self, action, payload, client)``: the parameters without annotations."""
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
+    return f"{name}{inspect.Signature(params)}"
+
+
+def _fits(expected: inspect.Signature, found: inspect.Signature) -> bool:
+    """Whether ``found`` takes the call the broker makes: the base class's parameters,
+    by position. Each named parameter that receives one must carry its name (so
+    swapped or renamed parameters are refused); ``*args``/``**kwargs`` may take them,
+    and any further parameter needs a default."""
+    wanted = list(expected.parameters)
+    try:
+        bound = found.bind(*wanted)  # each parameter receives its own expected name
+    except TypeError:
+        return False
+    return all(
+        found.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL or value == name
+        for name, value in bound.arguments.items()
+    )
+
+
+def check_hook_signatures(cls: type[Connector], source: str) -> None:
+    """Refuse a connector class whose overridden hooks take other parameters than
+    :class:`Connector`'s (checked when it loads, not when a user's transfer calls it)."""
+    problems: list[str] = []
+    for name in HOOKS:
+        hook = inspect.getattr_static(cls, name)
+        base = inspect.getattr_static(Connector, name)
+        if hook is base:
+            continue
+        expected = inspect.signature(base)
+        if not inspect.isfunction(hook):
+            found = f"an attribute of type {type(hook).__name__}, not a method"
+            problems.append(f"hook {name}: expected {_shown(name, expected)}, found {found}")
+            continue
+        signature = inspect.signature(hook)
+        if not _fits(expected, signature):
+            problems.append(
+                f"hook {name}: expected {_shown(name, expected)}, found {_shown(name, signature)}"
+            )
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise HookSignatureInvalid(
+            f"{source}: connector {cls.__qualname__} overrides a hook with the wrong "
+            f"parameters: {problems[0]}{more}",
+            details={"source": source, "connector": cls.__qualname__, "problems": problems},
+        )

@@ -20,6 +20,7 @@
     ├── RateLimited                  rate_limited       429
     ├── StateInvalid                 state_invalid      400
     ├── ManifestError                manifest_invalid   422
+    │   └── HookSignatureInvalid     hook_signature_invalid 422
     ├── CatalogError                 catalog_invalid    422
     ├── VaultError                   vault_error        500
     ├── ConfigurationError           misconfigured      500
@@ -53,6 +54,7 @@ __all__ = [
     "DeliveryRejected",
     "EgressDenied",
     "ForbiddenUse",
+    "HookSignatureInvalid",
     "IdempotencyConflict",
     "InvalidInput",
     "ManifestError",
@@ -206,6 +208,13 @@ class ManifestError(BrokerError):
 
     code = "manifest_invalid"
     status = 422
+
+
+class HookSignatureInvalid(ManifestError):
+    """A connector class overrides a hook with parameters other than the hook's own;
+    ``details`` name the connector, and ``details["problems"]`` each wrong hook."""
+
+    code = "hook_signature_invalid"
 
 
 class CatalogError(BrokerError):

@@ -134,9 +134,7 @@ class DeliverySettings(_Strict):
     time, oldest first."""
 
     idempotent: bool = False
-    idempotency_header: str = Field(
-        default="Idempotency-Key", pattern=r"^([A-Za-z0-9-]{1,64})?$"
-    )
+    idempotency_header: str = Field(default="Idempotency-Key", pattern=r"^([A-Za-z0-9-]{1,64})?$")
     max_in_flight: int | None = Field(default=None, ge=1, le=1000)
     rate_limit: str | None = Field(
         default=None, pattern=r"^[1-9][0-9]{0,6}/(second|minute|hour|day)$"
@@ -322,7 +320,8 @@ def _meaning_problems(manifest: Manifest, catalog: Catalog) -> list[str]:
             problems.append(f"data[{i}].category: {decl.category!r} is declared twice")
         seen.add(decl.category)
         if decl.category not in catalog:
-            problems.append(f"data[{i}].category: {decl.category!r} is not in the catalog")
+            hint = f"; did you mean {meant!r}?" if (meant := catalog.suggest(decl.category)) else ""
+            problems.append(f"data[{i}].category: {decl.category!r} is not in the catalog{hint}")
         if not is_data_use(decl.use):
             problems.append(f"data[{i}].use: {decl.use!r} is not a known data use")
     names: set[str] = set()

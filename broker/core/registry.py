@@ -2,10 +2,11 @@
 
 Sources, in order: built-in connectors handed in by the caller, TOML files in
 each ``BROKER_CONNECTORS_PATH`` directory (sorted by name), and the
-``broker.connectors`` entry-point group. A connector that fails validation or
-repeats an id already taken is refused; the refusal is kept in
-``ConnectorRegistry.problems`` (naming the file or distribution) so that
-``broker connectors list`` can show it, and the others keep working.
+``broker.connectors`` entry-point group. A connector that fails validation,
+overrides a hook with the wrong parameters or repeats an id already taken is
+refused; the refusal is kept in ``ConnectorRegistry.problems`` (naming the file
+or distribution) so that ``broker connectors list`` can show it, and the others
+keep working.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from broker.core.catalog import Catalog
-from broker.core.connector import Connector, ConnectorSource
+from broker.core.connector import Connector, ConnectorSource, check_hook_signatures
 from broker.core.errors import ManifestError, NotFound
 from broker.core.manifest import Manifest, load_manifest_file, parse_manifest
 from broker.core.policy import Policy
@@ -102,10 +103,12 @@ def _connector_from(obj: object, source: ConnectorSource, catalog: Catalog) -> C
                 f"{source}: connector class has no MANIFEST",
                 details={"source": str(source), "problems": ["MANIFEST: is required"]},
             )
+        check_hook_signatures(obj, str(source))
         # A ready-made Manifest passed only the shape check: check its meaning too.
         raw = manifest.model_dump() if isinstance(manifest, Manifest) else dict(manifest)
         return obj(manifest=parse_manifest(raw, catalog, source=str(source)), source=source)
     if isinstance(obj, Connector):
+        check_hook_signatures(type(obj), str(source))
         parse_manifest(obj.manifest.model_dump(), catalog, source=str(source))
         obj.source = source
         return obj

@@ -32,7 +32,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from broker.core.catalog import default_catalog
-from broker.core.connector import Connector, ConnectorSource
+from broker.core.connector import Connector, ConnectorSource, check_hook_signatures
 from broker.core.dispatch import dispatch
 from broker.core.egress import EgressTransport, allowed_origins
 from broker.core.manifest import load_manifest_file, parse_manifest
@@ -75,8 +75,10 @@ def load_connector(spec: Any) -> Connector:
         raw = spec.MANIFEST  # type: ignore[attr-defined]
         raw = raw.model_dump() if hasattr(raw, "model_dump") else dict(raw)
         source = f"{spec.__module__}:{spec.__qualname__}"
+        check_hook_signatures(spec, source)
         return spec(parse_manifest(raw, catalog, source=source), ConnectorSource("test", source))
     if isinstance(spec, Connector):
+        check_hook_signatures(type(spec), "test")
         parse_manifest(spec.manifest.model_dump(), catalog, source="test")
         return spec
     raise TypeError(f"connector must be a Connector class, instance or manifest path: {spec!r}")

@@ -16,9 +16,14 @@ from typing import Any
 
 import httpx
 
-from broker.core.connector import BoundAction, Connector, DeliveryResult
-from broker.core.errors import DeliveryRejected, InvalidInput
-from connectors._manifest import packaged_manifest
+from broker.connector import (
+    BoundAction,
+    Connector,
+    DeliveryRejected,
+    DeliveryResult,
+    InvalidInput,
+    packaged_manifest,
+)
 
 __all__ = ["GoogleCalendarConnector", "google_message", "next_day"]
 

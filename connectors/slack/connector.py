@@ -15,9 +15,15 @@ from typing import Any
 
 import httpx
 
-from broker.core.connector import BoundAction, Connector, DeliveryResult, provider_message
-from broker.core.errors import DeliveryRejected, TokenRejected
-from connectors._manifest import packaged_manifest
+from broker.connector import (
+    BoundAction,
+    Connector,
+    DeliveryRejected,
+    DeliveryResult,
+    TokenRejected,
+    packaged_manifest,
+    provider_message,
+)
 
 __all__ = ["SlackConnector", "render_update"]
 

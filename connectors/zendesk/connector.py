@@ -14,9 +14,13 @@ from typing import Any
 
 import httpx
 
-from broker.core.connector import BoundAction, Connector, DeliveryResult
-from broker.core.errors import DeliveryRejected
-from connectors._manifest import packaged_manifest
+from broker.connector import (
+    BoundAction,
+    Connector,
+    DeliveryRejected,
+    DeliveryResult,
+    packaged_manifest,
+)
 
 __all__ = ["ZendeskConnector", "zendesk_message"]
 

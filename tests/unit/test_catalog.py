@@ -566,3 +566,17 @@ def test_catalog_can_be_built_directly() -> None:
     assert catalog.category_for("author.name") == "user.name"
     assert catalog == Catalog(catalog.version, catalog.headings, catalog.categories)
     assert "_lookup" not in repr(catalog)
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("user.contact.emial", "user.contact.email"),
+        ("user.email", "user.contact.email"),  # the right leaf under the wrong parent
+        ("user.content.workitems", "user.content.work_items"),
+        ("user.shoe_size", None),  # nothing close: no guess
+        ("user.nope", None),
+    ],
+)
+def test_suggest_names_the_key_a_typo_meant(typed: str, meant: str | None) -> None:
+    assert default_catalog().suggest(typed) == meant

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
-from broker.core.errors import InvalidInput
+from broker.connector import InvalidInput
 from broker.testing import (
     BrokerHarness,
     ConnectorContract,

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from broker.core.errors import InvalidInput
+from broker.connector import InvalidInput
 from broker.flows.connect import create_connect_session
 from broker.testing import (
     BrokerHarness,

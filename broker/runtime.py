@@ -25,6 +25,7 @@ from broker.metrics import BrokerMetrics
 from broker.settings import Settings
 from broker.store.db import create_db_engine, schema_revisions, upgrade_schema
 from broker.store.types import utcnow
+from broker.store.wakeups import Wakeups
 
 __all__ = ["Runtime", "build_runtime", "catalog_of"]
 
@@ -49,6 +50,7 @@ class Runtime:
     _workers_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _outcome_events: dict[str, threading.Event] = field(default_factory=dict, repr=False)
     _outcome_results: dict[str, tuple[Any, str | None]] = field(default_factory=dict, repr=False)
+    _wakeups: Wakeups | None = field(default=None, repr=False)
 
     def outcome_event(self, transfer_id: str) -> threading.Event:
         """Set when this process changes the transfer (outcome, reschedule); waiters
@@ -68,6 +70,34 @@ class Runtime:
                 self._outcome_results[transfer_id] = (transfer, unrecorded)
         if ev is not None:
             ev.set()
+        if self._wakeups is not None:  # a waiter may be in another process
+            self._wakeups.done(transfer_id)
+
+    def wakeups(self) -> Wakeups:
+        """This process's nudges to and from the other broker processes sharing the
+        database (:mod:`broker.store.wakeups`), started on first use."""
+        if self._wakeups is None:
+            with self._workers_guard:
+                if self._wakeups is None:
+                    self._wakeups = Wakeups(
+                        self.engine,
+                        self.settings.home,
+                        on_work=self._nudged_work,
+                        on_done=self._nudged_done,
+                    ).start()
+        return self._wakeups
+
+    def _nudged_work(self) -> None:
+        if self.workers is not None:
+            self.workers.wake()
+
+    def _nudged_done(self, transfer_ids: list[str]) -> None:
+        """Another process wrote these outcomes: its waiters here read them again."""
+        with self._locks_guard:
+            events = [self._outcome_events.pop(t, None) for t in transfer_ids]
+        for ev in events:
+            if ev is not None:
+                ev.set()
 
     def forget_outcome(self, transfer_id: str) -> tuple[Any, str | None]:
         """Drop the waiter's event; returns what the signal handed over, if anything:
@@ -122,6 +152,8 @@ class Runtime:
     def close(self) -> None:
         if self.workers is not None:
             self.workers.stop()
+        if self._wakeups is not None:
+            self._wakeups.stop()
         self.http.close()
         self.engine.dispose()
 

@@ -21,6 +21,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     checkpoints = start_checkpointing(rt)  # this process appends too: it signs its share
     workers = DeliveryWorkers(rt, threads=threads).start()
     rt.workers = workers
+    rt.wakeups()  # claims at once when another process accepts a transfer
     say(f"{threads} delivery worker(s) running as {workers.owner}; Ctrl-C or SIGTERM stops")
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -281,6 +281,7 @@ def ensure_workers(rt: Runtime) -> DeliveryWorkers | None:
         with rt._workers_guard:
             if rt.workers is None:
                 rt.workers = DeliveryWorkers(rt, threads=rt.settings.workers).start()
+        rt.wakeups()  # claims at once when another process accepts a transfer
     return rt.workers
 
 
@@ -366,11 +367,13 @@ def submit_transfer(
         lease_owner=workers.owner if inline and workers is not None else None,
     )
     event = rt.outcome_event(transfer.id) if wait > 0 else None
-    if new and workers is not None:
-        if inline and transfer.lease_owner == workers.owner:
-            workers.hand_off(transfer)
-        else:
+    nudges = rt.wakeups()  # (and hears outcomes written by other processes)
+    if new and workers is not None and inline and transfer.lease_owner == workers.owner:
+        workers.hand_off(transfer)
+    elif new and transfer.status == "pending":
+        if workers is not None:
             workers.wake()
+        nudges.work()  # a worker of another process may be idle
     if wait > 0 and transfer.status == "pending":
         known = transfer if new else None  # a replay's row may have moved on since
         transfer = wait_for_outcome(rt, transfer.id, timeout=wait, current=known, event=event)

@@ -48,9 +48,10 @@ kinds are ``broker.core.tamper.TamperKind``, the words ``verify-export`` uses to
    Call ``c`` genuine when it is not an exact copy of the last entry and its hash
    verifies with its seq taken as ``k+1``. Genuine and renumbered (seq not ``k+1``), or
    genuine and the next entry or the expected head carries on from ``c``: the run
-   ``k+1 .. n-1`` is **inserted** [k+1] (head rolls back to ``k``). Not genuine and
-   ``c.seq == n``: **modified** [n] (its prev_hash was edited). Genuine and nothing carries
-   on from either side: **inserted** [k+1], head ``k`` (either sibling may be the forgery).
+   ``k+1 .. n-1`` is **inserted** [k+1] (head rolls back to ``k``). Not genuine,
+   ``c.seq == n`` and its hash invalid: **modified** [n] (its prev_hash was edited).
+   Genuine and nothing carries on from either side: **inserted** [k+1], head ``k``
+   (either sibling may be the forgery).
    Otherwise ``c`` is **inserted** [c.seq, clamped to k+1 .. n].
 3. ``c.prev_hash`` is the hash of an entry read ahead (``c`` comes before its parent) and
    an entry read ahead links to ``L`` -> **reordered** [n]. This covers two entries
@@ -499,7 +500,7 @@ def _classify(
         if genuine and (c.seq != k + 1 or c.hash in (nxt, anchor)):
             msg = f"{_were(k + 1, last.seq)} inserted: entry {c.seq} and its successors follow {k}"
             return k + 1, TamperKind.INSERTED, msg, _head(k, c.prev_hash)
-        if not genuine and c.seq == n:
+        if not genuine and not valid and c.seq == n:
             msg = f"entry {n} was changed: it links to entry {k} and does not match its hash"
             return n, TamperKind.MODIFIED, msg, here
         if genuine and last.hash not in (nxt, anchor):

@@ -572,38 +572,37 @@ def verify_chain(
     recent: dict[str, int] = {h: first + i for i, h in enumerate(start.recent)}
     order: deque[str] = deque(start.recent)
     checked = start.seq
-    forked = False
+    forked: ChainHead | None = None  # the expected head, once its entry has another hash
 
-    def fork_result() -> VerifyResult:
-        assert expected_head is not None
+    def fork_result(head: ChainHead) -> VerifyResult:
         msg = (
-            f"entry {expected_head.seq} does not match the recorded head: the log was "
-            f"rewritten at or before entry {expected_head.seq}"
+            f"entry {head.seq} does not match the recorded head: the log was "
+            f"rewritten at or before entry {head.seq}"
         )
-        return VerifyResult(False, checked, None, expected_head.seq, TamperKind.FORKED, msg)
+        return VerifyResult(False, checked, None, head.seq, TamperKind.FORKED, msg)
 
     for c in it:
         checked += 1
         if c.seq == last.seq + 1 and c.prev_hash == last.hash and _hash_ok(c):
-            if forked:
-                return fork_result()
+            if forked is not None:
+                return fork_result(forked)
             last = _Last(c.seq, c.hash, c.prev_hash)
             recent[c.hash] = c.seq
             order.append(c.hash)
             if len(order) > WINDOW:
                 recent.pop(order.popleft(), None)
             if expected_head is not None and c.seq == expected_head.seq:
-                forked = c.hash != expected_head.hash
+                forked = expected_head if c.hash != expected_head.hash else None
             continue
         ahead = list(islice(it, WINDOW))
         seq, problem, message, head = _classify(
             c, ahead, last, recent, expected_head and expected_head.hash
         )
-        if forked and expected_head is not None and seq > expected_head.seq:
-            return fork_result()
+        if forked is not None and seq > forked.seq:
+            return fork_result(forked)
         return VerifyResult(False, checked, head, seq, problem, message)
-    if forked:
-        return fork_result()
+    if forked is not None:
+        return fork_result(forked)
     head = _head(last.seq, last.hash)
     if expected_head is not None and last.seq < expected_head.seq:
         msg = (

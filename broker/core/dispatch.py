@@ -28,6 +28,7 @@ import httpx
 from broker.core.connector import BoundAction, Connector, DeliveryResult
 from broker.core.egress import EgressStopped, EgressTransport
 from broker.core.errors import (
+    BrokerError,
     ConnectorFailed,
     DeliveryRejected,
     EgressDenied,
@@ -122,6 +123,8 @@ def _reason(exc: BaseException, transport: EgressTransport, connector: Connector
     cause = exc.__cause__
     if isinstance(exc, ConnectorFailed) and cause is not None and not isinstance(cause, Exception):
         return failure_reason(FailureCode.CONNECTOR_ERROR, cause)  # SystemExit & co (run_hook)
+    if isinstance(exc, BrokerError):  # raised on purpose: its message is written for users
+        return exc.message
     where = f"connector {connector.id!r} raised in deliver"
     return logged_failure(log, FailureCode.CONNECTOR_ERROR, exc, where=where)
 

@@ -10,10 +10,11 @@ the exception's text goes to the operator log only (logger ``broker.connectors``
 level warning).
 
 Messages the broker composes itself are kept as they are: time limits, egress
-refusals, ``HTTP <status>`` answers of the third party, token refreshes, and the
-message of a :class:`~broker.core.errors.DeliveryRejected` or
-:class:`~broker.core.errors.TokenRejected` a hook raises on purpose (the
-documented way for a connector to pass on the third party's reason).
+refusals, ``HTTP <status>`` answers of the third party, token refreshes. So is the
+message of an error of the broker's tree (:mod:`broker.core.errors`) that a hook
+raises on purpose, e.g. :class:`~broker.core.errors.DeliveryRejected` with the third
+party's reason or ``InvalidInput("… needs work_item.due_date …")``: that is the
+documented way for a connector to say why, and such a message is written for users.
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ class FailureCode(StrEnum):
     """The stable first word of a failure's recorded reason."""
 
     CONNECTOR_ERROR = "connector_error"
-    """A connector's code raised an exception outside the broker's error tree
-    (or an error of the tree that is not one a hook raises on purpose)."""
+    """A connector's code raised an exception outside the broker's error tree."""
     INVALID_RESULT = "invalid_result"
     """A ``deliver`` hook returned something other than ``DeliveryResult`` or ``None``."""
     INVALID_SETTING = "invalid_setting"

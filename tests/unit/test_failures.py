@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from broker.core.connector import BoundAction, Connector
+from broker.core.errors import InvalidInput
 from broker.core.failures import FailureCode, failure_reason, setting_failure
 from broker.core.placeholders import render_url
 from tests.unit.test_egress import Wire, manifest_connector, run
@@ -62,11 +63,20 @@ class OwnHttpError(Connector):
         raise httpx.InvalidURL(f"https://api.example.com/?key={SECRET}")
 
 
+class SaysWhy(Connector):
+    def deliver(self, action: BoundAction, payload: dict[str, Any], client: httpx.Client) -> None:
+        raise InvalidInput("Example needs work_item.due_date")  # written for users, kept
+
+
 @pytest.mark.parametrize(
     ("cls", "expected"),
-    [(Exits, "connector_error (SystemExit)"), (OwnHttpError, "connector_error (InvalidURL)")],
+    [
+        (Exits, "connector_error (SystemExit)"),
+        (OwnHttpError, "connector_error (InvalidURL)"),
+        (SaysWhy, "Example needs work_item.due_date"),
+    ],
 )
-def test_exceptions_a_hook_raises_itself_are_recorded_by_type(
+def test_what_a_hook_raises_is_recorded_by_type_unless_the_broker_tree_says_why(
     cls: type[Connector], expected: str
 ) -> None:
     outcome, _t = run(manifest_connector(cls), Wire())

@@ -40,11 +40,10 @@ class FailureCode(StrEnum):
     """The connection has no value for a placeholder of the manifest's URLs."""
 
 
-def failure_reason(code: FailureCode, kind: type[object] | BaseException | object) -> str:
-    """``"<code> (<type name>)"``: what is recorded for an exception (or, for
+def failure_reason(code: FailureCode, what: object) -> str:
+    """``"<code> (<type name of what>)"``: what is recorded for an exception (or, for
     ``invalid_result``, the value returned); never the exception's text."""
-    cls = kind if isinstance(kind, type) else type(kind)
-    return f"{code.value} ({cls.__name__})"
+    return f"{code.value} ({type(what).__name__})"
 
 
 def logged_failure(

@@ -174,7 +174,6 @@ def _split(line: bytes) -> tuple[bytes, bytes, bytes] | None:
 class _Chunk:
     """What one pass over a byte range of the export found (see ``_scan``)."""
 
-    start: int  # byte offset of its first line
     first_prev: bytes = b""  # prev_hash of its first line
     first_seq: int = -1
     last: bytes = b""  # hash of its last good line
@@ -187,7 +186,7 @@ def _scan(path: str, start: int, end: int) -> _Chunk:
     with open(path, "rb") as fh:
         fh.seek(start)
         lines = fh.read(end - start).splitlines()
-    chunk, sha256 = _Chunk(start), hashlib.sha256
+    chunk, sha256 = _Chunk(), hashlib.sha256
     leaves = chunk.leaves
     last, seq = None, -1
     for line in lines:
@@ -284,8 +283,7 @@ def verify_export(
             if joined and chunk.bad is None:
                 last = chunk.last
                 continue
-            skip = len(chunk.leaves) if joined else 0
-            seq, kind, msg = _failure(path, chunk.start, skip, n, chunk.last if skip else last)
+            seq, kind, msg = _failure(path, n)
             if bad is None or seq < bad[0]:
                 report.entries, report.verified = n, good
                 return report.fail(seq, kind, msg)
@@ -319,16 +317,19 @@ def _parse(line: bytes) -> tuple[int, bytes, bytes, bool] | None:
     return seq, h, prev, hashlib.sha256(prev + b"\n" + entry).hexdigest().encode() == h
 
 
-def _classify(n: int, last: bytes, line: bytes, ahead: list[bytes]) -> tuple[int, str, str]:
-    """Why line ``n`` does not follow the entry whose hash is ``last``: (seq, kind, message)."""
-    c = _parse(line)
+def _classify(n: int, recent: dict[bytes, int], line: bytes, ahead: list[bytes]) -> tuple:
+    """Why line ``n`` does not follow the good lines ``recent`` (hash -> seq): (seq, kind, msg)."""
+    last, c = next(reversed(recent)), _parse(line)
     if c is None:
         return n, "modified", f"line {n} is not an audit entry (edited or corrupted)"
-    seq, h, prev, valid = c
-    later = [p for p in map(_parse, ahead) if p]
+    (seq, h, prev, valid), later = c, [p for p in map(_parse, ahead) if p]
+    if prev in {p[1] for p in later} and any(p[2] == last for p in later):
+        return n, "reordered", f"entry {n} is out of order: the entry in its place follows it"
+    if seq == n and (prev == last or not valid):
+        return n, "modified", f"entry {n} was changed: its contents do not match its hash"
+    if seq == n and prev in recent:
+        return n, "inserted", f"entry {n} was inserted: it links to entry {recent[prev]}"
     if seq == n:
-        if prev == last or not valid:
-            return n, "modified", f"entry {n} was changed: its contents do not match its hash"
         if n > 1 and (not later or later[0][2] == h):
             msg = f"entry {n - 1} was changed and re-hashed: entry {n} links to another hash"
             return n - 1, "modified", msg
@@ -342,15 +343,15 @@ def _classify(n: int, last: bytes, line: bytes, ahead: list[bytes]) -> tuple[int
     return n, "inserted", msg
 
 
-def _failure(path: str, start: int, skip: int, n: int, last: bytes) -> tuple[int, str, str]:
-    """Classify line ``n + 1`` (``skip`` lines after byte ``start``), reading WINDOW more."""
+def _failure(path: str, n: int) -> tuple[int, str, str]:
+    """Classify line ``n + 1`` (lines 1 to ``n`` verified), reading WINDOW lines each side."""
     with open(path, "rb") as fh:
-        fh.seek(start)
-        for _ in range(skip):
-            fh.readline()
+        hashes = (fh.readline().rstrip(b"\n")[-145:-81] for _ in range(n))  # good lines
+        recent = {GENESIS: 0} if n < WINDOW else {}
+        recent.update((h, i) for i, h in enumerate(hashes, 1) if i > n - WINDOW)
         line = fh.readline()
         ahead = [x for x in (fh.readline() for _ in range(WINDOW)) if x]
-    return _classify(n + 1, last, line, ahead)
+    return _classify(n + 1, recent, line, ahead)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,8 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.checkpoint or [args.export + ".checkpoints"]:
             text = Path(name).read_text(encoding="utf-8")
             good, bad = read_checkpoints(text, keys, wk, args.witness_quorum)
-            checkpoints += good
-            refused += bad
+            checkpoints, refused = checkpoints + good, refused + bad
         report = verify_export(
             args.export, checkpoints, refused, workers=args.workers, witnessed=wk is not None
         )

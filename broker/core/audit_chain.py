@@ -34,22 +34,24 @@ problem is found, up to ``WINDOW`` entries read ahead to classify it. It stops a
 first problem. With ``n`` the expected
 seq (1, then last accepted + 1) and ``L`` the last accepted hash (``GENESIS_HASH`` at
 first), an entry ``c`` is accepted when ``c.seq == n``, ``c.prev_hash == L`` and its hash
-recomputes. Otherwise, first matching rule wins (``first_bad_seq`` in brackets):
+recomputes. Otherwise, first matching rule wins (``first_bad_seq`` in brackets; the
+kinds are ``broker.core.tamper.TamperKind``, the words ``verify-export`` uses too):
 
 1. ``c.prev_hash == L`` (it links to the right entry):
-   seq is ``n`` -> **changed** [n] (its contents or stored hash were edited);
-   hash valid, seq > n -> **missing** [n] (entries deleted and the next one re-linked);
+   seq is ``n`` -> **modified** [n] (its contents or stored hash were edited);
+   hash valid, seq > n -> **deleted** [n] (entries deleted and the next one re-linked);
    hash valid, seq < n -> **inserted** [n] (a forged entry sealed with a used seq);
    an entry read ahead has seq ``n`` -> **reordered** [n] (seq numbers exchanged);
-   else **changed** [n] (its seq was edited).
+   else **modified** [n] (its seq was edited).
 2. ``c.prev_hash`` is the hash of an earlier accepted entry ``k`` (a branch: ``c`` and
    entries ``k+1 .. n-1`` all follow ``k``; duplicate seqs and copied rows land here).
    Call ``c`` genuine when it is not an exact copy of the last entry and its hash
    verifies with its seq taken as ``k+1``. Genuine and renumbered (seq not ``k+1``), or
    genuine and the next entry or the expected head carries on from ``c``: the run
-   ``k+1 .. n-1`` is **inserted** [k+1] (head rolls back to ``k``). Not genuine and
-   ``c.seq == n``: **changed** [n] (its prev_hash was edited). Genuine and nothing carries
-   on from either side: **inserted** [k+1], head ``k`` (either sibling may be the forgery).
+   ``k+1 .. n-1`` is **inserted** [k+1] (head rolls back to ``k``). Not genuine,
+   ``c.seq == n`` and its hash invalid: **modified** [n] (its prev_hash was edited).
+   Genuine and nothing carries on from either side: **inserted** [k+1], head ``k``
+   (either sibling may be the forgery).
    Otherwise ``c`` is **inserted** [c.seq, clamped to k+1 .. n].
 3. ``c.prev_hash`` is the hash of an entry read ahead (``c`` comes before its parent) and
    an entry read ahead links to ``L`` -> **reordered** [n]. This covers two entries
@@ -57,17 +59,17 @@ recomputes. Otherwise, first matching rule wins (``first_bad_seq`` in brackets):
    returns them in swapped order).
 4. An entry read ahead links to ``L`` (the real successor of the last entry is further
    on): if ``c.seq > n`` -> **reordered** [n]; else ``c`` is **inserted** [c.seq, or n].
-5. ``c.seq > n`` -> **missing** [n] (entries ``n .. c.seq-1`` were deleted; a deleted
-   first entry is missing [1]).
+5. ``c.seq > n`` -> **deleted** [n] (entries ``n .. c.seq-1`` were deleted; a deleted
+   first entry is deleted [1]).
 6. ``c.seq < n`` -> **inserted** [c.seq] (an extra entry linked to nothing known).
-7. ``c.seq == n``, hash invalid -> **changed** [n].
+7. ``c.seq == n``, hash invalid -> **modified** [n].
 8. ``c.seq == n``, hash valid but linked to an unknown hash: if ``n > 1`` and the next
-   entry links to ``c`` (or there is none) the previous entry was **changed** and
+   entry links to ``c`` (or there is none) the previous entry was **modified** and
    re-hashed [n-1] (head rolls back to ``n-2``); otherwise ``c`` itself was replaced by
-   a forged entry -> **changed** [n].
+   a forged entry -> **modified** [n].
 
 Renumbering rows after a deletion or insertion changes their content, so it shows as
-"changed" unless rules 1-4 recognise the link pattern first. Reorders or copies further
+"modified" unless rules 1-4 recognise the link pattern first. Reorders or copies further
 apart than ``WINDOW`` fall through to rules 4-8, still at the right seq.
 
 The external head (``BROKER_HOME/audit.head``, written by the store after each commit)
@@ -103,6 +105,7 @@ from typing import Any
 
 from broker.core.errors import InvalidInput
 from broker.core.private_files import write_private
+from broker.core.tamper import TamperKind
 
 __all__ = [
     "ENTRY_FIELDS",
@@ -416,7 +419,9 @@ def write_head(path: Path, head: ChainHead) -> None:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """Outcome of ``verify_chain``; ``head`` is the last entry that can be vouched for."""
+    """Outcome of ``verify_chain``; ``head`` is the last entry that can be vouched for;
+    ``problem`` a :class:`~broker.core.tamper.TamperKind` (``"error"`` when a run of
+    ``broker.flows.integrity`` could not finish)."""
 
     ok: bool
     checked: int
@@ -455,7 +460,7 @@ class _Last:
     prev_hash: str
 
 
-_Verdict = tuple[int, str, str, ChainHead | None]
+_Verdict = tuple[int, TamperKind, str, ChainHead | None]
 
 
 def _were(first: int, last: int) -> str:
@@ -475,59 +480,62 @@ def _classify(
     valid = _hash_ok(c)
     if c.prev_hash == last.hash:
         if c.seq == n:
-            return n, "changed", f"entry {n} was changed: its contents do not match its hash", here
+            msg = f"entry {n} was changed: its contents do not match its hash"
+            return n, TamperKind.MODIFIED, msg, here
         if valid and c.seq > n:
             gone = _were(n, c.seq - 1)
-            return n, "missing", f"{gone} deleted: entry {c.seq} links to {last.seq}", here
+            return n, TamperKind.DELETED, f"{gone} deleted: entry {c.seq} links to {last.seq}", here
         if valid:
             msg = f"entry {n} was inserted: it is sealed as seq {c.seq}, after entry {last.seq}"
-            return n, "inserted", msg, here
+            return n, TamperKind.INSERTED, msg, here
         if any(d.seq == n for d in ahead):
             msg = f"entry {n} is out of order: the entry in its place was renumbered {c.seq}"
-            return n, "reordered", msg, here
+            return n, TamperKind.REORDERED, msg, here
         msg = f"entry {n} was changed: its seq reads {c.seq} and does not match its hash"
-        return n, "changed", msg, here
+        return n, TamperKind.MODIFIED, msg, here
     k = recent.get(c.prev_hash)
     if k is not None:
         genuine = c.hash != last.hash and _hash_ok(replace(c, seq=k + 1))
         nxt = ahead[0].prev_hash if ahead else None
         if genuine and (c.seq != k + 1 or c.hash in (nxt, anchor)):
             msg = f"{_were(k + 1, last.seq)} inserted: entry {c.seq} and its successors follow {k}"
-            return k + 1, "inserted", msg, _head(k, c.prev_hash)
-        if not genuine and c.seq == n:
+            return k + 1, TamperKind.INSERTED, msg, _head(k, c.prev_hash)
+        if not genuine and not valid and c.seq == n:
             msg = f"entry {n} was changed: it links to entry {k} and does not match its hash"
-            return n, "changed", msg, here
+            return n, TamperKind.MODIFIED, msg, here
         if genuine and last.hash not in (nxt, anchor):
             msg = f"entry {k + 1} was inserted: two entries follow entry {k}, either may be forged"
-            return k + 1, "inserted", msg, _head(k, c.prev_hash)
+            return k + 1, TamperKind.INSERTED, msg, _head(k, c.prev_hash)
         seq = c.seq if k < c.seq <= n else n
         msg = f"entry {seq} was inserted: it links to entry {k}, which already has a successor"
-        return seq, "inserted", msg, here
+        return seq, TamperKind.INSERTED, msg, here
     successor_ahead = any(d.prev_hash == last.hash for d in ahead)
     if successor_ahead and c.prev_hash in {d.hash for d in ahead}:
         msg = f"entry {n} is out of order: the entry in its place (seq {c.seq}) follows a later one"
-        return n, "reordered", msg, here
+        return n, TamperKind.REORDERED, msg, here
     if successor_ahead:
         if c.seq > n:
             msg = f"entry {n} is out of order: it appears after entry {c.seq}"
-            return n, "reordered", msg, here
+            return n, TamperKind.REORDERED, msg, here
         seq = c.seq if 1 <= c.seq <= n else n
         msg = f"entry {seq} was inserted: it links to nothing; the successor of {last.seq} follows"
-        return seq, "inserted", msg, here
+        return seq, TamperKind.INSERTED, msg, here
     if c.seq > n:
         gone = _were(n, c.seq - 1)
-        return n, "missing", f"{gone} deleted: entry {c.seq} follows entry {last.seq}", here
+        msg = f"{gone} deleted: entry {c.seq} follows entry {last.seq}"
+        return n, TamperKind.DELETED, msg, here
     if c.seq < n:
         seq = max(c.seq, 1)
         msg = f"entry {seq} was inserted: a second entry claims seq {c.seq} and links to nothing"
-        return seq, "inserted", msg, here
+        return seq, TamperKind.INSERTED, msg, here
     if not valid:
-        return n, "changed", f"entry {n} was changed: its contents do not match its hash", here
+        msg = f"entry {n} was changed: its contents do not match its hash"
+        return n, TamperKind.MODIFIED, msg, here
     if n > 1 and (not ahead or ahead[0].prev_hash == c.hash):
         msg = f"entry {n - 1} was changed and re-hashed: entry {n} recorded another hash for it"
-        return n - 1, "changed", msg, _head(n - 2, last.prev_hash)
+        return n - 1, TamperKind.MODIFIED, msg, _head(n - 2, last.prev_hash)
     msg = f"entry {n} was replaced: it links to no entry and nothing links to it"
-    return n, "changed", msg, here
+    return n, TamperKind.MODIFIED, msg, here
 
 
 @dataclass(frozen=True)
@@ -564,43 +572,42 @@ def verify_chain(
     recent: dict[str, int] = {h: first + i for i, h in enumerate(start.recent)}
     order: deque[str] = deque(start.recent)
     checked = start.seq
-    forked = False
+    forked: ChainHead | None = None  # the expected head, once its entry has another hash
 
-    def fork_result() -> VerifyResult:
-        assert expected_head is not None
+    def fork_result(head: ChainHead) -> VerifyResult:
         msg = (
-            f"entry {expected_head.seq} does not match the recorded head: the log was "
-            f"rewritten at or before entry {expected_head.seq}"
+            f"entry {head.seq} does not match the recorded head: the log was "
+            f"rewritten at or before entry {head.seq}"
         )
-        return VerifyResult(False, checked, None, expected_head.seq, "forked", msg)
+        return VerifyResult(False, checked, None, head.seq, TamperKind.FORKED, msg)
 
     for c in it:
         checked += 1
         if c.seq == last.seq + 1 and c.prev_hash == last.hash and _hash_ok(c):
-            if forked:
-                return fork_result()
+            if forked is not None:
+                return fork_result(forked)
             last = _Last(c.seq, c.hash, c.prev_hash)
             recent[c.hash] = c.seq
             order.append(c.hash)
             if len(order) > WINDOW:
                 recent.pop(order.popleft(), None)
             if expected_head is not None and c.seq == expected_head.seq:
-                forked = c.hash != expected_head.hash
+                forked = expected_head if c.hash != expected_head.hash else None
             continue
         ahead = list(islice(it, WINDOW))
         seq, problem, message, head = _classify(
             c, ahead, last, recent, expected_head and expected_head.hash
         )
-        if forked and expected_head is not None and seq > expected_head.seq:
-            return fork_result()
+        if forked is not None and seq > forked.seq:
+            return fork_result(forked)
         return VerifyResult(False, checked, head, seq, problem, message)
-    if forked:
-        return fork_result()
+    if forked is not None:
+        return fork_result(forked)
     head = _head(last.seq, last.hash)
     if expected_head is not None and last.seq < expected_head.seq:
         msg = (
             f"{_were(last.seq + 1, expected_head.seq)} cut off the end: the log stops at "
             f"entry {last.seq} but the recorded head is entry {expected_head.seq}"
         )
-        return VerifyResult(False, checked, head, last.seq + 1, "truncated", msg)
+        return VerifyResult(False, checked, head, last.seq + 1, TamperKind.TRUNCATED, msg)
     return VerifyResult(True, checked, head)

@@ -7,6 +7,10 @@ written in Python (a plugin's ``deliver``, ``check_connection`` or
 raise, hang, return nonsense or try another host, the result is an outcome with
 a clear reason, never an exception that escapes to the caller, and the
 transport is closed afterwards so a hook still running can send nothing more.
+
+The reason never holds the text of an exception the hook raised (see
+:mod:`broker.core.failures`): ``connector_error (KeyError)``; the text goes to the
+operator log.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from broker.core.errors import (
     EgressDenied,
     TokenRejected,
 )
+from broker.core.failures import FailureCode, failure_reason, logged_failure
 
 __all__ = ["DeliveryOutcome", "HookTimedOut", "dispatch", "guarded_client", "run_hook"]
 
@@ -93,7 +98,7 @@ def run_hook(fn: Callable[[], T], *, time_limit: float | None, name: str) -> T:
     if isinstance(error, Exception):
         raise error
     if error is not None:  # SystemExit and the like, raised by plugin code
-        raise ConnectorFailed(f"raised {type(error).__name__}")
+        raise ConnectorFailed(f"raised {type(error).__name__}") from error
     return box["value"]
 
 
@@ -113,13 +118,15 @@ def _reason(exc: BaseException, transport: EgressTransport, connector: Connector
         return str(exc)
     if isinstance(exc, httpx.HTTPError):
         last = elog.attempts[-1].get("error") if elog.attempts else None
-        return elog.gave_up or last or f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, ConnectorFailed):
-        return f"connector error: {exc.message}"
-    if isinstance(exc, BrokerError):
+        if elog.gave_up or last:
+            return elog.gave_up or last
+    cause = exc.__cause__
+    if isinstance(exc, ConnectorFailed) and cause is not None and not isinstance(cause, Exception):
+        return failure_reason(FailureCode.CONNECTOR_ERROR, cause)  # SystemExit & co (run_hook)
+    if isinstance(exc, BrokerError):  # raised on purpose: its message is written for users
         return exc.message
-    log.error("connector %r raised in deliver", connector.id, exc_info=exc)
-    return f"connector error: {type(exc).__name__}: {str(exc)[:300]}"
+    where = f"connector {connector.id!r} raised in deliver"
+    return logged_failure(log, FailureCode.CONNECTOR_ERROR, exc, where=where)
 
 
 def dispatch(
@@ -156,10 +163,7 @@ def dispatch(
         result = None
     else:
         if not isinstance(result, DeliveryResult | None):
-            outcome.reason = (
-                f"connector error: deliver returned {type(result).__name__}; "
-                "expected DeliveryResult or None"
-            )
+            outcome.reason = failure_reason(FailureCode.INVALID_RESULT, result)
         elif transport.log.refused:  # a refusal the hook caught and went on from
             refusals = [
                 a["error"] for a in transport.log.attempts if "refused" in a.get("error", "")

@@ -4,6 +4,7 @@ before revocation), each with a time limit and a failure turned into a reason.""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
@@ -16,7 +17,8 @@ from broker.core.addresses import PinnedTransport, checked_addresses
 from broker.core.connector import Connector
 from broker.core.dispatch import guarded_client, run_hook
 from broker.core.egress import EgressTransport, RetryPolicy, allowed_origins
-from broker.core.errors import EgressDenied
+from broker.core.errors import BrokerError, EgressDenied
+from broker.core.failures import FailureCode, logged_failure, setting_failure
 from broker.core.placeholders import host_placeholders, render_url
 from broker.runtime import Runtime
 
@@ -27,6 +29,8 @@ __all__ = [
     "egress_transport",
     "user_agent",
 ]
+
+log = logging.getLogger("broker.connectors")
 
 # One pinned, pooled transport per runtime (keyed by its client, which the runtime
 # closes): connectors' connections are kept alive across deliveries.
@@ -91,7 +95,7 @@ def connection_host_problem(
             parts = urlsplit(render_url(template, values))
             host, port = parts.hostname, parts.port
         except (KeyError, ValueError) as exc:
-            return f"invalid connection setting: {exc}"
+            return setting_failure(log, exc, where=f"connector {connector.id!r}, {template!r}")
         if host is None:
             continue
         try:
@@ -145,7 +149,9 @@ def call_connection_hook(
     token: str,
 ) -> str | None:
     """Run ``check_connection`` or ``before_revoke`` with a guarded client that
-    authenticates with ``token``; returns ``None`` or why it failed."""
+    authenticates with ``token``; returns ``None`` or why it failed: an error of the
+    broker's tree as ``Type: message``, anything else as ``connector_error (Type)``
+    (its text goes to the operator log only)."""
     fn = getattr(connector, hook)
     if getattr(type(connector), hook) is getattr(Connector, hook):
         return None  # not overridden: nothing to run
@@ -157,9 +163,11 @@ def call_connection_hook(
             time_limit=rt.settings.connector_timeout,
             name=f"{connector.id}.{hook}",
         )
+    except BrokerError as exc:
+        return f"{type(exc).__name__}: {exc.message}"[:500]
     except Exception as exc:
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        return f"{type(exc).__name__}: {message}"[:500]
+        where = f"connector {connector.id!r} raised in {hook}"
+        return logged_failure(log, FailureCode.CONNECTOR_ERROR, exc, where=where)
     finally:
         transport.stop("the hook is over")
         client.close()

@@ -19,24 +19,29 @@ the same guarded transport (:mod:`broker.core.egress`), so the rules are the sam
   ``outcome_unknown``, or, for a third party the manifest declares idempotent,
   sends it again under the same key. It never resends otherwise.
 - A hook that raises, returns nonsense, reaches for an undeclared host or runs
-  longer than ``BROKER_CONNECTOR_TIMEOUT`` ends ``failed`` with that reason.
+  longer than ``BROKER_CONNECTOR_TIMEOUT`` ends ``failed`` with that reason (a code and
+  the exception's type, ``connector_error (KeyError)``, never the exception's text).
 Every attempt is recorded.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from broker.core.connector import Connector
 from broker.core.dispatch import DeliveryOutcome, dispatch
 from broker.core.egress import RetryPolicy, retry_after_seconds
+from broker.core.failures import setting_failure
 from broker.core.manifest import Action
 from broker.flows.connector_calls import egress_transport, user_agent
 from broker.flows.tokens import StoredToken, access_token, refresh_access_token
 from broker.runtime import Runtime
 
 __all__ = ["DeliveryOutcome", "deliver", "retry_after_seconds"]
+
+log = logging.getLogger("broker.connectors")
 
 
 def deliver(
@@ -61,13 +66,10 @@ def deliver(
     values = dict(settings or {})
     try:
         bound = connector.bind(action, values)
-    except KeyError as exc:
-        return DeliveryOutcome(
-            delivered=False,
-            reason=f"the connection has no setting {exc.args[0]!r}; connect again to set it",
-        )
-    except ValueError as exc:
-        return DeliveryOutcome(delivered=False, reason=f"invalid connection setting: {exc}")
+    except (KeyError, ValueError) as exc:
+        where = f"connector {connector.id!r}, action {action.name!r}"
+        reason = setting_failure(log, exc, where=where)
+        return DeliveryOutcome(delivered=False, reason=f"{reason}; connect again to set it")
     s = rt.settings
     policy = RetryPolicy(
         max_attempts=max_attempts or s.delivery_max_attempts,

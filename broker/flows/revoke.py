@@ -24,12 +24,14 @@ taker-over never both write the events.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select, update
 
 from broker.core.errors import BrokerError, NotFound
+from broker.core.failures import setting_failure
 from broker.core.revocation import revoke_grant
 from broker.flows.connect import connection_credentials
 from broker.flows.connection_setup import provider_oauth
@@ -46,6 +48,8 @@ __all__ = [
     "resume_interrupted_revocations",
     "revoke_connection",
 ]
+
+log = logging.getLogger("broker.connectors")
 
 REVOKING = "revoking"
 _DONE = "revoked"
@@ -80,7 +84,10 @@ def _revoke_at_provider(rt: Runtime, conn: Connection, row: ConnectionToken) -> 
         creds = connection_credentials(rt, connector, conn.tenant)
         oauth = provider_oauth(connector, settings, creds)
     except (BrokerError, KeyError, ValueError) as exc:
-        reason = exc.message if isinstance(exc, BrokerError) else f"bad setting {exc}"
+        if isinstance(exc, BrokerError):
+            reason = exc.message
+        else:
+            reason = setting_failure(log, exc, where=f"revoking connection {conn.id}")
         return {**results, "provider": f"not attempted: {reason}"}
     refresh = _open(rt, conn, row, "refresh_token")
     results.update(revoke_grant(rt.http, oauth, creds, access_token=access, refresh_token=refresh))

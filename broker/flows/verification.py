@@ -38,6 +38,7 @@ from broker.core.chain_scan import BLOCK, Prefix, RangeScan, ranges, scan_range
 from broker.core.checkpoint import Checkpoint, open_note, split_notes
 from broker.core.errors import InvalidInput
 from broker.core.merkle import Frontier, leaf_hash
+from broker.core.tamper import TamperKind
 from broker.runtime import Runtime
 from broker.store.audit import flush_head_files, iter_entries
 from broker.store.audit_scan import chain_state, hash_at, iter_rows, last_seq
@@ -159,13 +160,13 @@ def _prefix_since(
     s = since.seq
     if s > top:
         msg = f"the log ends at entry {top} but entry {s} was verified before: cut off since"
-        return VerifyResult(False, top, None, top + 1, "truncated", msg)
+        return VerifyResult(False, top, None, top + 1, TamperKind.TRUNCATED, msg)
     if s and hash_at(rt.engine, s) != since.hash:
         msg = (
             f"entry {s}, verified before, no longer has the hash it had then: the log was "
             f"rewritten at or before entry {s} (a full verification locates the change)"
         )
-        return VerifyResult(False, s, None, s, "forked", msg)
+        return VerifyResult(False, s, None, s, TamperKind.FORKED, msg)
     edge = list(since.edge)
     with closing(iter_rows(rt.engine, s + 1, top)) as rows:
         scan = scan_range(rows, start=s + 1, end=top, sizes=roots, edge=edge)
@@ -197,14 +198,14 @@ def check_log(
         head = read_head(rt.settings.audit_head_file)
     except InvalidInput as exc:
         return VerifyResult(
-            ok=False, checked=0, head=None, first_bad_seq=None, problem="forked",
+            ok=False, checked=0, head=None, first_bad_seq=None, problem=TamperKind.FORKED,
             message=f"the head file is damaged: {exc.message}",
         ), None  # fmt: skip
     try:
         roots = signed_roots(rt, above=since.seq if since else 0)
     except InvalidInput as exc:
         return VerifyResult(
-            ok=False, checked=0, head=None, first_bad_seq=None, problem="forked",
+            ok=False, checked=0, head=None, first_bad_seq=None, problem=TamperKind.FORKED,
             message=f"the checkpoints file: {exc.message}",
         ), None  # fmt: skip
     top = last_seq(rt.engine)
@@ -219,7 +220,7 @@ def check_log(
                     f"entry {head.seq} does not match the recorded head: the log was "
                     f"rewritten at or before entry {head.seq}"
                 )
-                return VerifyResult(False, since.seq, None, head.seq, "forked", msg), None
+                return VerifyResult(False, since.seq, None, head.seq, TamperKind.FORKED, msg), None
             if hash_at(rt.engine, head.seq) != head.hash:
                 prefix = Prefix(size=head.seq - 1, stopped=True)
     elif ranged:
@@ -274,7 +275,7 @@ def verify_log(
     checkpoint was truncated.
 
     A row that cannot even be read as an entry (a column set to something
-    no entry can hold) counts as changed at that seq.
+    no entry can hold) counts as modified at that seq.
 
     ``workers``: processes checking ranges (None: one per CPU for a large log, else
     this process); ``block``: entries per range (a power of two); ``ranged=False``: one
@@ -290,24 +291,25 @@ def _against_checkpoints(
     differs: list[int],
     roots: dict[int, bytes],
 ) -> VerifyResult:
-    if unreadable and (result.ok or result.problem == "truncated"):
+    if unreadable and (result.ok or result.problem == TamperKind.TRUNCATED):
         exc = unreadable[0]
         seq = exc.details.get("seq")
         return VerifyResult(
             ok=False, checked=result.checked, head=result.head, first_bad_seq=seq,
-            problem="changed", message=f"entry {seq} cannot be read: {exc.message}",
+            problem=TamperKind.MODIFIED, message=f"entry {seq} cannot be read: {exc.message}",
         )  # fmt: skip
     if result.ok and differs:
         first = max((s for s in roots if s < differs[0]), default=0) + 1
         return VerifyResult(
-            ok=False, checked=result.checked, head=None, first_bad_seq=first, problem="changed",
+            ok=False, checked=result.checked, head=None, first_bad_seq=first,
+            problem=TamperKind.MODIFIED,
             message=f"entries {first} to {differs[0]} differ from the signed checkpoint of size "
             f"{differs[0]}: changed after it was signed, and the chain recomputed",
         )  # fmt: skip
     if result.ok and roots and result.checked < max(roots):
         return VerifyResult(
             ok=False, checked=result.checked, head=result.head, first_bad_seq=result.checked + 1,
-            problem="truncated",
+            problem=TamperKind.TRUNCATED,
             message=f"the log ends at entry {result.checked} but a checkpoint of size "
             f"{max(roots)} was signed",
         )  # fmt: skip

@@ -145,7 +145,7 @@ def test_audit_verify_intact_then_tampered(env, rt, capsys) -> None:
         conn.execute(text("UPDATE audit_log SET user_id = 'someone-else' WHERE seq = 3"))
     assert main(["audit", "verify", "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
-    assert (result["first_bad_seq"], result["problem"]) == (3, "changed")
+    assert (result["first_bad_seq"], result["problem"]) == (3, "modified")
 
 
 def test_audit_verify_detects_deleted_and_truncated(env, rt, capsys) -> None:
@@ -153,7 +153,7 @@ def test_audit_verify_detects_deleted_and_truncated(env, rt, capsys) -> None:
     with rt.engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_log WHERE seq = 4"))
     assert main(["audit", "verify"]) == 1
-    assert "seq 4: missing" in capsys.readouterr().out
+    assert "seq 4: deleted" in capsys.readouterr().out
     with rt.engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_log WHERE seq >= 4"))
     assert main(["audit", "verify"]) == 1

@@ -46,7 +46,7 @@ def test_a_new_entry_changed_is_caught_at_once(rt: Runtime) -> None:
     fill(rt, 5)
     sql(rt, "UPDATE audit_log SET purpose = 'resold' WHERE seq = 13")
     run = status(rt)["last"]
-    assert (run["ok"], run["problem"], run["first_bad_seq"]) == (False, "changed", 13)
+    assert (run["ok"], run["problem"], run["first_bad_seq"]) == (False, "modified", 13)
     fill(rt, 2)  # a failed result stays the answer until a full run succeeds
     assert status(rt)["last"]["id"] == run["id"]
 
@@ -61,7 +61,7 @@ def test_an_old_entry_changed_is_caught_only_by_a_full_run(rt: Runtime) -> None:
     full = start_full(rt, actor="auditor-key")
     done = wait_for(rt, full.id, timeout=60)
     assert (done.kind, done.status, done.ok, done.problem, done.first_bad_seq) == (
-        "full", "done", False, "changed", 3,
+        "full", "done", False, "modified", 3,
     )  # fmt: skip
     assert status(rt)["last"]["id"] == full.id
     with Session(rt.engine) as session:
@@ -130,7 +130,7 @@ def test_the_api_answers_from_the_last_verification_and_starts_a_full_run(stack:
         wait_for(stack.rt, run_id, timeout=60)
         run = api.get(location).json()
         assert (run["status"], run["ok"], run["first_bad_seq"], run["problem"]) == (
-            "done", False, 1, "changed",
+            "done", False, 1, "modified",
         )  # fmt: skip
         body = api.get("/v1/audit/verify").json()
         assert (body["ok"], body["first_bad_seq"], body["verification"]["id"]) == (False, 1, run_id)
@@ -154,7 +154,7 @@ def test_new_entries_rewritten_with_their_chain_are_caught_by_a_later_checkpoint
     sql(rt, "UPDATE audit_head SET hash = :h WHERE id = 1", h=prev)
     write_head(rt.settings.audit_head_file, ChainHead(15, prev))
     run = status(rt)["last"]
-    assert (run["kind"], run["ok"], run["problem"]) == ("incremental", False, "changed")
+    assert (run["kind"], run["ok"], run["problem"]) == ("incremental", False, "modified")
     assert "checkpoint of size 15" in run["message"]
 
 

@@ -316,5 +316,5 @@ def test_audit_verify_checks_the_signed_checkpoints(rt: Runtime) -> None:
     flush_head_files()
     write_head(rt.settings.audit_head_file, ChainHead(12, prev))
     result = verify_log(rt)
-    assert (result.ok, result.problem, result.first_bad_seq) == (False, "changed", 1)
+    assert (result.ok, result.problem, result.first_bad_seq) == (False, "modified", 1)
     assert "signed checkpoint of size 10" in result.message

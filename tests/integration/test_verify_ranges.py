@@ -182,7 +182,7 @@ def test_checkpoints_inside_ranges_are_checked(rt: Runtime) -> None:
     assert verify_log(rt, block=4).ok
     checkpoint_then_rewrite_at(rt, 3)
     reference = verify_log(rt, ranged=False)
-    assert (reference.problem, reference.first_bad_seq) == ("changed", 1)
+    assert (reference.problem, reference.first_bad_seq) == ("modified", 1)
     assert "checkpoint of size 6" in reference.message
     for block in (2, 4, 8):
         assert verify_log(rt, block=block) == reference
@@ -221,5 +221,5 @@ def test_only_what_follows_the_first_problem_is_read_entry_by_entry(
     assert read == []  # the ranges accepted every entry
     sql(rt, "UPDATE audit_log SET actor = 'x' WHERE seq = 9")
     result = verify_log(rt, block=4)
-    assert (result.problem, result.first_bad_seq) == ("changed", 9)
+    assert (result.problem, result.first_bad_seq) == ("modified", 9)
     assert read[0] == 9  # entries 1-8 were accepted by the ranges

@@ -126,7 +126,7 @@ def test_verify_stops_at_first_problem_and_reads_a_bounded_window() -> None:
             yield replace(entry, purpose="x") if entry.seq == 10 else entry
 
     result = verify_chain(stream())
-    assert_bad(result, 10, "changed")
+    assert_bad(result, 10, "modified")
     assert result.checked == 10
     assert pulled <= 10 + WINDOW
 
@@ -136,14 +136,14 @@ def test_head_behind_the_log_is_fine() -> None:
     assert verify_chain(CHAIN, expected_head=head_of(CHAIN[-1])).ok
 
 
-# --- changed --------------------------------------------------------------------------
+# --- modified -------------------------------------------------------------------------
 
 
 def test_changed_field_in_middle_entry() -> None:
     entries = chain()
     entries[9] = replace(entries[9], purpose="Something else")
     result = verify_chain(entries)
-    assert_bad(result, 10, "changed")
+    assert_bad(result, 10, "modified")
     assert result.head == head_of(CHAIN[8])
 
 
@@ -151,14 +151,14 @@ def test_changed_and_rehashed_entry_is_located_by_its_successor() -> None:
     entries = chain()
     entries[9] = seal({**entries[9].content(), "actor": "intruder"}, entries[8].hash)
     result = verify_chain(entries)
-    assert_bad(result, 10, "changed")
+    assert_bad(result, 10, "modified")
     assert result.head == head_of(CHAIN[8])
 
 
 def test_entry_replaced_by_forgery_linked_to_nothing() -> None:
     entries = chain()
     entries[9] = seal(entries[9].content(), "f" * 64)
-    assert_bad(verify_chain(entries), 10, "changed")
+    assert_bad(verify_chain(entries), 10, "modified")
 
 
 @pytest.mark.parametrize("parent", [None, 0, 4, 15])
@@ -166,35 +166,35 @@ def test_prev_hash_pointed_elsewhere_is_changed(parent: int | None) -> None:
     entries = chain()
     target = GENESIS_HASH if parent is None else CHAIN[parent].hash
     entries[9] = replace(entries[9], prev_hash=target)
-    assert_bad(verify_chain(entries), 10, "changed")
+    assert_bad(verify_chain(entries), 10, "modified")
     entries = chain()
     entries[-1] = replace(entries[-1], prev_hash=target)
-    assert_bad(verify_chain(entries), 20, "changed")
+    assert_bad(verify_chain(entries), 20, "modified")
 
 
 def test_changed_first_and_last_entries() -> None:
     first = chain()
     first[0] = replace(first[0], actor="someone")
-    assert_bad(verify_chain(first), 1, "changed")
+    assert_bad(verify_chain(first), 1, "modified")
     last = chain()
     last[-1] = replace(last[-1], details={"status": 500})
-    assert_bad(verify_chain(last), 20, "changed")
+    assert_bad(verify_chain(last), 20, "modified")
 
 
-# --- missing --------------------------------------------------------------------------
+# --- deleted --------------------------------------------------------------------------
 
 
 def test_deleted_middle_entry() -> None:
     entries = chain()
     del entries[9]
     result = verify_chain(entries)
-    assert_bad(result, 10, "missing")
+    assert_bad(result, 10, "deleted")
     assert result.head == head_of(CHAIN[8])
 
 
 def test_deleted_first_entry() -> None:
     result = verify_chain(CHAIN[1:])
-    assert_bad(result, 1, "missing")
+    assert_bad(result, 1, "deleted")
     assert result.head is None
 
 
@@ -202,7 +202,7 @@ def test_deleted_run_names_the_range() -> None:
     entries = chain()
     del entries[9:12]
     result = verify_chain(entries)
-    assert_bad(result, 10, "missing")
+    assert_bad(result, 10, "deleted")
     assert "10 to 12" in (result.message or "")
 
 
@@ -210,7 +210,7 @@ def test_deletion_with_successor_relinked() -> None:
     entries = chain()
     del entries[9]
     entries[9] = seal(entries[9].content(), entries[8].hash)  # seq 11 now follows 9
-    assert_bad(verify_chain(entries), 10, "missing")
+    assert_bad(verify_chain(entries), 10, "deleted")
 
 
 # --- inserted -------------------------------------------------------------------------
@@ -379,7 +379,7 @@ def test_insertion_at_head_seq_is_inserted_not_forked() -> None:
 def test_earlier_damage_reported_before_head_checks() -> None:
     entries = chain()[:15]
     entries[3] = replace(entries[3], actor="x")
-    assert_bad(verify_chain(entries, expected_head=head_of(CHAIN[-1])), 4, "changed")
+    assert_bad(verify_chain(entries, expected_head=head_of(CHAIN[-1])), 4, "modified")
 
 
 # --- any single-field change is detected ----------------------------------------------
@@ -429,7 +429,7 @@ def test_any_single_field_change_is_detected(data: st.DataObject) -> None:
     seq = index + 1
     result = verify_chain(entries)
     assert not result.ok
-    assert (result.first_bad_seq, result.problem) == (seq, "changed"), result.message
+    assert (result.first_bad_seq, result.problem) == (seq, "modified"), result.message
     assert result.head == (head_of(CHAIN[index - 1]) if index else None)
     stored = verify_chain(by_seq(entries))  # a changed seq moves the row in ORDER BY seq
     assert not stored.ok
@@ -611,7 +611,7 @@ def test_verify_result_to_dict() -> None:
         False,
         None,
         1,
-        "missing",
+        "deleted",
     )
     json.dumps(bad)
 

@@ -420,7 +420,11 @@ class Stack:
 
 @contextmanager
 def sandbox_stack(
-    database_url: str | None, workers: int | None, processes: int = 1, delivery: int = 0
+    database_url: str | None,
+    workers: int | None,
+    processes: int = 1,
+    delivery: int = 0,
+    poll: float = 0.1,
 ) -> Iterator[Stack]:
     home = Path(tempfile.mkdtemp(prefix="broker-bench-"))
     broker_sock, sandbox_sock = listening_socket(), listening_socket()
@@ -441,8 +445,8 @@ def sandbox_stack(
             fork(_run_broker, api_settings, sandbox_url, broker_sock, False)
             for _ in range(processes - 1)
         ]
-        poll = settings.model_copy(update={"worker_poll": 0.1})
-        more += [fork(_run_delivery, poll, sandbox_url) for _ in range(delivery)]
+        polled = settings.model_copy(update={"worker_poll": poll})
+        more += [fork(_run_delivery, polled, sandbox_url) for _ in range(delivery)]
         for _ in more:
             wait_http(f"{broker_url}/healthz")
         rt = build_runtime(
@@ -981,7 +985,10 @@ def main() -> None:
         "only accept; async16)",
     )
     parser.add_argument("--workers", default="1,2,4", help="worker process counts (workers)")
-    parser.add_argument("--poll", type=float, default=0.1, help="BROKER_WORKER_POLL (workers)")
+    parser.add_argument(
+        "--poll", type=float, default=0.1,
+        help="BROKER_WORKER_POLL of worker and delivery processes (workers, --delivery-processes)",
+    )  # fmt: skip
     parser.add_argument(
         "--database-url",
         default=None,
@@ -998,7 +1005,9 @@ def main() -> None:
     if sandbox:
         with (
             database(args.database_url) as url,
-            sandbox_stack(url, args.threads, args.processes, args.delivery_processes) as stack,
+            sandbox_stack(
+                url, args.threads, args.processes, args.delivery_processes, args.poll
+            ) as stack,
         ):
             for s in sandbox:
                 n = args.n or default_n[s]

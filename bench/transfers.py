@@ -328,10 +328,14 @@ def _run_broker(
 def _run_delivery(settings: Settings, sandbox_url: str) -> None:
     """What ``broker worker`` runs (BROKER_DELIVERY_PROCESSES), with the sandbox
     connector built in: delivery workers and checkpointing, no HTTP."""
-    from broker.flows.workers import DeliveryWorkers
+    import broker.flows.workers as w
 
     rt = _sandbox_runtime(settings, sandbox_url, upgrade=False)
-    rt.workers = DeliveryWorkers(rt, threads=max(settings.workers, 1)).start()
+    threads = max(settings.workers, 1)
+    if hasattr(w, "start_workers"):  # with the nudges between processes (session 7)
+        w.start_workers(rt, threads=threads)
+    else:  # an older tree, for a same-run A/B
+        rt.workers = w.DeliveryWorkers(rt, threads=threads).start()
     threading.Event().wait()
 
 

@@ -51,6 +51,7 @@ class Runtime:
     _outcome_events: dict[str, threading.Event] = field(default_factory=dict, repr=False)
     _outcome_results: dict[str, tuple[Any, str | None]] = field(default_factory=dict, repr=False)
     _wakeups: Wakeups | None = field(default=None, repr=False)
+    _wakeups_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def outcome_event(self, transfer_id: str) -> threading.Event:
         """Set when this process changes the transfer (outcome, reschedule); waiters
@@ -77,7 +78,7 @@ class Runtime:
         """This process's nudges to and from the other broker processes sharing the
         database (:mod:`broker.store.wakeups`), started on first use."""
         if self._wakeups is None:
-            with self._workers_guard:
+            with self._wakeups_guard:  # (not the workers' guard: they start it holding theirs)
                 if self._wakeups is None:
                     self._wakeups = Wakeups(
                         self.engine,

@@ -14,14 +14,12 @@ __all__ = ["register"]
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from broker.flows.checkpoints import start_checkpointing
-    from broker.flows.workers import DeliveryWorkers
+    from broker.flows.workers import start_workers
 
     rt = runtime()
     threads = args.threads if args.threads is not None else max(rt.settings.workers, 1)
     checkpoints = start_checkpointing(rt)  # this process appends too: it signs its share
-    workers = DeliveryWorkers(rt, threads=threads).start()
-    rt.workers = workers
-    rt.wakeups()  # claims at once when another process accepts a transfer
+    workers = start_workers(rt, threads=threads)
     say(f"{threads} delivery worker(s) running as {workers.owner}; Ctrl-C or SIGTERM stops")
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -50,6 +50,7 @@ __all__ = [
     "create_transfer",
     "ensure_workers",
     "raise_for_outcome",
+    "start_workers",
     "submit_transfer",
     "wait_for_outcome",
 ]
@@ -275,13 +276,20 @@ class DeliveryWorkers:
             self._queue.put(c)
 
 
+def start_workers(rt: Runtime, *, threads: int) -> DeliveryWorkers:
+    """Start this process's delivery workers (``broker serve``'s on first use, ``broker
+    worker``'s at start), nudged by the other processes when they queue a transfer."""
+    rt.workers = DeliveryWorkers(rt, threads=threads).start()
+    rt.wakeups()  # claims at once when another process accepts a transfer
+    return rt.workers
+
+
 def ensure_workers(rt: Runtime) -> DeliveryWorkers | None:
     """This process's workers, started on first use; None with ``BROKER_WORKERS=0``."""
     if rt.workers is None and rt.settings.workers > 0:
         with rt._workers_guard:
             if rt.workers is None:
-                rt.workers = DeliveryWorkers(rt, threads=rt.settings.workers).start()
-        rt.wakeups()  # claims at once when another process accepts a transfer
+                start_workers(rt, threads=rt.settings.workers)
     return rt.workers
 
 

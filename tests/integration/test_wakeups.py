@@ -15,7 +15,7 @@ import pytest
 
 from broker.core.catalog import default_catalog
 from broker.demo import sandbox_connector
-from broker.flows.workers import DeliveryWorkers, wait_for_outcome
+from broker.flows.workers import DeliveryWorkers, start_workers, wait_for_outcome
 from broker.runtime import Runtime, build_runtime
 from broker.store.wakeups import Wakeups, _messages
 from tests.integration.conftest import Browser, Stack, connect
@@ -30,9 +30,7 @@ def worker_process(stack: Stack) -> Iterator[tuple[Runtime, DeliveryWorkers]]:
     settings = stack.rt.settings.model_copy(update={"workers": 2, "worker_poll": POLL})
     connector = sandbox_connector(default_catalog(), stack.sandbox.url)
     other = build_runtime(settings, builtins=[connector], plugins=[], upgrade=False)
-    workers = DeliveryWorkers(other, threads=2).start()
-    other.workers = workers
-    other.wakeups()
+    workers = start_workers(other, threads=2)  # as `broker worker` starts them
     try:
         yield other, workers
     finally:

@@ -1,4 +1,5 @@
-"""``broker connectors new``: the package it writes passes its own tests as generated."""
+"""``broker connectors new``: the package it writes passes its own tests as generated,
+``[[settings]]`` included."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ def test_generated_connector_passes_its_own_contract(tmp_path: Path, capsys) -> 
     manifest = load_manifest_file(root / "acme_chat" / "manifest.toml", default_catalog())
     assert manifest.id == "acme-chat"
     assert manifest.oauth.client_id == "env:ACME_CHAT_CLIENT_ID"
+    (setting,) = manifest.settings
+    assert (setting.name, setting.example) == ("workspace", "team-1")
+    assert manifest.actions[0].url.endswith("/v1/workspaces/{workspace}/updates")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
         cwd=root,
@@ -29,7 +33,8 @@ def test_generated_connector_passes_its_own_contract(tmp_path: Path, capsys) -> 
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "8 passed" in result.stdout
+    # the contract's eight, the workspace reaching the URL, four refused workspaces
+    assert "13 passed" in result.stdout
 
 
 @pytest.mark.parametrize("name", ["Acme", "a", "acme_chat", "9acme"])

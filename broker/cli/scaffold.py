@@ -4,13 +4,19 @@ The package has a manifest (``manifest.toml``, with the manifest's JSON Schema b
 it for editors, and a ``[[settings]]`` example in use), a ``Connector`` subclass with a
 ``deliver`` hook, a contract test and tests of the setting (``tests/test_contract.py``)
 and a ``pyproject.toml`` that publishes it in the ``broker.connectors`` group.
+
+A name that is, or differs only by ``-``/``_`` from, the id of a connector already
+installed is refused (``Conflict``): the broker would refuse the second one as a
+duplicate id at load.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
+from broker.core.errors import Conflict
 from broker.core.manifest_schema import manifest_schema_text
 
 __all__ = ["scaffold"]
@@ -195,13 +201,17 @@ receives and why; `{package}/connector.py` delivers it.
 """
 
 
-def scaffold(name: str, into: Path) -> Path:
-    """Write the package for connector ``name`` under ``into``; returns its directory."""
+def scaffold(name: str, into: Path, *, installed: Mapping[str, str] | None = None) -> Path:
+    """Write the package for connector ``name`` under ``into``; returns its directory.
+
+    ``installed`` maps the ids of the connectors already installed to where each comes
+    from; a ``name`` that clashes with one is refused."""
     if not NAME.fullmatch(name):
         raise ValueError(
             f"{name!r}: a connector name is lowercase letters, digits and '-', "
             "starting with a letter (2-63 characters)"
         )
+    refuse_clash(name, installed or {})
     root = into / name
     if root.exists():
         raise FileExistsError(f"{root} already exists")
@@ -230,3 +240,15 @@ def scaffold(name: str, into: Path) -> Path:
     schema = root / package / "manifest.schema.json"
     schema.write_text(manifest_schema_text(), encoding="utf-8")
     return root
+
+
+def refuse_clash(name: str, installed: Mapping[str, str]) -> None:
+    key = name.replace("-", "_")
+    for taken, source in sorted(installed.items()):
+        if taken.replace("-", "_") == key:
+            same = "" if taken == name else f" (as {taken!r})"
+            raise Conflict(
+                f"connector id {name!r} is taken{same}: already provided by {source}; "
+                "choose another name",
+                details={"connector": taken, "source": source},
+            )

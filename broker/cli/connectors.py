@@ -74,11 +74,33 @@ def cmd_connectors_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def installed_connectors() -> dict[str, str]:
+    """The ids a new connector may not take, each with where it comes from: the
+    built-in sandbox, the ``BROKER_CONNECTORS_PATH`` files and the entry points
+    (refused ones included: their name is taken all the same)."""
+    from importlib.metadata import entry_points
+
+    from broker.core.registry import ENTRY_POINT_GROUP, load_registry
+    from broker.demo import sandbox_connector
+
+    settings = common.settings()
+    sandbox = sandbox_connector(catalog(settings), "http://127.0.0.1/sandbox")
+    taken = {sandbox.id: str(sandbox.source)}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        taken.setdefault(ep.name, f"entry_point:{dist} ({ep.name} = {ep.value})")
+    registry = load_registry(catalog(settings), directories=settings.connector_dirs)
+    for connector in registry.all():
+        taken.setdefault(connector.id, str(connector.source))
+    return taken
+
+
 def cmd_connectors_new(args: argparse.Namespace) -> int:
     from broker.cli.scaffold import scaffold
 
+    installed = installed_connectors()  # a clash is a Conflict: main() reports it
     try:
-        root = scaffold(args.name, Path(args.dir))
+        root = scaffold(args.name, Path(args.dir), installed=installed)
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

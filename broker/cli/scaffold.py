@@ -1,16 +1,22 @@
 """``broker connectors new NAME``: a connector package that passes its own tests.
 
 The package has a manifest (``manifest.toml``, with the manifest's JSON Schema beside
-it for editors), a ``Connector`` subclass with a ``deliver`` hook, a contract test
-(``tests/test_contract.py``) and a ``pyproject.toml`` that publishes it in the
-``broker.connectors`` group.
+it for editors, and a ``[[settings]]`` example in use), a ``Connector`` subclass with a
+``deliver`` hook, a contract test and tests of the setting (``tests/test_contract.py``)
+and a ``pyproject.toml`` that publishes it in the ``broker.connectors`` group.
+
+A name that is, or differs only by ``-``/``_`` from, the id of a connector already
+installed is refused (``Conflict``): the broker would refuse the second one as a
+duplicate id at load.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
+from broker.core.errors import Conflict
 from broker.core.manifest_schema import manifest_schema_text
 
 __all__ = ["scaffold"]
@@ -70,6 +76,19 @@ scopes = ["updates:write"]
 client_id = "env:{env}_CLIENT_ID"
 client_secret = "env:{env}_CLIENT_SECRET"
 
+# Per-connection values: the host application passes them when it creates the connect
+# session ({{"settings": {{"workspace": "team-1"}}}}); each is checked against its pattern
+# and fills the {{workspace}} placeholder in the URLs below. A service with one address
+# for everyone needs none: delete this table and the placeholder.
+[[settings]]
+name = "workspace"
+label = "{title} workspace"
+pattern = "^[a-z0-9][a-z0-9-]{{0,62}}$"
+description = "The short name in your workspace's address: https://{name}.example.com/w/NAME"
+example = "team-1"
+# required = false        # the connection may go without it
+# default = "general"     # used when the host gives none; must match the pattern
+
 [[data]]
 category = "user.content.work_items"
 purpose = "Post each work item update (title and status) to your workspace"
@@ -83,7 +102,7 @@ required = false
 [[actions]]
 name = "post_update"
 method = "POST"
-url = "https://api.{name}.example.com/v1/updates"
+url = "https://api.{name}.example.com/v1/workspaces/{{workspace}}/updates"
 description = "Post one work item update"
 """
 
@@ -134,13 +153,18 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import pytest
+from broker.connector import InvalidInput
 from broker.testing import ConnectorContract, ErrorCase
 
 from {package}.connector import {cls}
 
+SETTINGS = {{"workspace": "team-1"}}  # this connection's [[settings]]
+
 
 class Test{cls}Contract(ConnectorContract):
     connector = {cls}
+    settings: ClassVar[dict[str, str]] = SETTINGS
     example_payload: ClassVar[dict[str, Any]] = {{
         "work_item": {{"id": "W-1", "title": "Ship it", "status": "done"}},
         "author": {{"name": "Ann", "email": "ann@example.com"}},
@@ -148,6 +172,22 @@ class Test{cls}Contract(ConnectorContract):
     error_cases: ClassVar[list[ErrorCase]] = [
         ErrorCase(400, {{"error": "invalid_request", "message": "text is too long"}}, "too long"),
     ]
+
+
+def test_updates_go_to_the_connections_workspace(make_harness) -> None:
+    harness = make_harness({cls}, settings=SETTINGS)
+    transfer = harness.share(harness.connect(), Test{cls}Contract.example_payload)
+    assert transfer["status"] == "delivered", transfer["reason"]
+    assert harness.stored(transfer["connection_id"]).settings == SETTINGS
+    assert harness.provider.requests[-1].url.path == "/v1/workspaces/team-1/updates"
+
+
+@pytest.mark.parametrize("bad", ["Team-1", "team.evil.com", "", "-team"])
+def test_a_bad_workspace_is_refused_when_the_session_is_created(make_harness, bad: str) -> None:
+    harness = make_harness({cls}, settings=SETTINGS)
+    with pytest.raises(InvalidInput) as info:
+        harness.begin_connect(settings={{"workspace": bad}})
+    assert info.value.details["field"] == "settings.workspace"
 '''
 
 README = """\
@@ -161,13 +201,17 @@ receives and why; `{package}/connector.py` delivers it.
 """
 
 
-def scaffold(name: str, into: Path) -> Path:
-    """Write the package for connector ``name`` under ``into``; returns its directory."""
+def scaffold(name: str, into: Path, *, installed: Mapping[str, str] | None = None) -> Path:
+    """Write the package for connector ``name`` under ``into``; returns its directory.
+
+    ``installed`` maps the ids of the connectors already installed to where each comes
+    from; a ``name`` that clashes with one is refused."""
     if not NAME.fullmatch(name):
         raise ValueError(
             f"{name!r}: a connector name is lowercase letters, digits and '-', "
             "starting with a letter (2-63 characters)"
         )
+    refuse_clash(name, installed or {})
     root = into / name
     if root.exists():
         raise FileExistsError(f"{root} already exists")
@@ -196,3 +240,15 @@ def scaffold(name: str, into: Path) -> Path:
     schema = root / package / "manifest.schema.json"
     schema.write_text(manifest_schema_text(), encoding="utf-8")
     return root
+
+
+def refuse_clash(name: str, installed: Mapping[str, str]) -> None:
+    key = name.replace("-", "_")
+    for taken, source in sorted(installed.items()):
+        if taken.replace("-", "_") == key:
+            same = "" if taken == name else f" (as {taken!r})"
+            raise Conflict(
+                f"connector id {name!r} is taken{same}: already provided by {source}; "
+                "choose another name",
+                details={"connector": taken, "source": source},
+            )

@@ -4,6 +4,10 @@
 (session, consent approval, the fake provider's authorize page, the callback),
 share (scope check, pending record, delivery through the connector, outcome)
 and revoke. Backoff waits are recorded in ``harness.waits``, never slept.
+
+What a connector's tests ask of the broker's state goes through the harness too
+(``begin_connect``, ``stored``), so they import ``broker.connector`` and
+``broker.testing`` only, never the broker's store or flows.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -30,7 +35,22 @@ from broker.runtime import Runtime, build_runtime
 from broker.settings import Settings
 from broker.testing.fake_provider import FakeProvider
 
-__all__ = ["BrokerHarness"]
+__all__ = ["BrokerHarness", "StoredConnection"]
+
+
+@dataclass(frozen=True)
+class StoredConnection:
+    """What the broker keeps for one connection, as a connector's test may check it:
+    never the tokens themselves, only whether each is held."""
+
+    id: str
+    connector_id: str
+    user_id: str
+    status: str
+    settings: dict[str, str]
+    last_error: str | None
+    has_access_token: bool
+    has_refresh_token: bool
 
 
 class _ByHost(httpx.BaseTransport):
@@ -129,10 +149,8 @@ class BrokerHarness:
             settings = dict(provider.settings)
         manifest = connector.manifest
         chosen = manifest.optional_categories if optional is None else tuple(optional)
-        issued = create_connect_session(
-            self.rt, user_id=user_id, connector_id=connector.id, settings=settings
-        )
-        token = parse_qs(urlsplit(issued.url).query)["session"][0]
+        url = self.begin_connect(user_id, settings=settings, connector_id=connector.id)
+        token = parse_qs(urlsplit(url).query)["session"][0]
         approval = approve(
             self.rt,
             token=token,
@@ -155,6 +173,46 @@ class BrokerHarness:
         )
         assert outcome.ok and outcome.connection_id, outcome.message
         return outcome.connection_id
+
+    def begin_connect(
+        self,
+        user_id: str = "user-1",
+        *,
+        settings: Mapping[str, str] | None = None,
+        connector_id: str | None = None,
+    ) -> str:
+        """The host's first step of connect (``POST /v1/connect-sessions``): returns the
+        connect link's URL. ``settings`` default to the harness's; a value the manifest's
+        ``[[settings]]`` refuse raises ``InvalidInput`` naming ``settings.NAME``, as the
+        API answers ``422``."""
+        return create_connect_session(
+            self.rt,
+            user_id=user_id,
+            connector_id=connector_id or self.connector.id,
+            settings=self.settings if settings is None else settings,
+        ).url
+
+    def stored(self, connection_id: str) -> StoredConnection:
+        """What the broker stored for ``connection_id`` (raises ``AssertionError`` if
+        there is no such connection)."""
+        from sqlmodel import Session
+
+        from broker.store.models import Connection, ConnectionToken
+
+        with Session(self.rt.engine) as session:
+            conn = session.get(Connection, connection_id)
+            assert conn is not None, f"no connection {connection_id}"
+            tokens = session.get(ConnectionToken, connection_id)
+        return StoredConnection(
+            id=conn.id,
+            connector_id=conn.connector_id,
+            user_id=conn.user_id,
+            status=conn.status,
+            settings=dict(conn.settings or {}),
+            last_error=conn.last_error,
+            has_access_token=tokens is not None and bool(tokens.access_token),
+            has_refresh_token=tokens is not None and tokens.refresh_token is not None,
+        )
 
     def share(
         self,
@@ -181,14 +239,7 @@ class BrokerHarness:
         return transfer_dict(transfer)
 
     def _connector_of(self, connection_id: str) -> str:
-        from sqlmodel import Session
-
-        from broker.store.models import Connection
-
-        with Session(self.rt.engine) as session:
-            conn = session.get(Connection, connection_id)
-        assert conn is not None, f"no connection {connection_id}"
-        return conn.connector_id
+        return self.stored(connection_id).connector_id
 
     def revoke(self, connection_id: str) -> dict[str, str]:
         return revoke_connection(self.rt, connection_id, actor="broker.testing")[

@@ -75,6 +75,19 @@ def test_shipped_connectors_import_only_the_facade() -> None:
         assert broker_imports(path.read_text(encoding="utf-8")) == {"broker.connector"}, path
 
 
+def test_nothing_under_connectors_reaches_past_the_facade_and_the_test_kit() -> None:
+    # the shipped connectors' tests are what a connector author copies: they too see
+    # only broker.connector and broker.testing, never the broker's store or flows
+    files = sorted((ROOT / "connectors").rglob("*.py"))
+    assert any(path.parent.name == "tests" for path in files)
+    for path in files:
+        used = {
+            m for m in broker_imports(path.read_text(encoding="utf-8")) if m.startswith("broker")
+        }
+        assert not {m for m in used if m.startswith(("broker.store", "broker.flows"))}, path
+        assert used <= {"broker.connector", "broker.testing"}, path
+
+
 def test_scaffolded_connector_imports_only_the_facade(tmp_path: Path) -> None:
     root = scaffold("acme-chat", tmp_path)
     source = (root / "acme_chat" / "connector.py").read_text(encoding="utf-8")

@@ -9,9 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from sqlmodel import Session, select
 
-from broker.store.models import Connection, ConnectionToken
 from broker.testing import BrokerHarness, ConnectorContract, ErrorCase, FakeProvider, IssuedTokens
 from connectors.google_calendar.connector import GoogleCalendarConnector, next_day
 
@@ -153,11 +151,9 @@ def test_due_date_becomes_an_all_day_event_and_moves_with_it(google) -> None:
 def test_authorize_asks_for_offline_access_and_the_default_calendar_is_primary(google) -> None:
     harness, _fake = google
     connection = harness.connect()
-    with Session(harness.rt.engine) as db:
-        (row,) = db.exec(select(ConnectionToken)).all()
-        stored = db.get(Connection, connection)
-    assert row.refresh_token is not None, "offline access gave a refresh token"
-    assert stored is not None and stored.settings == {"calendar_id": "primary"}
+    stored = harness.stored(connection)
+    assert stored.has_refresh_token, "offline access gave a refresh token"
+    assert stored.settings == {"calendar_id": "primary"}
     first_call = harness.provider.router.calls[0].request
     assert first_call.url.host == "oauth2.googleapis.com"
 

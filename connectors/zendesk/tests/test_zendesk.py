@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from broker.connector import InvalidInput
-from broker.flows.connect import create_connect_session
 from broker.testing import (
     BrokerHarness,
     ConnectorContract,
@@ -158,13 +157,11 @@ def test_the_subdomain_is_the_host_for_oauth_and_api(zendesk) -> None:
 def test_subdomain_is_validated_when_the_session_is_created(zendesk, bad: str) -> None:
     harness, _fake = zendesk
     with pytest.raises(InvalidInput) as info:
-        create_connect_session(
-            harness.rt, user_id="u1", connector_id="zendesk", settings={"subdomain": bad}
-        )
+        harness.begin_connect("u1", settings={"subdomain": bad})
     assert info.value.details["field"] == "settings.subdomain"
 
 
 def test_missing_subdomain_is_refused_naming_the_setting(zendesk) -> None:
     harness, _fake = zendesk
     with pytest.raises(InvalidInput, match=r"settings\.subdomain: is required"):
-        create_connect_session(harness.rt, user_id="u1", connector_id="zendesk")
+        harness.begin_connect("u1", settings={})

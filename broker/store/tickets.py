@@ -76,7 +76,7 @@ def find_ticket(
     )
     if refusal is not None:
         return refusal
-    return from_row(model, found)
+    return from_row(model, dict(found))
 
 
 def claim_ticket(
@@ -107,7 +107,7 @@ def claim_ticket(
         .first()
     )
     if claimed is not None:
-        return from_row(model, claimed)
+        return from_row(model, dict(claimed))
     found = find_ticket(conn, model, digest=digest, now=now, match=match)
     # usable when read again: it was not when the update ran (a concurrent claim
     # committed in between is ``used`` by now, and one that expired stays expired)

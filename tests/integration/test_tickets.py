@@ -12,8 +12,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from broker.core.errors import SessionInvalid
 from broker.core.tickets import TicketRefusal, ticket_refusal
 from broker.core.tokens import digest
+from broker.flows.browser_sessions import create_user_session, redeem_user_session
+from broker.runtime import Runtime, build_runtime
 from broker.store.db import create_db_engine, session_scope, upgrade_schema
 from broker.store.models import Connection, ConnectSession, OAuthAttempt
 from broker.store.tickets import claim_ticket, find_ticket
@@ -206,3 +209,45 @@ def test_ticket_refusal(
 ) -> None:
     got = ticket_refusal(found=found, used_at=used_at, expires_at=expires_at, now=NOW)
     assert got is expected
+
+
+@MODELS
+def test_expiry_is_exact_to_the_microsecond(engine: Engine, model: TicketModel) -> None:
+    tick = timedelta(microseconds=1)
+    _ticket(engine, model, "s1", expires_at=NOW + tick)
+    assert _claim(engine, model, "s1", NOW + tick) is TicketRefusal.EXPIRED
+    assert isinstance(_claim(engine, model, "s1", NOW), model)
+
+
+@pytest.fixture
+def rt(make_settings) -> Iterator[Runtime]:
+    runtime = build_runtime(make_settings(), plugins=[], upgrade=True)
+    yield runtime
+    runtime.close()
+
+
+def test_a_user_link_opened_by_eight_browsers_at_once_signs_in_one(rt: Runtime) -> None:
+    """The caller keeps its wording: the other seven are told the link was used."""
+    issued = create_user_session(rt, user_id="user-1", created_by=None)
+    start = threading.Barrier(8)
+    results: list[object] = []
+    lock = threading.Lock()
+
+    def redeem() -> None:
+        start.wait()
+        try:
+            outcome: object = redeem_user_session(rt, issued.token)
+        except SessionInvalid as exc:
+            outcome = exc.message
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=redeem) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results, key=str) == [
+        *["this link has already been used; open the page again"] * 7,
+        "user-1",
+    ]

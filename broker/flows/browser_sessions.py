@@ -27,6 +27,7 @@ from typing import Any
 from sqlmodel import col, delete, select, update
 
 from broker.core.errors import AuthenticationRequired, BrokerError, SessionInvalid
+from broker.core.tickets import TicketRefusal
 from broker.core.tokens import digest, new_secret
 from broker.flows.connect import IssuedSession, create_connect_session
 from broker.flows.keys import KEY_PREFIX, authenticate, require_role
@@ -35,6 +36,7 @@ from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
 from broker.store.models import ApiKey, BrowserSessionRecord, ConnectSession
+from broker.store.tickets import claim_ticket
 
 __all__ = [
     "CONSOLE_ROLES",
@@ -53,6 +55,11 @@ CONSOLE_ROLES = ("admin", "auditor")
 KINDS = ("user", "auditor")
 _CSRF_CONTEXT = b"broker-csrf/v1|"
 _MAX_COOKIE = 200
+_LINK_REFUSED = {
+    TicketRefusal.UNKNOWN: "this link is not valid; open the page again from the platform",
+    TicketRefusal.USED: "this link has already been used; open the page again",
+    TicketRefusal.EXPIRED: "this link has expired; open the page again from the platform",
+}
 
 
 @dataclass(frozen=True)
@@ -147,25 +154,13 @@ def redeem_user_session(rt: Runtime, token: str | None) -> str:
     """Spend a user-session link; returns its user id. A link works once."""
     if not token:
         raise SessionInvalid("this link has no session; open the page again from the platform")
-    now = rt.clock()
     with session_scope(rt.engine) as session:
-        row = session.exec(
-            select(ConnectSession).where(ConnectSession.token_hash == digest(token))
-        ).first()
-        if row is None or row.kind != "user":
-            raise SessionInvalid("this link is not valid; open the page again from the platform")
-        if row.used_at is not None:
-            raise SessionInvalid("this link has already been used; open the page again")
-        if row.expires_at <= now:
-            raise SessionInvalid("this link has expired; open the page again from the platform")
-        result = session.exec(
-            update(ConnectSession)
-            .where(col(ConnectSession.id) == row.id, col(ConnectSession.used_at).is_(None))
-            .values(used_at=now)
+        row = claim_ticket(
+            session, ConnectSession, digest=digest(token), now=rt.clock(), match={"kind": "user"}
         )
-        if result.rowcount != 1:
-            raise SessionInvalid("this link has already been used; open the page again")
-        return row.user_id
+    if isinstance(row, TicketRefusal):
+        raise SessionInvalid(_LINK_REFUSED[row])
+    return row.user_id
 
 
 def _known_key(rt: Runtime, raw: str) -> ApiKey | None:

@@ -33,11 +33,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlmodel import col, select, update
+from sqlmodel import col, update
 
 from broker.core.errors import BrokerError, NotFound, ProviderError, StateInvalid
 from broker.core.oauth import exchange_code, issuer_problem
 from broker.core.placeholders import render_url
+from broker.core.tickets import TicketRefusal
 from broker.core.tokens import digest
 from broker.flows.connect import connection_credentials, safe_return
 from broker.flows.connection_setup import check_new_connection, provider_oauth
@@ -45,10 +46,16 @@ from broker.flows.consent_records import LIVE, record_consent
 from broker.runtime import Runtime
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConnectionToken, OAuthAttempt
+from broker.store.tickets import claim_ticket
 
 __all__ = ["CallbackOutcome", "complete_callback"]
 
 _PROVIDER_ERROR = re.compile(r"^[a-z_]{1,64}$")
+_STATE_REFUSED = {
+    TicketRefusal.UNKNOWN: "the provider's answer has an unknown state; it was ignored",
+    TicketRefusal.USED: "this authorization answer was already used; it was ignored",
+    TicketRefusal.EXPIRED: "this authorization attempt has expired; please connect again",
+}
 
 NOT_THIS_BROWSER = (
     "This sign-in did not come back to the browser that started it, so nothing was "
@@ -81,33 +88,26 @@ def _open_statuses(consent: dict) -> tuple[str, ...]:
 def _claim_attempt(rt: Runtime, state: str | None) -> OAuthAttempt:
     if not state:
         raise StateInvalid("the provider's answer has no state; the connection was not made")
-    now = rt.clock()
     with session_scope(rt.engine) as session:
-        attempt = session.exec(
-            select(OAuthAttempt).where(OAuthAttempt.state_hash == digest(state))
-        ).first()
-        if attempt is None:
-            raise StateInvalid("the provider's answer has an unknown state; it was ignored")
-        if attempt.used_at is not None:
-            raise StateInvalid("this authorization answer was already used; it was ignored")
-        if attempt.expires_at <= now:
+        attempt = claim_ticket(session, OAuthAttempt, digest=digest(state), now=rt.clock())
+        if attempt is TicketRefusal.EXPIRED:  # spent by time: its verifier goes
             session.exec(
                 update(OAuthAttempt)
-                .where(col(OAuthAttempt.id) == attempt.id)
+                .where(col(OAuthAttempt.state_hash) == digest(state))
                 .values(code_verifier=None)
             )
             session.commit()
-            raise StateInvalid("this authorization attempt has expired; please connect again")
-        # Spent from here on, whatever follows: the sealed verifier leaves the row now
-        # (this process keeps it in ``attempt`` for the one exchange).
-        result = session.exec(
+        if isinstance(attempt, TicketRefusal):
+            raise StateInvalid(_STATE_REFUSED[attempt])
+        # Spent from here on, whatever follows: the sealed verifier leaves the row now,
+        # in the claim's transaction (this process keeps it in ``attempt`` for the one
+        # exchange).
+        session.exec(
             update(OAuthAttempt)
-            .where(col(OAuthAttempt.id) == attempt.id, col(OAuthAttempt.used_at).is_(None))
-            .values(used_at=now, code_verifier=None)
+            .where(col(OAuthAttempt.id) == attempt.id)
+            .values(code_verifier=None)
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:
-            raise StateInvalid("this authorization answer was already used; it was ignored")
     return attempt
 
 

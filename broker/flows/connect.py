@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from sqlmodel import Session, col, select, update
+from sqlmodel import Session, col, update
 
 from broker.core.catalog import Heading
 from broker.core.connector import Connector
@@ -43,6 +43,7 @@ from broker.core.oauth import (
     authorization_url,
     new_state,
 )
+from broker.core.tickets import TicketRefusal
 from broker.core.tokens import digest, new_secret
 from broker.core.urls import is_allowed_return_url
 from broker.flows.connection_setup import (
@@ -65,6 +66,7 @@ from broker.store.models import (
     ConnectSession,
     OAuthAttempt,
 )
+from broker.store.tickets import claim_ticket, find_ticket
 
 __all__ = [
     "Approval",
@@ -271,19 +273,28 @@ def _check_tenant(rt: Runtime, connector_id: str | None, tenant: str) -> None:
         )
 
 
-def _live_session(session: Session, rt: Runtime, token: str | None, *, kind: str) -> ConnectSession:
+_SESSION_REFUSED = {
+    TicketRefusal.UNKNOWN: "this session link is not valid",
+    TicketRefusal.USED: "this session link has already been used",
+    TicketRefusal.EXPIRED: "this session link has expired; ask the application for a new one",
+}
+
+
+def _session_ticket(
+    session: Session, token: str | None, *, kind: str, now: datetime, claim: bool
+) -> ConnectSession:
+    """The live connect session ``token`` opens, claimed (spent) when ``claim``."""
     if not token:
         raise SessionInvalid("this link has no session; ask the application for a new one")
-    row = session.exec(
-        select(ConnectSession).where(ConnectSession.token_hash == digest(token))
-    ).first()
-    if row is None or row.kind != kind:
-        raise SessionInvalid("this session link is not valid")
-    if row.used_at is not None:
-        raise SessionInvalid("this session link has already been used")
-    if row.expires_at <= rt.clock():
-        raise SessionInvalid("this session link has expired; ask the application for a new one")
+    use = claim_ticket if claim else find_ticket
+    row = use(session, ConnectSession, digest=digest(token), now=now, match={"kind": kind})
+    if isinstance(row, TicketRefusal):
+        raise SessionInvalid(_SESSION_REFUSED[row])
     return row
+
+
+def _live_session(session: Session, rt: Runtime, token: str | None, *, kind: str) -> ConnectSession:
+    return _session_ticket(session, token, kind=kind, now=rt.clock(), claim=False)
 
 
 def _check_connector(row: ConnectSession, connector_id: str) -> None:
@@ -348,17 +359,6 @@ def consent_view(rt: Runtime, *, token: str | None, connector_id: str) -> Consen
         marketing=marketing,
         policy_checks=policy_checks,
     )
-
-
-def _consume(session: Session, row: ConnectSession, now: datetime) -> None:
-    """Mark the session used; the WHERE makes two concurrent approvals impossible."""
-    result = session.exec(
-        update(ConnectSession)
-        .where(col(ConnectSession.id) == row.id, col(ConnectSession.used_at).is_(None))
-        .values(used_at=now)
-    )
-    if result.rowcount != 1:
-        raise SessionInvalid("this session link has already been used")
 
 
 def _resolve_credentials(connector: Connector) -> ClientCredentials:
@@ -460,9 +460,9 @@ def approve(
         confirm=live.confirm,
     )
     with session_scope(rt.engine) as session:
-        row = _live_session(session, rt, token, kind="connect")
-        _check_connector(row, connector_id)
-        _consume(session, row, now)
+        # spent here: of two concurrent approvals one wins (broker.store.tickets)
+        row = _session_ticket(session, token, kind="connect", now=now, claim=True)
+        _check_connector(row, connector_id)  # refused: rolled back, the link unspent
         # Attempts nobody answered in time are spent too: their verifiers go.
         session.exec(
             update(OAuthAttempt)
@@ -529,9 +529,8 @@ def approve(
 def cancel(rt: Runtime, *, token: str | None, connector_id: str) -> str | None:
     """The user said no on our page: nothing is created; the link is spent."""
     with session_scope(rt.engine) as session:
-        row = _live_session(session, rt, token, kind="connect")
+        row = _session_ticket(session, token, kind="connect", now=rt.clock(), claim=True)
         _check_connector(row, connector_id)
-        _consume(session, row, rt.clock())
         return_url = row.return_url
     return safe_return(rt, return_url, {"status": "cancelled", "connector": connector_id})
 

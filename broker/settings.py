@@ -286,9 +286,7 @@ class Settings(BaseSettings):
 
     @property
     def shared_callback_ids(self) -> frozenset[str]:
-        return frozenset(
-            p.strip() for p in self.shared_callback_connectors.split(",") if p.strip()
-        )
+        return frozenset(p.strip() for p in self.shared_callback_connectors.split(",") if p.strip())
 
     @property
     def objectable_use_keys(self) -> tuple[str, ...]:

@@ -219,9 +219,7 @@ def _post_form(
     form, auth = _client_auth(oauth, creds, form)
     extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     try:
-        return http.post(
-            url, data=form, auth=auth, headers={"Accept": "application/json"}, **extra
-        )
+        return http.post(url, data=form, auth=auth, headers={"Accept": "application/json"}, **extra)
     except httpx.TimeoutException:
         raise ProviderError(f"{what} timed out", details={"endpoint": url}) from None
     except httpx.HTTPError as exc:

@@ -47,7 +47,11 @@ def _assert_meta(meta: dict, checkpoint) -> None:
 def test_every_json_report_carries_its_metadata(pinned, capsys) -> None:
     stack, checkpoint = pinned
     with stack.api(stack.auditor_key) as api:
-        for path in ("/v1/audit/recipients", "/v1/audit/processing", "/v1/users/user-1/disclosures"):  # noqa: E501
+        for path in (
+            "/v1/audit/recipients",
+            "/v1/audit/processing",
+            "/v1/users/user-1/disclosures",
+        ):  # noqa: E501
             _assert_meta(api.get(path).json()["report"], checkpoint)
     for argv in (("audit", "report", "--json"), ("audit", "records"), ("audit", "user", "user-1")):
         _assert_meta(json.loads(_cli(capsys, *argv))["report"], checkpoint)
@@ -103,7 +107,7 @@ def test_the_art15_report_has_its_sections(scenario: Stack) -> None:  # noqa: F8
     assert a["source"] and a["automated_decisions"].startswith("none")  # (g)-(h)
     for part in ("(a)", "(b)", "(c)", "(d)", "(e)-(f)", "(g)-(h)"):
         assert f"Art. 15(1){part}" in html
-    assert "<td>Name</td><td class=\"key\"><code>user.name</code></td>" in html
+    assert '<td>Name</td><td class="key"><code>user.name</code></td>' in html
     assert "Complain to a supervisory authority" in html and "Withdraw your consent" in html
 
 

@@ -324,9 +324,7 @@ def test_the_runtime_client_checks_addresses_for_oauth_calls_too(make_settings) 
             client_secret="env:Y",
         )
         with pytest.raises(EgressDenied, match="metadata address"):
-            refresh_tokens(
-                rt.http, oauth, ClientCredentials("id", "secret"), refresh_token="r"
-            )
+            refresh_tokens(rt.http, oauth, ClientCredentials("id", "secret"), refresh_token="r")
         assert resolver.asked  # it was resolved once, then refused before connecting
     finally:
         rt.close()

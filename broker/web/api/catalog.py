@@ -17,9 +17,7 @@ from broker.web.etag import NOT_MODIFIED, json_with_etag
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
-@router.get(
-    "/catalog", operation_id="getCatalog", response_model=Catalog, responses=NOT_MODIFIED
-)
+@router.get("/catalog", operation_id="getCatalog", response_model=Catalog, responses=NOT_MODIFIED)
 def catalog(request: Request, rt: RuntimeDep, _key: AnyKey) -> Response:
     """The data categories, under their headings; with ``ETag`` (send it back as
     ``If-None-Match``: ``304`` while it is current)."""

@@ -50,6 +50,7 @@ __all__ = [
     "page_url",
     "retrieved_digests",
     "shown_digests",
+    "snapshot",
     "snapshot_text",
 ]
 
@@ -230,6 +231,12 @@ def snapshot_text(session: Session, digest_hex: str | None) -> str | None:
         return None
     row = session.get(PolicySnapshot, digest_hex)
     return row.text if row is not None else None
+
+
+def snapshot(rt: Runtime, digest_hex: str) -> str | None:
+    """The normalised text of the page snapshot ``digest_hex``, if the broker has it."""
+    with Session(rt.engine) as session:
+        return snapshot_text(session, digest_hex)
 
 
 def _store_snapshot(rt: Runtime, fetch: PageFetch, at: datetime) -> None:

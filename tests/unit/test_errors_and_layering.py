@@ -238,3 +238,66 @@ def test_migrations_import_only_fixed_specifications() -> None:
                     found.append(f"{path.name}: {module}.{name}")
     assert found == []
     assert len(list(versions.glob("*.py"))) >= 20  # the probe read them all
+
+
+# --- every layer -----------------------------------------------------------------------
+# The imports point one way: core <- store <- flows <- web <- cli. The web layer reads
+# tables only through flows or store functions; it may name a table's model as a type.
+_LAYERS: dict[str, tuple[str, ...]] = {
+    "broker.store": ("broker.flows", "broker.web", "broker.cli"),
+    "broker.flows": ("broker.web", "broker.cli"),
+    "broker.web": ("broker.cli",),
+}
+# (web module, model) pairs used as types in signatures, never queried
+_WEB_MODEL_TYPES = {
+    ("broker.web.deps", "ApiKey"),
+    ("broker.web.pages.me", "Connection"),
+    ("broker.web.pages.me", "ConsentRecord"),
+    ("broker.web.api.transfers", "Transfer"),
+}
+
+
+def _imports(path) -> list[tuple[str, str | None]]:
+    import ast
+
+    out: list[tuple[str, str | None]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(a.name, None) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out += [(node.module, a.name) for a in node.names]
+    return out
+
+
+def _modules(package: str):
+    from pathlib import Path
+
+    root = Path(broker.core.__file__).parent.parent
+    for path in sorted((root / package.split(".", 1)[1]).rglob("*.py")):
+        rel = path.relative_to(root.parent).with_suffix("")
+        yield ".".join(rel.parts).removesuffix(".__init__"), path
+
+
+@pytest.mark.parametrize("layer", sorted(_LAYERS))
+def test_each_layer_imports_only_the_layers_below(layer: str) -> None:
+    above = _LAYERS[layer]
+    found = [
+        f"{name} imports {module}"
+        for name, path in _modules(layer)
+        for module, _ in _imports(path)
+        if module.startswith(above)
+    ]
+    assert found == []
+
+
+def test_the_web_layer_reads_no_table_itself() -> None:
+    """No ORM session or query in broker.web, and table models only as types."""
+    found = []
+    for name, path in _modules("broker.web"):
+        for module, what in _imports(path):
+            if module.split(".")[0] in ("sqlmodel", "sqlalchemy"):
+                found.append(f"{name} imports {module}.{what}")
+            table = module.endswith("_models") or module == "broker.store.models"
+            if table and (name, what) not in _WEB_MODEL_TYPES:
+                found.append(f"{name} imports the table {what} from {module}")
+    assert found == []

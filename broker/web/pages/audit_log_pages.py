@@ -12,11 +12,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from sqlmodel import Session
 
 from broker.core.errors import InvalidInput, NotFound
 from broker.flows.events import EVENT_GROUPS, EventFilter, event_names, list_events
-from broker.flows.policy_snapshots import snapshot_text
+from broker.flows.policy_snapshots import snapshot
 from broker.flows.terms_report import terms_changes
 from broker.flows.transfer_detail import transfer_detail
 from broker.store.tree import inclusion_proof, latest_checkpoint
@@ -164,8 +163,7 @@ def console_snapshot(
     snapshot a consent record or a terms version names by digest)."""
     if current is None:
         return to_login(request)
-    with Session(rt.engine) as session:
-        text = snapshot_text(session, digest)
+    text = snapshot(rt, digest)
     if text is None:
         raise NotFound(f"no policy snapshot {digest}", details={"digest": digest})
     return PlainTextResponse(text)

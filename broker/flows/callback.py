@@ -38,10 +38,11 @@ from sqlmodel import col, select, update
 from broker.core.errors import BrokerError, NotFound, ProviderError, StateInvalid
 from broker.core.oauth import exchange_code, issuer_problem
 from broker.core.placeholders import render_url
+from broker.core.statuses import LIVE_CONNECTION_STATUSES, ConnectionStatus
 from broker.core.tokens import digest
 from broker.flows.connect import connection_credentials, safe_return
 from broker.flows.connection_setup import check_new_connection, provider_oauth
-from broker.flows.consent_records import LIVE, record_consent
+from broker.flows.consent_records import record_consent
 from broker.runtime import Runtime
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConnectionToken, OAuthAttempt
@@ -75,7 +76,7 @@ class CallbackOutcome:
 def _open_statuses(consent: dict) -> tuple[str, ...]:
     """The statuses in which the attempt's connection may still be completed: a new one
     while ``pending``; one a reconnect re-authorises while it is live."""
-    return LIVE if consent.get("reconnect") else ("pending",)
+    return LIVE_CONNECTION_STATUSES if consent.get("reconnect") else (ConnectionStatus.PENDING,)
 
 
 def _claim_attempt(rt: Runtime, state: str | None) -> OAuthAttempt:

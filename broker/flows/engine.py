@@ -52,7 +52,6 @@ from broker.store.rate_limits import DatabaseStorage
 from broker.store.summaries import add_outcomes, outcome_of
 
 __all__ = [
-    "FINAL_STATUSES",
     "LAPSED",
     "ConnectionState",
     "cancel_queued",
@@ -66,7 +65,6 @@ __all__ = [
 
 log = logging.getLogger("broker.delivery")
 
-FINAL_STATUSES = frozenset({"delivered", "failed", "blocked", "outcome_unknown", "cancelled"})
 LAPSED = (
     "the worker delivering this transfer stopped before recording the outcome; "
     "the third party may or may not have received it"

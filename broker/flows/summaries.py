@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Text, cast, delete, func, insert, select
 from sqlmodel import Session
 
+from broker.core.statuses import FINAL_TRANSFER_STATUSES
 from broker.core.times import rfc3339
 from broker.store.audit import lock_head
 from broker.store.db import write_lock
 from broker.store.models import Transfer
 from broker.store.summaries import (
-    FINAL_STATUSES,
     Key,
     RecipientSummary,
     Shapes,
@@ -52,7 +52,7 @@ _FINAL = select(
     cast(_T.c.categories, Text),
     cast(_T.c.field_paths, Text),
     _T.c.created_at,
-).where(_T.c.status.in_(FINAL_STATUSES))
+).where(_T.c.status.in_(FINAL_TRANSFER_STATUSES))
 _ROWS = select(
     _S.c.connector_id, _S.c.status, _S.c.kind, _S.c.item, _S.c.transfers, _S.c.first_at,
     _S.c.last_at,

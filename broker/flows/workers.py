@@ -38,7 +38,8 @@ from sqlmodel import Session
 
 from broker.core.errors import DeliveryFailed, OutcomeNotRecorded, OutcomeUnknown
 from broker.core.gateway import TransferRequest
-from broker.flows.engine import FINAL_STATUSES, load, load_connection, run_claim
+from broker.core.statuses import FINAL_TRANSFER_STATUSES
+from broker.flows.engine import load, load_connection, run_claim
 from broker.flows.share import accept_transfer, transfer_dict
 from broker.flows.webhooks import WebhookSender
 from broker.runtime import Runtime
@@ -189,7 +190,7 @@ class DeliveryWorkers:
         finally:
             if gate is not None:
                 gate.release()
-        if done is not None and done.status in FINAL_STATUSES:
+        if done is not None and done.status in FINAL_TRANSFER_STATUSES:
             self.counts[done.status] += 1
 
     # -- scheduling -----------------------------------------------------------------------

@@ -22,9 +22,9 @@ from broker.core.errors import (
     RateLimited,
     SessionInvalid,
 )
+from broker.core.statuses import TransferStatus
 from broker.flows.activity import daily_transfers
 from broker.flows.audit import (
-    STATUSES,
     TransferFilter,
     export_transfers,
     list_transfers,
@@ -233,7 +233,7 @@ def console_transfers(
             "error": error,
             "connectors": sorted(known.items()),
             "headings": rt.catalog.by_heading(),
-            "statuses": STATUSES,
+            "statuses": tuple(TransferStatus),
             "page_sizes": PAGE_SIZES,
             "head": latest_head(rt.engine),
             "names": known,

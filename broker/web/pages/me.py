@@ -20,6 +20,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from broker.core.errors import InvalidInput, NotFound, SessionInvalid
+from broker.core.statuses import LIVE_CONNECTION_STATUSES
 from broker.flows.activity import (
     ConnectionActivity,
     connection_activity,
@@ -45,7 +46,6 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 
 RECENT = 5
 PAGE = 25
-_LIVE = ("active", "pending_confirmation", "reconsent_required", "error")
 STATUS_LABELS = {
     "active": "Connected",
     "reconsent_required": "Needs you to connect again",
@@ -81,7 +81,7 @@ class ConnectionView:
 
     @property
     def can_disconnect(self) -> bool:
-        return self.conn.status in _LIVE
+        return self.conn.status in LIVE_CONNECTION_STATUSES
 
 
 def _view(
@@ -163,7 +163,7 @@ def my_integrations(
         {
             "user_id": user.subject,
             "csrf": user.csrf,
-            "current": [v for v in views if v.conn.status in _LIVE],
+            "current": [v for v in views if v.conn.status in LIVE_CONNECTION_STATUSES],
             "past": [v for v in views if v.conn.status in ("revoked", "revoking")],
             "unfinished": [v for v in views if v.conn.status == "pending"],
             "recent": recent,

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from broker.core.errors import InvalidInput, NotFound, SessionInvalid
-from broker.core.statuses import LIVE_CONNECTION_STATUSES
+from broker.core.statuses import LIVE_CONNECTION_STATUSES, TokenRevocation, revocation_failed
 from broker.flows.activity import (
     ConnectionActivity,
     connection_activity,
@@ -264,9 +264,9 @@ def disconnected_redirect(request: Request, connection_id: str, result: dict[str
     outcome = result["provider_revocation"]
     if result["already"]:
         provider = "already"
-    elif any(v.startswith("failed") for v in outcome.values()):
+    elif revocation_failed(outcome):
         provider = "failed"
-    elif any(v == "revoked" for v in outcome.values()):
+    elif TokenRevocation.REVOKED in outcome.values():
         provider = "revoked"
     else:
         provider = "local"

@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 
 from broker.core.csv_cells import csv_row, list_cell
 from broker.core.policy import data_uses
-from broker.core.statuses import DISCLOSED_TRANSFER_STATUSES
+from broker.core.statuses import DISCLOSED_TRANSFER_STATUSES, TransferStatus
 from broker.flows.art15 import art15_sections
 from broker.flows.audit import recipients_report
 from broker.flows.disclosures import LEGAL_USE
@@ -101,7 +101,7 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
             select(Transfer)
             .where(
                 Transfer.user_id == user_id,
-                col(Transfer.status).in_(("delivered", "outcome_unknown")),
+                col(Transfer.status).in_(DISCLOSED_TRANSFER_STATUSES),
             )
             .order_by(col(Transfer.created_at))
         ).all()
@@ -131,7 +131,7 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
                 "reference": None,
                 # outcome_unknown: the broker cannot tell whether it arrived; counted
                 # as a disclosure, and said so.
-                "possible": t.status == "outcome_unknown",
+                "possible": t.status == TransferStatus.OUTCOME_UNKNOWN,
                 "consent_id": t.consent_id,
                 "transfer_id": t.id,
                 "privacy_policy_url": terms.privacy_policy_url if terms else None,

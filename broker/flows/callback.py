@@ -127,7 +127,7 @@ def _fail(
     shows the page instead of sending this browser to the host's return URL."""
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, attempt.connection_id)
-        if conn is not None and conn.status == "pending":
+        if conn is not None and conn.status == ConnectionStatus.PENDING:
             conn.last_error = reason[:500]
             conn.updated_at = rt.clock()
             session.add(conn)
@@ -288,7 +288,7 @@ def complete_callback(
     consent = attempt.consent
     now = rt.clock()
     confirm = bool(consent.get("confirm"))
-    status = "pending_confirmation" if confirm else "active"
+    status = ConnectionStatus.PENDING_CONFIRMATION if confirm else ConnectionStatus.ACTIVE
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, attempt.connection_id)
         if conn is None or conn.status not in _open_statuses(consent):

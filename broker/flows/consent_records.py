@@ -28,7 +28,7 @@ from sqlmodel import Session, col, select
 from broker.core.connector import Connector
 from broker.core.errors import InvalidInput
 from broker.core.manifest import Manifest
-from broker.core.statuses import LIVE_CONNECTION_STATUSES
+from broker.core.statuses import LIVE_CONNECTION_STATUSES, ConnectionStatus
 from broker.core.tokens import new_secret
 from broker.flows.policy_snapshots import latest_checks, shown_digests
 from broker.flows.preferences import covered_by, objectable, read_preferences
@@ -169,7 +169,7 @@ def record_consent(
     session.flush()  # the record exists before the connection names it
     previous = conn.consent_id
     conn.status = status
-    if status == "active" and conn.activated_at is None:
+    if status == ConnectionStatus.ACTIVE and conn.activated_at is None:
         conn.activated_at = now
     conn.updated_at = now
     conn.last_error = None

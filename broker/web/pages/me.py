@@ -20,7 +20,12 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from broker.core.errors import InvalidInput, NotFound, SessionInvalid
-from broker.core.statuses import LIVE_CONNECTION_STATUSES, TokenRevocation, revocation_failed
+from broker.core.statuses import (
+    LIVE_CONNECTION_STATUSES,
+    ConnectionStatus,
+    TokenRevocation,
+    revocation_failed,
+)
 from broker.flows.activity import (
     ConnectionActivity,
     connection_activity,
@@ -47,12 +52,12 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 RECENT = 5
 PAGE = 25
 STATUS_LABELS = {
-    "active": "Connected",
-    "reconsent_required": "Needs you to connect again",
-    "error": "Error",
-    "revoked": "Disconnected",
-    "revoking": "Disconnecting",
-    "pending": "Not completed",
+    ConnectionStatus.ACTIVE: "Connected",
+    ConnectionStatus.RECONSENT_REQUIRED: "Needs you to connect again",
+    ConnectionStatus.ERROR: "Error",
+    ConnectionStatus.REVOKED: "Disconnected",
+    ConnectionStatus.REVOKING: "Disconnecting",
+    ConnectionStatus.PENDING: "Not completed",
 }
 
 
@@ -164,8 +169,12 @@ def my_integrations(
             "user_id": user.subject,
             "csrf": user.csrf,
             "current": [v for v in views if v.conn.status in LIVE_CONNECTION_STATUSES],
-            "past": [v for v in views if v.conn.status in ("revoked", "revoking")],
-            "unfinished": [v for v in views if v.conn.status == "pending"],
+            "past": [
+                v
+                for v in views
+                if v.conn.status in (ConnectionStatus.REVOKED, ConnectionStatus.REVOKING)
+            ],
+            "unfinished": [v for v in views if v.conn.status == ConnectionStatus.PENDING],
             "recent": recent,
             "flash": flash,
             "provider_result": provider,

@@ -117,6 +117,13 @@ def test_api_md_lists_exactly_the_connection_statuses() -> None:
     assert set(re.findall(r"`([a-z_]+)`", _outside_parentheses(prose))) == set(ConnectionStatus)
 
 
+def test_operations_md_lists_exactly_the_connection_statuses() -> None:
+    text = (DOCS / "operations.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `connections` |"))
+    listed = row[row.index("status (") : row.index(")", row.index("status ("))]
+    assert set(re.findall(r"`([a-z_]+)`", listed)) == set(ConnectionStatus)
+
+
 def test_auditors_md_lists_the_revocation_outcomes() -> None:
     text = (DOCS / "auditors.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| `connection.revoked` |"))

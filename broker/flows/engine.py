@@ -474,7 +474,7 @@ def _cancel_in(
             time=now,
             event="transfer.cancelled",
             actor=actor,
-            outcome="cancelled",
+            outcome=TransferStatus.CANCELLED,
             details={"reason": reason},
             **event_fields(stored),
         )

@@ -57,7 +57,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 LOGIN_CSRF_COOKIE = "broker_login_csrf"
 PAGE_SIZES = (25, 50, 100, 200)
 CHART_DAYS = (7, 30, 90)
-CHART_STATUSES = ("delivered", "failed", "blocked")
+CHART_STATUSES = (TransferStatus.DELIVERED, TransferStatus.FAILED, TransferStatus.BLOCKED)
 
 
 class SearchForm:

@@ -28,6 +28,7 @@ from broker.core.connector import Connector, ConnectorSource
 from broker.core.errors import BrokerError
 from broker.core.gateway import TransferRequest
 from broker.core.manifest import parse_manifest
+from broker.core.statuses import ConnectionStatus
 from broker.core.urls import is_allowed_return_url
 from broker.flows.browser_sessions import create_user_session
 from broker.flows.connect import create_connect_session
@@ -141,7 +142,7 @@ SAMPLE_UPDATE = {
 
 def _active_connection(rt: Runtime) -> str | None:
     for conn, _ in list_connections(rt, DEMO_USER):
-        if conn.status == "active" and conn.connector_id == "sandbox":
+        if conn.status == ConnectionStatus.ACTIVE and conn.connector_id == "sandbox":
             return conn.id
     return None
 

@@ -52,9 +52,9 @@ def catalog(s: Settings) -> Catalog:
 def add_transfer_filters(p: argparse.ArgumentParser) -> None:
     for name in ("user", "connector", "category"):
         p.add_argument(f"--{name}", default=None)
-    from broker.flows.audit import STATUSES
+    from broker.core.statuses import TransferStatus
 
-    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--status", choices=list(TransferStatus))
     for name, word in (("since", "at or after"), ("until", "strictly before")):
         p.add_argument(
             f"--{name}",

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from broker.cli.common import runtime, say
+from broker.core.statuses import TransferStatus
 from broker.core.times import rfc3339
 
 __all__ = ["register"]
@@ -47,7 +48,7 @@ def cmd_transfers_reconcile(args: argparse.Namespace) -> int:
         return 0
     resolved = reconcile(rt, older_than=args.older_than)
     for t in resolved:
-        if t.status == "pending":
+        if t.status == TransferStatus.PENDING:
             say(f"{t.id}: queued again under its idempotency key (the third party is idempotent)")
         else:
             say(f"{t.id}: {t.status} (interrupted; the third party may have received it)")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.cli import common
 from broker.cli.common import catalog, say
+from broker.core.statuses import TransferStatus
 from broker.core.times import rfc3339
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def report_reconcile(rt: Runtime) -> None:
             f"transfer {t.id} was interrupted (pending since {rfc3339(t.created_at)}): "
             + (
                 "sent again under its idempotency key"
-                if t.status == "pending"
+                if t.status == TransferStatus.PENDING
                 else "outcome_unknown — the third party may or may not have received it"
             )
         )

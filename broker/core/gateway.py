@@ -41,6 +41,7 @@ from broker.core.errors import (
 from broker.core.manifest import Manifest
 from broker.core.policy import Policy, is_data_use
 from broker.core.scope import canonical_payload, check_scope, drop_fields, payload_digest
+from broker.core.statuses import ConnectionStatus
 
 __all__ = [
     "MODES",
@@ -188,8 +189,10 @@ def decide(
             **kw,
         )
 
-    if connection_status != "active" or granted is None:
-        terms = connection_status == "reconsent_required" and paused_for == TERMS_CHANGED
+    if connection_status != ConnectionStatus.ACTIVE or granted is None:
+        terms = (
+            connection_status == ConnectionStatus.RECONSENT_REQUIRED and paused_for == TERMS_CHANGED
+        )
         return refuse(
             ConnectionNotActive,
             f"the connection is {connection_status}"

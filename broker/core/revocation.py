@@ -29,10 +29,10 @@ from broker.core.connector import provider_message
 from broker.core.errors import BrokerError
 from broker.core.manifest import OAuthSettings
 from broker.core.oauth import ClientCredentials, revoke_token
+from broker.core.statuses import TokenRevocation
 
 __all__ = ["revoke_grant"]
 
-ALREADY_INVALID = "already invalid"
 _INVALID_TOKEN_ERRORS = frozenset({"invalid_token", "invalid_auth", "token_revoked"})
 
 
@@ -40,10 +40,12 @@ def _send(http: httpx.Client, method: str, url: str, **kwargs: object) -> httpx.
     try:
         return http.request(method, url, **kwargs)  # type: ignore[arg-type]
     except httpx.TimeoutException:
-        return "failed: the provider's revocation endpoint timed out"
+        return TokenRevocation.FAILED.because("the provider's revocation endpoint timed out")
     except httpx.HTTPError as exc:
         name = type(exc).__name__
-        return f"failed: the provider's revocation endpoint could not be reached ({name})"
+        return TokenRevocation.FAILED.because(
+            f"the provider's revocation endpoint could not be reached ({name})"
+        )
 
 
 def _json_error(resp: httpx.Response) -> str | None:
@@ -68,10 +70,10 @@ def _bearer(http: httpx.Client, oauth: OAuthSettings, access_token: str) -> str:
         return resp
     error = _json_error(resp)
     if resp.status_code == 401 or error in _INVALID_TOKEN_ERRORS:
-        return ALREADY_INVALID
+        return TokenRevocation.ALREADY_INVALID
     if 200 <= resp.status_code < 300 and error is None:
-        return "revoked"
-    return f"failed: {error or provider_message(resp)}"
+        return TokenRevocation.REVOKED
+    return TokenRevocation.FAILED.because(error or provider_message(resp))
 
 
 def _client_json(
@@ -89,8 +91,8 @@ def _client_json(
     if isinstance(resp, str):
         return resp
     if 200 <= resp.status_code < 300:
-        return "revoked"
-    return f"failed: {provider_message(resp)}"
+        return TokenRevocation.REVOKED
+    return TokenRevocation.FAILED.because(provider_message(resp))
 
 
 def revoke_grant(
@@ -117,10 +119,10 @@ def revoke_grant(
             continue
         try:
             revoke_token(http, oauth, creds, token=token, token_type_hint=kind)
-            results[kind] = "revoked"
+            results[kind] = TokenRevocation.REVOKED
         except BrokerError as exc:
             if exc.details.get("provider_error") in _INVALID_TOKEN_ERRORS:
-                results[kind] = ALREADY_INVALID
+                results[kind] = TokenRevocation.ALREADY_INVALID
             else:
-                results[kind] = f"failed: {exc.message}"
+                results[kind] = TokenRevocation.FAILED.because(exc.message)
     return results

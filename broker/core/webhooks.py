@@ -58,6 +58,7 @@ from urllib.parse import quote, urlsplit
 from standardwebhooks.webhooks import Webhook
 
 from broker.core.addresses import address_problem
+from broker.core.statuses import ConnectionStatus
 from broker.core.urls import is_loopback_host, url_problem
 
 __all__ = [
@@ -114,7 +115,7 @@ def webhook_events(
     a re-consent or a reconnect) announces no new connection."""
     if event == "consent.granted":
         created = () if (details or {}).get("renewed") else ("connection.created",)
-        if outcome == "active":
+        if outcome == ConnectionStatus.ACTIVE:
             return (*created, "consent.granted", "connection.activated")
         return (*created, "consent.granted")
     return _DIRECT.get(event, ())

@@ -11,6 +11,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from broker.core.errors import InvalidInput, NotFound
+from broker.core.statuses import TransferStatus
 from broker.flows.paging import page
 from broker.flows.summaries import daily_counts
 from broker.runtime import Runtime
@@ -36,7 +37,7 @@ class ConnectionActivity:
 
     @property
     def delivered(self) -> int:
-        return self.counts.get("delivered", 0)
+        return self.counts.get(TransferStatus.DELIVERED, 0)
 
     @property
     def total(self) -> int:
@@ -103,7 +104,7 @@ def connection_activity(rt: Runtime, connection_ids: list[str]) -> dict[str, Con
         act.counts[status] = n
         if act.last_at is None or last > act.last_at:
             act.last_at = last
-        if status == "delivered":
+        if status == TransferStatus.DELIVERED:
             act.last_delivered_at = last
     return out
 
@@ -119,7 +120,7 @@ def connection_history(
 
 
 def daily_transfers(
-    rt: Runtime, *, days: int, status: str = "delivered", until: date | None = None
+    rt: Runtime, *, days: int, status: str = TransferStatus.DELIVERED, until: date | None = None
 ) -> DailySeries:
     """Final transfers of ``status`` per recipient per UTC day over the ``days`` days
     ending ``until`` (today), from the recipient summary's ``day`` rows."""

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from broker.core.csv_cells import csv_row, list_cell
 from broker.core.errors import InvalidInput
 from broker.core.kantara import ConsentFacts
+from broker.core.statuses import TransferStatus
 from broker.core.times import rfc3339
 from broker.flows.filter_times import filter_time
 from broker.flows.paging import page
@@ -41,9 +42,6 @@ __all__ = [
     "verify_log",
 ]
 
-STATUSES = ("pending", "delivered", "failed", "blocked", "outcome_unknown", "cancelled")
-# Counted as disclosed: delivered, and outcome_unknown (it may have arrived).
-DISCLOSED = ("delivered", "outcome_unknown")
 EXPORT_COLUMNS = (
     "id", "created_at", "completed_at", "status", "user_id", "connector", "connection_id",
     "action", "categories", "field_paths", "dropped", "purpose", "legal_basis", "consent_id",
@@ -62,9 +60,9 @@ class TransferFilter:
     until: datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.status is not None and self.status not in STATUSES:
+        if self.status is not None and self.status not in tuple(TransferStatus):
             raise InvalidInput(
-                f"status must be one of {', '.join(STATUSES)}", details={"field": "status"}
+                f"status must be one of {', '.join(TransferStatus)}", details={"field": "status"}
             )
         for name in ("since", "until"):
             object.__setattr__(self, name, filter_time(getattr(self, name), name))

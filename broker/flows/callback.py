@@ -38,11 +38,12 @@ from sqlmodel import col, update
 from broker.core.errors import BrokerError, NotFound, ProviderError, StateInvalid
 from broker.core.oauth import exchange_code, issuer_problem
 from broker.core.placeholders import render_url
+from broker.core.statuses import LIVE_CONNECTION_STATUSES, ConnectionStatus
 from broker.core.tickets import TicketRefusal
 from broker.core.tokens import digest
 from broker.flows.connect import connection_credentials, safe_return
 from broker.flows.connection_setup import check_new_connection, provider_oauth
-from broker.flows.consent_records import LIVE, record_consent
+from broker.flows.consent_records import record_consent
 from broker.runtime import Runtime
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConnectionToken, OAuthAttempt
@@ -82,7 +83,7 @@ class CallbackOutcome:
 def _open_statuses(consent: dict) -> tuple[str, ...]:
     """The statuses in which the attempt's connection may still be completed: a new one
     while ``pending``; one a reconnect re-authorises while it is live."""
-    return LIVE if consent.get("reconnect") else ("pending",)
+    return LIVE_CONNECTION_STATUSES if consent.get("reconnect") else (ConnectionStatus.PENDING,)
 
 
 def _claim_attempt(rt: Runtime, state: str | None) -> OAuthAttempt:
@@ -126,7 +127,7 @@ def _fail(
     shows the page instead of sending this browser to the host's return URL."""
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, attempt.connection_id)
-        if conn is not None and conn.status == "pending":
+        if conn is not None and conn.status == ConnectionStatus.PENDING:
             conn.last_error = reason[:500]
             conn.updated_at = rt.clock()
             session.add(conn)
@@ -287,7 +288,7 @@ def complete_callback(
     consent = attempt.consent
     now = rt.clock()
     confirm = bool(consent.get("confirm"))
-    status = "pending_confirmation" if confirm else "active"
+    status = ConnectionStatus.PENDING_CONFIRMATION if confirm else ConnectionStatus.ACTIVE
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, attempt.connection_id)
         if conn is None or conn.status not in _open_statuses(consent):

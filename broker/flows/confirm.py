@@ -15,6 +15,7 @@ from __future__ import annotations
 from sqlmodel import col, select, update
 
 from broker.core.errors import Conflict, NotFound
+from broker.core.statuses import ConnectionStatus
 from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
 from broker.store.audit import append_event
@@ -23,7 +24,7 @@ from broker.store.models import Connection
 
 __all__ = ["EXPIRED_ACTOR", "PENDING", "confirm_connection", "expire_unconfirmed"]
 
-PENDING = "pending_confirmation"
+PENDING = ConnectionStatus.PENDING_CONFIRMATION
 EXPIRED_ACTOR = "broker:confirmation_expired"
 
 
@@ -47,7 +48,12 @@ def confirm_connection(rt: Runtime, connection_id: str, *, actor: str) -> Connec
             result = session.exec(
                 update(Connection)
                 .where(col(Connection.id) == connection_id, col(Connection.status) == PENDING)
-                .values(status="active", activated_at=now, updated_at=now, confirm_by=None)
+                .values(
+                    status=ConnectionStatus.ACTIVE,
+                    activated_at=now,
+                    updated_at=now,
+                    confirm_by=None,
+                )
             )
             if result.rowcount != 1:  # a concurrent confirm or revoke won
                 raise Conflict(
@@ -65,7 +71,7 @@ def confirm_connection(rt: Runtime, connection_id: str, *, actor: str) -> Connec
                 connection_id=conn.id,
                 consent_id=conn.consent_id,
                 legal_basis="consent",
-                outcome="active",
+                outcome=ConnectionStatus.ACTIVE,
             )
     if expired:
         revoke_connection(rt, connection_id, actor=EXPIRED_ACTOR)

@@ -28,6 +28,7 @@ from sqlmodel import Session, col, select
 from broker.core.connector import Connector
 from broker.core.errors import InvalidInput
 from broker.core.manifest import Manifest
+from broker.core.statuses import LIVE_CONNECTION_STATUSES, ConnectionStatus
 from broker.core.tokens import new_secret
 from broker.flows.policy_snapshots import latest_checks, shown_digests
 from broker.flows.preferences import covered_by, objectable, read_preferences
@@ -38,7 +39,6 @@ from broker.store.audit import append_event
 from broker.store.models import Connection, ConsentRecord
 
 __all__ = [
-    "LIVE",
     "RENEWALS",
     "consent_terms",
     "granted_categories",
@@ -46,8 +46,6 @@ __all__ = [
     "record_consent",
 ]
 
-LIVE = ("active", "pending_confirmation", "reconsent_required", "error")
-"""Statuses of a connection that still holds the user's authorisation."""
 RENEWALS = ("reconsent", "reconnect")
 
 
@@ -126,7 +124,7 @@ def live_connection(
         .where(
             Connection.user_id == user_id,
             Connection.connector_id == connector_id,
-            col(Connection.status).in_(LIVE),
+            col(Connection.status).in_(LIVE_CONNECTION_STATUSES),
         )
         .order_by(col(Connection.created_at).desc())
     ).all()
@@ -171,7 +169,7 @@ def record_consent(
     session.flush()  # the record exists before the connection names it
     previous = conn.consent_id
     conn.status = status
-    if status == "active" and conn.activated_at is None:
+    if status == ConnectionStatus.ACTIVE and conn.activated_at is None:
         conn.activated_at = now
     conn.updated_at = now
     conn.last_error = None

@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, col, select, update
 
 from broker.core.errors import BrokerError, NotCancellable, NotFound, OutcomeNotRecorded
+from broker.core.statuses import ConnectionStatus, TransferStatus
 from broker.flows.delivery import deliver
 from broker.flows.share import event_fields, payload_kind, writer
 from broker.flows.tokens import TOKEN_COLUMNS, StoredToken
@@ -52,7 +53,6 @@ from broker.store.rate_limits import DatabaseStorage
 from broker.store.summaries import add_outcomes, outcome_of
 
 __all__ = [
-    "FINAL_STATUSES",
     "LAPSED",
     "ConnectionState",
     "cancel_queued",
@@ -66,7 +66,6 @@ __all__ = [
 
 log = logging.getLogger("broker.delivery")
 
-FINAL_STATUSES = frozenset({"delivered", "failed", "blocked", "outcome_unknown", "cancelled"})
 LAPSED = (
     "the worker delivering this transfer stopped before recording the outcome; "
     "the third party may or may not have received it"
@@ -92,7 +91,7 @@ _OUTCOME_COLUMNS = (
 )
 _FINISH = (
     core_update(_T)
-    .where(_T.c.id == bindparam("t_id"), _T.c.status == "pending")
+    .where(_T.c.id == bindparam("t_id"), _T.c.status == TransferStatus.PENDING)
     .values({_T.c[n]: bindparam(f"v_{n}", type_=_T.c[n].type) for n in _OUTCOME_COLUMNS})
     .returning(*_T.columns)
 )
@@ -298,7 +297,7 @@ def run_claim(
     """Deliver (or resolve) one transfer leased to ``owner``; None if it was not ours.
     ``loaded``: the transfer and its connection, if the caller has just read them."""
     t, conn = loaded if loaded is not None else load(rt, claim.transfer_id)
-    if t is None or t.status != "pending" or t.lease_owner != owner:
+    if t is None or t.status != TransferStatus.PENDING or t.lease_owner != owner:
         return None
     attempts = list(t.attempts)
     try:
@@ -308,7 +307,7 @@ def run_claim(
             rt,
             t,
             owner=owner,
-            status="failed",
+            status=TransferStatus.FAILED,
             attempts=attempts,
             reason=f"the connector {t.connector_id!r} is not installed; nothing was sent",
         )[0]
@@ -316,19 +315,29 @@ def run_claim(
         attempts.append({"at": rt.clock().isoformat(), "error": LAPSED})
         if not connector.manifest.delivery.idempotent:
             return finish(
-                rt, t, owner=owner, status="outcome_unknown", attempts=attempts, reason=LAPSED
+                rt,
+                t,
+                owner=owner,
+                status=TransferStatus.OUTCOME_UNKNOWN,
+                attempts=attempts,
+                reason=LAPSED,
             )[0]
-    if conn is None or conn.status != "active":
+    if conn is None or conn.status != ConnectionStatus.ACTIVE:
         state = conn.status if conn is not None else "gone"
         if claim.lapsed:  # the stopped run may have sent it: not "nothing was sent"
             return finish(
-                rt, t, owner=owner, status="outcome_unknown", attempts=attempts, reason=LAPSED
+                rt,
+                t,
+                owner=owner,
+                status=TransferStatus.OUTCOME_UNKNOWN,
+                attempts=attempts,
+                reason=LAPSED,
             )[0]
         return finish(
             rt,
             t,
             owner=owner,
-            status="cancelled",
+            status=TransferStatus.CANCELLED,
             attempts=attempts,
             reason=f"the connection is {state}; nothing was sent",
         )[0]
@@ -336,7 +345,9 @@ def run_claim(
     left = rt.settings.delivery_max_attempts - sum(1 for a in attempts if "request" in a)
     if action is None or t.payload_sealed is None or left <= 0:
         why = "the action is gone" if action is None else "no attempts are left"
-        return finish(rt, t, owner=owner, status="failed", attempts=attempts, reason=why)[0]
+        return finish(
+            rt, t, owner=owner, status=TransferStatus.FAILED, attempts=attempts, reason=why
+        )[0]
     try:
         payload = json.loads(
             rt.vault.open(t.payload_sealed, connection_id=t.connection_id, kind=payload_kind(t.id))
@@ -346,7 +357,7 @@ def run_claim(
             rt,
             t,
             owner=owner,
-            status="failed",
+            status=TransferStatus.FAILED,
             attempts=attempts,
             reason=f"the stored payload could not be opened ({exc.code}); nothing was sent",
         )[0]
@@ -367,12 +378,12 @@ def run_claim(
     )
     rt.metrics.delivery_seconds.labels(t.connector_id).observe(time.perf_counter() - started)
     attempts = _numbered(attempts + outcome.attempts)
-    status = "delivered" if outcome.delivered else "failed"
+    status = TransferStatus.DELIVERED if outcome.delivered else TransferStatus.FAILED
     delay: float | None = None
     if not outcome.delivered and outcome.unknown:
         # The request went out and no answer came: it may have arrived. Send it
         # again under the same key only if the third party deduplicates by it.
-        status = "outcome_unknown"
+        status = TransferStatus.OUTCOME_UNKNOWN
         if (
             connector.manifest.delivery.idempotent
             and len(attempts) < rt.settings.delivery_max_attempts
@@ -419,7 +430,7 @@ def find_transfer(rt: Runtime, transfer_id: str) -> Transfer:
 def cancel_transfer(rt: Runtime, transfer_id: str, *, actor: str) -> Transfer:
     """Cancel a transfer no worker holds (queued, or waiting for a rescheduled retry)."""
     t = find_transfer(rt, transfer_id)
-    if t.status != "pending" or t.lease_owner is not None:
+    if t.status != TransferStatus.PENDING or t.lease_owner is not None:
         raise NotCancellable(
             "only a transfer that has not started can be cancelled",
             details={"transfer_id": t.id, "status": t.status},
@@ -441,11 +452,11 @@ def _cancel_in(
         update(Transfer)
         .where(
             col(Transfer.id) == transfer_id,
-            col(Transfer.status) == "pending",
+            col(Transfer.status) == TransferStatus.PENDING,
             col(Transfer.lease_owner).is_(None),
         )
         .values(
-            status="cancelled",
+            status=TransferStatus.CANCELLED,
             reason=reason,
             completed_at=now,
             payload_sealed=None,
@@ -463,7 +474,7 @@ def _cancel_in(
             time=now,
             event="transfer.cancelled",
             actor=actor,
-            outcome="cancelled",
+            outcome=TransferStatus.CANCELLED,
             details={"reason": reason},
             **event_fields(stored),
         )
@@ -488,7 +499,7 @@ def cancel_queued(
     queued = session.exec(
         select(Transfer.id).where(
             Transfer.connection_id == connection_id,
-            Transfer.status == "pending",
+            Transfer.status == TransferStatus.PENDING,
             col(Transfer.lease_owner).is_(None),
         )
     ).all()

@@ -35,6 +35,7 @@ from broker.core.pseudonyms import (
     new_subject_key,
     pseudonym,
 )
+from broker.core.statuses import ConnectionStatus
 from broker.flows.connect import validate_user_id
 from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
@@ -56,7 +57,7 @@ from broker.store.webhook_models import WebhookDelivery
 __all__ = ["NOTHING_HELD", "erase_user"]
 
 NOTHING_HELD = "the broker holds no data of this user (never known, or already erased)"
-_DONE = ("revoked",)
+_DONE = (ConnectionStatus.REVOKED,)
 
 _C = ConnectionRow.__table__  # type: ignore[attr-defined]
 _T = Transfer.__table__  # type: ignore[attr-defined]

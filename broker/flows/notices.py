@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 
 from broker.core.errors import NotFound
 from broker.core.gateway import TERMS_CHANGED
+from broker.core.statuses import ConnectionStatus
 from broker.core.terms import PAGES
 from broker.flows.policy_snapshots import snapshot_text
 from broker.runtime import Runtime
@@ -45,13 +46,17 @@ __all__ = [
 
 MINOR_NOTICE_DAYS = 30
 PAGE_LABELS = {"privacy_policy": "privacy policy", "terms": "terms"}
-_SHOWN = ("active", "pending_confirmation", "reconsent_required")
+_SHOWN = (
+    ConnectionStatus.ACTIVE,
+    ConnectionStatus.PENDING_CONFIRMATION,
+    ConnectionStatus.RECONSENT_REQUIRED,
+)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def paused_for_terms(conn: Connection) -> bool:
     """Whether the connection waits for the user to agree to changed terms."""
-    return conn.status == "reconsent_required" and conn.last_error == TERMS_CHANGED
+    return conn.status == ConnectionStatus.RECONSENT_REQUIRED and conn.last_error == TERMS_CHANGED
 
 
 def _bare(digest: str | None) -> str | None:

@@ -28,6 +28,7 @@ from sqlmodel import Session, col
 
 from broker.core.errors import InvalidInput
 from broker.core.policy import data_uses, is_data_use
+from broker.core.statuses import TransferStatus
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
@@ -141,7 +142,7 @@ def _covered_queue(session: Session, rt: Runtime, user_id: str, keys: list[str])
     queued = session.exec(
         select(Transfer.id, Transfer.connector_id, Transfer.categories).where(
             Transfer.user_id == user_id,
-            Transfer.status == "pending",
+            Transfer.status == TransferStatus.PENDING,
             col(Transfer.lease_owner).is_(None),
         )
     ).all()

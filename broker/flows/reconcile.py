@@ -19,6 +19,7 @@ from datetime import timedelta
 
 from sqlmodel import Session, col, select, update
 
+from broker.core.statuses import TransferStatus
 from broker.flows.engine import LAPSED, finish
 from broker.runtime import Runtime
 from broker.store.db import session_scope
@@ -37,7 +38,7 @@ def _legacy(session: Session, rt: Runtime, older_than: int | None) -> list[Trans
         session.exec(
             select(Transfer)
             .where(
-                Transfer.status == "pending",
+                Transfer.status == TransferStatus.PENDING,
                 col(Transfer.lease_owner).is_(None),
                 col(Transfer.next_attempt_at).is_(None),
                 col(Transfer.created_at) <= cutoff,
@@ -54,7 +55,7 @@ def find_interrupted(rt: Runtime, *, older_than: int | None = None) -> list[Tran
         lapsed = session.exec(
             select(Transfer)
             .where(
-                Transfer.status == "pending",
+                Transfer.status == TransferStatus.PENDING,
                 col(Transfer.lease_owner).is_not(None),
                 col(Transfer.lease_until) < now,
             )
@@ -75,7 +76,7 @@ def reconcile(rt: Runtime, *, older_than: int | None = None) -> list[Transfer]:
                 update(Transfer)
                 .where(
                     col(Transfer.id).in_(legacy),
-                    col(Transfer.status) == "pending",
+                    col(Transfer.status) == TransferStatus.PENDING,
                     col(Transfer.lease_owner).is_(None),
                 )
                 .values(lease_owner="pre-engine", lease_until=now - timedelta(seconds=1))
@@ -103,7 +104,7 @@ def reconcile(rt: Runtime, *, older_than: int | None = None) -> list[Transfer]:
                 rt,
                 t,
                 owner=owner,
-                status="outcome_unknown",
+                status=TransferStatus.OUTCOME_UNKNOWN,
                 attempts=attempts,
                 reason=LAPSED,
                 actor="broker:reconcile",

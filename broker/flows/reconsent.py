@@ -28,6 +28,7 @@ from broker.core.catalog import Heading
 from broker.core.connector import Connector
 from broker.core.errors import Conflict
 from broker.core.gateway import TERMS_CHANGED
+from broker.core.statuses import ConnectionStatus
 from broker.flows.activity import owned_connection
 from broker.flows.connect import CategoryChoice, category_choices, create_connect_session
 from broker.flows.consent_records import consent_terms, granted_categories, record_consent
@@ -134,7 +135,7 @@ def _paused(
 ) -> tuple[Connection, ConsentRecord | None]:
     """The user's own connection and its consent, if it waits for their agreement."""
     conn, consent = owned_connection(rt, user_id=user_id, connection_id=connection_id)
-    if conn.status != "reconsent_required":
+    if conn.status != ConnectionStatus.RECONSENT_REQUIRED:
         raise Conflict(
             "this connection does not need your agreement",
             details={"connection_id": conn.id, "status": conn.status},
@@ -205,7 +206,7 @@ def agree_again(
             update(Connection)
             .where(
                 col(Connection.id) == conn.id,
-                col(Connection.status) == "reconsent_required",
+                col(Connection.status) == ConnectionStatus.RECONSENT_REQUIRED,
                 col(Connection.last_error) == TERMS_CHANGED,
             )
             .values(updated_at=now)
@@ -217,8 +218,10 @@ def agree_again(
             )
         row = session.get(Connection, conn.id)
         assert row is not None
-        record_consent(rt, session, row, terms, status="active", now=now, renewed="reconsent")
-    return ReconsentOutcome(conn.id, "active")
+        record_consent(
+            rt, session, row, terms, status=ConnectionStatus.ACTIVE, now=now, renewed="reconsent"
+        )
+    return ReconsentOutcome(conn.id, ConnectionStatus.ACTIVE)
 
 
 def decline(rt: Runtime, *, user_id: str, connection_id: str) -> dict[str, Any]:

@@ -25,8 +25,9 @@ from sqlmodel import Session, col, select
 
 from broker.core.csv_cells import csv_row, list_cell
 from broker.core.policy import data_uses
+from broker.core.statuses import DISCLOSED_TRANSFER_STATUSES, TransferStatus
 from broker.flows.art15 import art15_sections
-from broker.flows.audit import DISCLOSED, recipients_report
+from broker.flows.audit import recipients_report
 from broker.flows.disclosures import LEGAL_USE
 from broker.flows.recorded import terms_by_connector, terms_of_consents
 from broker.flows.report_meta import meta_comment_lines, report_meta
@@ -100,7 +101,7 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
             select(Transfer)
             .where(
                 Transfer.user_id == user_id,
-                col(Transfer.status).in_(("delivered", "outcome_unknown")),
+                col(Transfer.status).in_(DISCLOSED_TRANSFER_STATUSES),
             )
             .order_by(col(Transfer.created_at))
         ).all()
@@ -130,7 +131,7 @@ def user_report(rt: Runtime, user_id: str) -> dict[str, Any]:
                 "reference": None,
                 # outcome_unknown: the broker cannot tell whether it arrived; counted
                 # as a disclosure, and said so.
-                "possible": t.status == "outcome_unknown",
+                "possible": t.status == TransferStatus.OUTCOME_UNKNOWN,
                 "consent_id": t.consent_id,
                 "transfer_id": t.id,
                 "privacy_policy_url": terms.privacy_policy_url if terms else None,
@@ -337,7 +338,10 @@ def _uninstalled_records(
         sent = session.exec(
             select(
                 Transfer.connector_id, Transfer.purpose, Transfer.data_uses, Transfer.categories
-            ).where(col(Transfer.connector_id).in_(ids), col(Transfer.status).in_(DISCLOSED))
+            ).where(
+                col(Transfer.connector_id).in_(ids),
+                col(Transfer.status).in_(DISCLOSED_TRANSFER_STATUSES),
+            )
         ).all()
     declared: dict[str, dict[str, dict[str, Any]]] = {}
     for connector_id, purpose, uses, categories in sent:

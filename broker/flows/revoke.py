@@ -33,6 +33,12 @@ from sqlmodel import Session, col, select, update
 from broker.core.errors import BrokerError, NotFound
 from broker.core.failures import setting_failure
 from broker.core.revocation import revoke_grant
+from broker.core.statuses import (
+    ConnectionStatus,
+    RevocationOutcome,
+    TokenRevocation,
+    revocation_failed,
+)
 from broker.flows.connect import connection_credentials
 from broker.flows.connection_setup import provider_oauth
 from broker.flows.connector_calls import call_connection_hook
@@ -51,8 +57,8 @@ __all__ = [
 
 log = logging.getLogger("broker.connectors")
 
-REVOKING = "revoking"
-_DONE = "revoked"
+REVOKING = ConnectionStatus.REVOKING
+_DONE = ConnectionStatus.REVOKED
 _CLAIM_ATTEMPTS = 3
 
 
@@ -77,7 +83,7 @@ def _revoke_at_provider(rt: Runtime, conn: Connection, row: ConnectionToken) -> 
     if access is not None:
         failed = call_connection_hook(rt, connector, "before_revoke", settings, token=access)
         if failed is not None:
-            results["before_revoke"] = f"failed: {failed}"
+            results["before_revoke"] = TokenRevocation.FAILED.because(failed)
     if not connector.manifest.oauth.revoke_url:
         return {**results, "provider": "the provider has no revocation endpoint"}
     try:
@@ -88,7 +94,7 @@ def _revoke_at_provider(rt: Runtime, conn: Connection, row: ConnectionToken) -> 
             reason = exc.message
         else:
             reason = setting_failure(log, exc, where=f"revoking connection {conn.id}")
-        return {**results, "provider": f"not attempted: {reason}"}
+        return {**results, "provider": TokenRevocation.NOT_ATTEMPTED.because(reason)}
     refresh = _open(rt, conn, row, "refresh_token")
     results.update(revoke_grant(rt.http, oauth, creds, access_token=access, refresh_token=refresh))
     return results
@@ -142,7 +148,7 @@ def _finish(
 ) -> Connection | None:
     """Destroy the tokens, mark the connection revoked and write the events, in one
     transaction, if the claim is still ours; else None (a taker-over finishes)."""
-    failed = any(v.startswith("failed") for v in provider.values())
+    failed = revocation_failed(provider)
     now = rt.clock()
     with session_scope(rt.engine) as session:
         values: dict[str, Any] = {"status": _DONE, "revoked_at": now, "updated_at": now}
@@ -192,7 +198,11 @@ def _finish(
             time=now,
             event="connection.revoked",
             actor=actor,
-            outcome="provider_revocation_failed" if failed else "revoked",
+            outcome=(
+                RevocationOutcome.PROVIDER_REVOCATION_FAILED
+                if failed
+                else RevocationOutcome.REVOKED
+            ),
             details=details,
             **fields,
         )

@@ -32,6 +32,7 @@ from broker.core.errors import IdempotencyConflict, InvalidInput, NotFound
 from broker.core.gateway import Allowed, Refused, TransferRequest, decide
 from broker.core.manifest import Action
 from broker.core.pseudonyms import new_salt, salted_digest
+from broker.core.statuses import TransferStatus
 from broker.core.tokens import new_secret
 from broker.flows.terms import current_terms_version
 from broker.runtime import Runtime
@@ -181,7 +182,7 @@ def _defaults() -> dict[str, Any]:
         user_id="",
         connector_id="",
         action="",
-        status="pending",
+        status=TransferStatus.PENDING,
         legal_basis="consent",
         mode="reject",
         destination="",
@@ -205,7 +206,7 @@ def _record(rt: Runtime, row: dict[str, Any], event: str, details: dict[str, Any
         actor=row["actor"],
         fields={"outcome": row["status"], "details": details, **event_fields(row)},
         # a blocked request is final at once: counted in the recipient summary with it
-        summary=outcome_of(row) if row["status"] != "pending" else None,
+        summary=outcome_of(row) if row["status"] != TransferStatus.PENDING else None,
     )
 
     def unit(conn: Connection) -> tuple[list[Event], None]:
@@ -224,7 +225,7 @@ def _block(rt: Runtime, row: dict[str, Any], verdict: Refused) -> Transfer:
     """Record a refused request. It does not take the idempotency key: the
     caller may fix the request and retry under the same key."""
     row.update(
-        status="blocked",
+        status=TransferStatus.BLOCKED,
         reason=verdict.reason,
         categories=list(verdict.categories),
         field_paths=list(verdict.field_paths),
@@ -324,7 +325,7 @@ def accept_transfer(
         "legal_basis": "consent",
         "consent_id": conn.consent_id,
         "mode": request.mode,
-        "status": "pending",
+        "status": TransferStatus.PENDING,
         "categories": [],
         "field_paths": [],
         "dropped": [],

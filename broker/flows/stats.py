@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlmodel import Session, func, select
 
+from broker.core.statuses import FINAL_TRANSFER_STATUSES
 from broker.runtime import Runtime
 from broker.store.jobs import queue_stats
 from broker.store.models import Transfer
@@ -29,6 +30,6 @@ def delivery_stats(rt: Runtime) -> dict[str, Any]:
         "lapsed_leases": q.lapsed,
         "oldest_pending_seconds": round(age, 3),
     }
-    for status in ("delivered", "failed", "blocked", "outcome_unknown", "cancelled"):
+    for status in FINAL_TRANSFER_STATUSES:
         stats[f"total_{status}"] = by_status.get(status, 0)
     return stats

@@ -18,12 +18,16 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Text, cast, delete, func, insert, select
 from sqlmodel import Session
 
+from broker.core.statuses import (
+    DISCLOSED_TRANSFER_STATUSES,
+    FINAL_TRANSFER_STATUSES,
+    TransferStatus,
+)
 from broker.core.times import rfc3339
 from broker.store.audit import lock_head
 from broker.store.db import write_lock
 from broker.store.models import Transfer
 from broker.store.summaries import (
-    FINAL_STATUSES,
     Key,
     RecipientSummary,
     Shapes,
@@ -52,7 +56,7 @@ _FINAL = select(
     cast(_T.c.categories, Text),
     cast(_T.c.field_paths, Text),
     _T.c.created_at,
-).where(_T.c.status.in_(FINAL_STATUSES))
+).where(_T.c.status.in_(FINAL_TRANSFER_STATUSES))
 _ROWS = select(
     _S.c.connector_id, _S.c.status, _S.c.kind, _S.c.item, _S.c.transfers, _S.c.first_at,
     _S.c.last_at,
@@ -64,13 +68,13 @@ _DISCLOSED_ITEMS = (  # no times: only the sets are shown
     select(_S.c.connector_id, _S.c.kind, _S.c.item)
     .where(
         _S.c.kind.in_(("category", "field")),
-        _S.c.status.in_(("delivered", "outcome_unknown")),
+        _S.c.status.in_(DISCLOSED_TRANSFER_STATUSES),
     )
     .distinct()
 )
 _PENDING = (
     select(_T.c.connector_id, func.count())
-    .where(_T.c.status == "pending")
+    .where(_T.c.status == TransferStatus.PENDING)
     .group_by(_T.c.connector_id)
 )
 
@@ -143,7 +147,7 @@ def recipient_figures(
     totals = []
     counts: dict[str, dict[str, int]] = {}
     for connector_id, status, n, first, last in conn.execute(_PER_STATUS):
-        if status == "delivered":
+        if status == TransferStatus.DELIVERED:
             totals.append((connector_id, n, first, last))
         else:
             counts.setdefault(connector_id, {})[status] = n

@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from broker.core.connector import Connector
 from broker.core.errors import ConfigurationError, Conflict, InvalidInput, NotFound
 from broker.core.oauth import ClientCredentials
+from broker.core.statuses import ConnectionStatus
 from broker.core.tokens import new_secret
 from broker.flows.paging import cursor_for, decode_cursor
 from broker.runtime import Runtime
@@ -48,7 +49,7 @@ SECRET_KIND = "oauth_client_secret"  # the vault's binding of a sealed client se
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no spaces
 # Connections that may still call the provider with the tenant's client.
-_IN_USE = ("pending", "active", "pending_confirmation", "reconsent_required", "error", "revoking")
+_IN_USE = tuple(s for s in ConnectionStatus if s is not ConnectionStatus.REVOKED)
 
 
 def validate_tenant(value: Any) -> str:

@@ -37,6 +37,7 @@ from broker.core.connector import Connector
 from broker.core.errors import InvalidInput, NotFound
 from broker.core.gateway import TERMS_CHANGED
 from broker.core.policy_text import change_ratio
+from broker.core.statuses import ConnectionStatus
 from broker.core.terms import (
     PAGES,
     classification,
@@ -103,7 +104,7 @@ def _pause(session: Session, connector_id: str, version: str, now: datetime) -> 
         .join(ConsentRecord, col(ConsentRecord.id) == col(Connection.consent_id))
         .where(
             Connection.connector_id == connector_id,
-            Connection.status == "active",
+            Connection.status == ConnectionStatus.ACTIVE,
             agreed.is_(None) | (agreed != version),
         )
         .order_by(col(Connection.id))
@@ -112,8 +113,10 @@ def _pause(session: Session, connector_id: str, version: str, now: datetime) -> 
     if ids:
         session.exec(
             update(Connection)
-            .where(col(Connection.id).in_(ids), col(Connection.status) == "active")
-            .values(status="reconsent_required", last_error=TERMS_CHANGED, updated_at=now)
+            .where(col(Connection.id).in_(ids), col(Connection.status) == ConnectionStatus.ACTIVE)
+            .values(
+                status=ConnectionStatus.RECONSENT_REQUIRED, last_error=TERMS_CHANGED, updated_at=now
+            )
         )
         for cid, user_id in rows:  # the host is told, in this transaction (webhooks)
             enqueue_event(
@@ -121,7 +124,7 @@ def _pause(session: Session, connector_id: str, version: str, now: datetime) -> 
                 "connection.reconsent_required",
                 at=now,
                 ids={"connection_id": cid, "user_id": user_id, "connector_id": connector_id},
-                status="reconsent_required",
+                status=ConnectionStatus.RECONSENT_REQUIRED,
             )
     return ids
 
@@ -134,7 +137,7 @@ def _resume(session: Session, change: PolicyChange, now: datetime) -> list[str]:
         return []
     rows = session.exec(
         select(Connection.id).where(
-            col(Connection.id).in_(ids), Connection.status == "reconsent_required"
+            col(Connection.id).in_(ids), Connection.status == ConnectionStatus.RECONSENT_REQUIRED
         )
     ).all()
     resumed = list(rows)
@@ -142,7 +145,7 @@ def _resume(session: Session, change: PolicyChange, now: datetime) -> list[str]:
         session.exec(
             update(Connection)
             .where(col(Connection.id).in_(resumed))
-            .values(status="active", last_error=None, updated_at=now)
+            .values(status=ConnectionStatus.ACTIVE, last_error=None, updated_at=now)
         )
     return resumed
 

@@ -78,7 +78,7 @@ def terms_sent(rt: Runtime) -> dict[str, list[dict[str, Any]]]:
     policy snapshot digests that version names (None: sent before terms versions)."""
     from sqlalchemy import func
 
-    from broker.flows.audit import DISCLOSED
+    from broker.core.statuses import DISCLOSED_TRANSFER_STATUSES
     from broker.store.models import Transfer, TransferCategory
     from broker.store.policy_models import TermsVersion
 
@@ -93,7 +93,7 @@ def terms_sent(rt: Runtime) -> dict[str, list[dict[str, Any]]]:
                 func.max(Transfer.created_at),
             )
             .join(TransferCategory, col(TransferCategory.transfer_id) == col(Transfer.id))
-            .where(col(Transfer.status).in_(DISCLOSED))
+            .where(col(Transfer.status).in_(DISCLOSED_TRANSFER_STATUSES))
             .group_by(Transfer.connector_id, Transfer.terms_version, TransferCategory.category)
         ).all()
         versions = sorted({v for _, v, *_ in rows if v})

@@ -27,6 +27,7 @@ from sqlmodel import select
 
 from broker.core.errors import BrokerError, ConnectionNotActive, ProviderError
 from broker.core.oauth import refresh_tokens
+from broker.core.statuses import ConnectionStatus
 from broker.flows.connect import connection_credentials
 from broker.flows.connection_setup import provider_oauth
 from broker.flows.webhooks import wake_sender
@@ -127,7 +128,7 @@ def _mark(rt: Runtime, connection_id: str, reason: str, *, status: str) -> None:
     (webhook ``connection.<status>``)."""
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, connection_id)
-        if conn is not None and conn.status == "active":
+        if conn is not None and conn.status == ConnectionStatus.ACTIVE:
             conn.status = status
             conn.last_error = reason[:500]
             conn.updated_at = rt.clock()
@@ -147,7 +148,7 @@ def _mark(rt: Runtime, connection_id: str, reason: str, *, status: str) -> None:
 
 
 def _mark_reconsent(rt: Runtime, connection_id: str, reason: str) -> None:
-    _mark(rt, connection_id, reason, status="reconsent_required")
+    _mark(rt, connection_id, reason, status=ConnectionStatus.RECONSENT_REQUIRED)
 
 
 def refresh_access_token(rt: Runtime, connection_id: str, *, stale: str | None) -> str:
@@ -194,7 +195,7 @@ def _refresh(rt: Runtime, connection_id: str, *, stale: str | None) -> str:
         if current != stale and not _expired(row, rt.clock()):
             return current  # someone refreshed while we waited: any newer token will do
         conn = session.get(Connection, connection_id)
-        if conn is None or conn.status != "active":
+        if conn is None or conn.status != ConnectionStatus.ACTIVE:
             raise ConnectionNotActive("the connection is no longer active")
         connector = rt.registry.get(conn.connector_id)
         if row.refresh_token is None:
@@ -220,7 +221,7 @@ def _refresh(rt: Runtime, connection_id: str, *, stale: str | None) -> str:
                 _mark_reconsent(rt, connection_id, exc.message)
             elif _failed_for_good(provider_error):
                 session.rollback()
-                _mark(rt, connection_id, exc.message, status="error")
+                _mark(rt, connection_id, exc.message, status=ConnectionStatus.ERROR)
             raise
         except BrokerError:
             raise

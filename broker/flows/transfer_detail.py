@@ -10,6 +10,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from broker.core.errors import NotFound
+from broker.core.statuses import TransferStatus
 from broker.flows.events import entry_dict
 from broker.flows.share import transfer_dict
 from broker.runtime import Runtime
@@ -46,7 +47,9 @@ def outside_fields(rt: Runtime, transfers: list[dict[str, Any]]) -> dict[str, li
     """The fields outside the grant of each of ``transfers`` (dicts of
     :func:`~broker.flows.share.transfer_dict`) that had any, by transfer id: one
     indexed read of the blocked entries of the page's blocked transfers."""
-    blocked = [t["id"] for t in transfers if t["status"] == "blocked" and not t["dropped"]]
+    blocked = [
+        t["id"] for t in transfers if t["status"] == TransferStatus.BLOCKED and not t["dropped"]
+    ]
     details: dict[str, list[dict[str, Any]]] = {}
     if blocked:
         with Session(rt.engine) as session:

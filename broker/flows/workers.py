@@ -38,7 +38,8 @@ from sqlmodel import Session
 
 from broker.core.errors import DeliveryFailed, OutcomeNotRecorded, OutcomeUnknown
 from broker.core.gateway import TransferRequest
-from broker.flows.engine import FINAL_STATUSES, load, load_connection, run_claim
+from broker.core.statuses import FINAL_TRANSFER_STATUSES, TransferStatus
+from broker.flows.engine import load, load_connection, run_claim
 from broker.flows.share import accept_transfer, transfer_dict
 from broker.flows.webhooks import WebhookSender
 from broker.runtime import Runtime
@@ -190,7 +191,7 @@ class DeliveryWorkers:
         finally:
             if gate is not None:
                 gate.release()
-        if done is not None and done.status in FINAL_STATUSES:
+        if done is not None and done.status in FINAL_TRANSFER_STATUSES:
             self.counts[done.status] += 1
 
     # -- scheduling -----------------------------------------------------------------------
@@ -331,7 +332,7 @@ def wait_for_outcome(
                 raise _unrecorded(transfer_id, rt.forget_outcome(transfer_id)[1]) from None
             assert t is not None
         left = deadline - time.monotonic()
-        if t.status != "pending" or left <= 0:
+        if t.status != TransferStatus.PENDING or left <= 0:
             rt.forget_outcome(transfer_id)
             return t
         if t.lease_owner is None and t.next_attempt_at is not None:
@@ -378,11 +379,11 @@ def submit_transfer(
     nudges = rt.wakeups()  # (and hears outcomes written by other processes)
     if new and workers is not None and inline and transfer.lease_owner == workers.owner:
         workers.hand_off(transfer)
-    elif new and transfer.status == "pending":
+    elif new and transfer.status == TransferStatus.PENDING:
         if workers is not None:
             workers.wake()
         nudges.work()  # a worker of another process may be idle
-    if wait > 0 and transfer.status == "pending":
+    if wait > 0 and transfer.status == TransferStatus.PENDING:
         known = transfer if new else None  # a replay's row may have moved on since
         transfer = wait_for_outcome(rt, transfer.id, timeout=wait, current=known, event=event)
     elif event is not None:
@@ -393,7 +394,11 @@ def submit_transfer(
 def raise_for_outcome(transfer: Transfer, body: dict[str, object]) -> None:
     """A failed, cancelled or unknown outcome is the error it is, carrying ``body``
     (the transfer as the API shows it)."""
-    if transfer.status in ("pending", "delivered", "blocked"):
+    if transfer.status in (
+        TransferStatus.PENDING,
+        TransferStatus.DELIVERED,
+        TransferStatus.BLOCKED,
+    ):
         return
     name = transfer.connector_id
     what = {
@@ -401,7 +406,7 @@ def raise_for_outcome(transfer: Transfer, body: dict[str, object]) -> None:
         "outcome_unknown": f"{name} may or may not have received the transfer: {transfer.reason}",
         "cancelled": f"the transfer was cancelled: {transfer.reason}",
     }.get(transfer.status, f"the transfer ended {transfer.status}")
-    error = OutcomeUnknown if transfer.status == "outcome_unknown" else DeliveryFailed
+    error = OutcomeUnknown if transfer.status == TransferStatus.OUTCOME_UNKNOWN else DeliveryFailed
     raise error(what, details={"transfer_id": transfer.id, "transfer": body})
 
 

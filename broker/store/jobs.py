@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Integer, and_, bindparam, func, or_, select, update
 
+from broker.core.statuses import TransferStatus
 from broker.store.db import write_lock
 from broker.store.models import Transfer
 
@@ -66,7 +67,7 @@ def _first_in_line(ordered: Collection[str]) -> Any:
         select(earlier.c.id)
         .where(
             earlier.c.connection_id == _T.c.connection_id,
-            earlier.c.status == "pending",
+            earlier.c.status == TransferStatus.PENDING,
             or_(
                 earlier.c.created_at < _T.c.created_at,
                 and_(earlier.c.created_at == _T.c.created_at, earlier.c.id < _T.c.id),
@@ -94,7 +95,7 @@ def _claim_statement(dialect: str, lapsed: bool, ordered: tuple[str, ...]) -> An
         where = and_(where, _first_in_line(ordered))
     pick = (
         select(_T.c.id)
-        .where(_T.c.status == "pending", where)
+        .where(_T.c.status == TransferStatus.PENDING, where)
         .order_by(_T.c.next_attempt_at, _T.c.created_at)
         .limit(bindparam("limit", type_=Integer))
     )
@@ -102,7 +103,7 @@ def _claim_statement(dialect: str, lapsed: bool, ordered: tuple[str, ...]) -> An
         pick = pick.with_for_update(skip_locked=True)
     stmt = (
         update(_T)
-        .where(_T.c.id.in_(pick.scalar_subquery()), _T.c.status == "pending")
+        .where(_T.c.id.in_(pick.scalar_subquery()), _T.c.status == TransferStatus.PENDING)
         .values(
             lease_owner=bindparam("owner"),
             lease_until=bindparam("until", type_=_T.c.lease_until.type),
@@ -166,7 +167,7 @@ def extend_leases(engine: Engine, *, owner: str, ids: Collection[str], until: da
             update(_T)
             .where(
                 _T.c.id.in_(list(ids)),
-                _T.c.status == "pending",
+                _T.c.status == TransferStatus.PENDING,
                 _T.c.lease_owner == owner,
             )
             .values(lease_until=until)
@@ -189,7 +190,11 @@ def release(
     with engine.begin() as conn:
         result = conn.execute(
             update(_T)
-            .where(_T.c.id == transfer_id, _T.c.status == "pending", _T.c.lease_owner == owner)
+            .where(
+                _T.c.id == transfer_id,
+                _T.c.status == TransferStatus.PENDING,
+                _T.c.lease_owner == owner,
+            )
             .values(**values)
         )
     return result.rowcount == 1
@@ -197,7 +202,7 @@ def release(
 
 def queue_stats(engine: Engine, *, now: datetime) -> QueueStats:
     """What the queue holds now (for ``/metrics`` and ``broker transfers stats``)."""
-    pending = _T.c.status == "pending"
+    pending = _T.c.status == TransferStatus.PENDING
     free = _T.c.lease_owner.is_(None)
     held = _T.c.lease_owner.is_not(None)
     with engine.connect() as conn:

@@ -33,7 +33,6 @@ from sqlmodel import Field, SQLModel
 from broker.store.types import UTCDateTime
 
 __all__ = [
-    "FINAL_STATUSES",
     "KINDS",
     "Key",
     "Outcome",
@@ -49,7 +48,6 @@ __all__ = [
     "upsert",
 ]
 
-FINAL_STATUSES = ("delivered", "failed", "blocked", "outcome_unknown", "cancelled")
 KINDS = ("transfer", "category", "field", "day")
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import event, insert, text
 from sqlmodel import Session, select
 
 from broker.cli import main
+from broker.core.statuses import FINAL_TRANSFER_STATUSES
 from broker.flows.activity import daily_transfers
 from broker.flows.audit import recipients_report
 from broker.flows.summaries import check_summary, read_summary
@@ -20,7 +21,7 @@ from broker.settings import Settings
 from broker.store.audit_writer import Event, audit_writer
 from broker.store.db import create_db_engine, upgrade_schema
 from broker.store.models import Transfer
-from broker.store.summaries import FINAL_STATUSES, Outcome, RecipientSummary
+from broker.store.summaries import Outcome, RecipientSummary
 from tests.integration.conftest import Browser, Stack, connect
 from tests.integration.test_cli import _transfer, env, rt  # noqa: F401  (fixtures)
 
@@ -34,7 +35,7 @@ def _naive_recount(engine) -> dict:
     out: dict = {}
     with Session(engine) as db:
         for t in db.exec(select(Transfer)).all():
-            if t.status not in FINAL_STATUSES:
+            if t.status not in FINAL_TRANSFER_STATUSES:
                 continue
             items = [("transfer", ""), ("day", t.created_at.astimezone(UTC).date().isoformat())]
             items += [("category", c) for c in set(t.categories)]

@@ -51,7 +51,7 @@ def test_every_json_report_carries_its_metadata(pinned, capsys) -> None:
             "/v1/audit/recipients",
             "/v1/audit/processing",
             "/v1/users/user-1/disclosures",
-        ):  # noqa: E501
+        ):
             _assert_meta(api.get(path).json()["report"], checkpoint)
     for argv in (("audit", "report", "--json"), ("audit", "records"), ("audit", "user", "user-1")):
         _assert_meta(json.loads(_cli(capsys, *argv))["report"], checkpoint)

@@ -31,6 +31,7 @@ from broker.core.errors import (
     UserObjected,
 )
 from broker.core.gateway import TransferRequest
+from broker.core.statuses import TransferStatus
 from broker.flows.audit import TransferFilter, export_transfers, list_transfers
 from broker.flows.engine import cancel_transfer, find_transfer
 from broker.flows.keys import authenticate, require_role
@@ -155,7 +156,7 @@ def _answer(transfer: Transfer, new: bool) -> JSONResponse:
     location = {"Location": f"/v1/transfers/{transfer.id}"}
     if not new:
         return JSONResponse(body, status_code=200, headers={"Idempotent-Replayed": "true"})
-    if transfer.status == "pending":
+    if transfer.status == TransferStatus.PENDING:
         return JSONResponse(body, status_code=202, headers=location)
     raise_for_outcome(transfer, body)
     return JSONResponse(body, status_code=201, headers=location)

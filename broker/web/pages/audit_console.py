@@ -22,9 +22,9 @@ from broker.core.errors import (
     RateLimited,
     SessionInvalid,
 )
+from broker.core.statuses import TransferStatus
 from broker.flows.activity import daily_transfers
 from broker.flows.audit import (
-    STATUSES,
     TransferFilter,
     export_transfers,
     list_transfers,
@@ -57,7 +57,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 LOGIN_CSRF_COOKIE = "broker_login_csrf"
 PAGE_SIZES = (25, 50, 100, 200)
 CHART_DAYS = (7, 30, 90)
-CHART_STATUSES = ("delivered", "failed", "blocked")
+CHART_STATUSES = (TransferStatus.DELIVERED, TransferStatus.FAILED, TransferStatus.BLOCKED)
 
 
 class SearchForm:
@@ -233,7 +233,7 @@ def console_transfers(
             "error": error,
             "connectors": sorted(known.items()),
             "headings": rt.catalog.by_heading(),
-            "statuses": STATUSES,
+            "statuses": tuple(TransferStatus),
             "page_sizes": PAGE_SIZES,
             "head": latest_head(rt.engine),
             "names": known,

@@ -20,6 +20,12 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from broker.core.errors import InvalidInput, NotFound, SessionInvalid
+from broker.core.statuses import (
+    LIVE_CONNECTION_STATUSES,
+    ConnectionStatus,
+    TokenRevocation,
+    revocation_failed,
+)
 from broker.flows.activity import (
     ConnectionActivity,
     connection_activity,
@@ -45,14 +51,13 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 
 RECENT = 5
 PAGE = 25
-_LIVE = ("active", "pending_confirmation", "reconsent_required", "error")
 STATUS_LABELS = {
-    "active": "Connected",
-    "reconsent_required": "Needs you to connect again",
-    "error": "Error",
-    "revoked": "Disconnected",
-    "revoking": "Disconnecting",
-    "pending": "Not completed",
+    ConnectionStatus.ACTIVE: "Connected",
+    ConnectionStatus.RECONSENT_REQUIRED: "Needs you to connect again",
+    ConnectionStatus.ERROR: "Error",
+    ConnectionStatus.REVOKED: "Disconnected",
+    ConnectionStatus.REVOKING: "Disconnecting",
+    ConnectionStatus.PENDING: "Not completed",
 }
 
 
@@ -81,7 +86,7 @@ class ConnectionView:
 
     @property
     def can_disconnect(self) -> bool:
-        return self.conn.status in _LIVE
+        return self.conn.status in LIVE_CONNECTION_STATUSES
 
 
 def _view(
@@ -163,9 +168,13 @@ def my_integrations(
         {
             "user_id": user.subject,
             "csrf": user.csrf,
-            "current": [v for v in views if v.conn.status in _LIVE],
-            "past": [v for v in views if v.conn.status in ("revoked", "revoking")],
-            "unfinished": [v for v in views if v.conn.status == "pending"],
+            "current": [v for v in views if v.conn.status in LIVE_CONNECTION_STATUSES],
+            "past": [
+                v
+                for v in views
+                if v.conn.status in (ConnectionStatus.REVOKED, ConnectionStatus.REVOKING)
+            ],
+            "unfinished": [v for v in views if v.conn.status == ConnectionStatus.PENDING],
             "recent": recent,
             "flash": flash,
             "provider_result": provider,
@@ -264,9 +273,9 @@ def disconnected_redirect(request: Request, connection_id: str, result: dict[str
     outcome = result["provider_revocation"]
     if result["already"]:
         provider = "already"
-    elif any(v.startswith("failed") for v in outcome.values()):
+    elif revocation_failed(outcome):
         provider = "failed"
-    elif any(v == "revoked" for v in outcome.values()):
+    elif TokenRevocation.REVOKED in outcome.values():
         provider = "revoked"
     else:
         provider = "local"

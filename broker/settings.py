@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.core import routes
+
 __all__ = ["Settings"]
 
 
@@ -278,11 +280,11 @@ class Settings(BaseSettings):
     @property
     def callback_url(self) -> str:
         """The shared callback, kept for redirect URIs registered before per-connector ones."""
-        return f"{self.resolved_base_url}/oauth/callback"
+        return self.resolved_base_url + routes.OAUTH_CALLBACK
 
     def connector_callback_url(self, connector_id: str) -> str:
         """The connector's own callback (RFC 9700 §4.4.2: one redirect URI per provider)."""
-        return f"{self.resolved_base_url}/oauth/callback/{connector_id}"
+        return self.resolved_base_url + routes.OAUTH_CALLBACK_FOR.format(connector_id=connector_id)
 
     @property
     def shared_callback_ids(self) -> frozenset[str]:

@@ -28,6 +28,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from sqlmodel import Session, col, update
 
+from broker.core import routes
 from broker.core.catalog import Heading
 from broker.core.connector import Connector
 from broker.core.errors import (
@@ -246,9 +247,9 @@ def create_connect_session(
     with session_scope(rt.engine) as session:
         session.add(row)
     base = rt.settings.resolved_base_url
-    path = f"/connect/{connector_id}" if connector_id else "/connect"
+    path = routes.CONNECT_TO.format(connector_id=connector_id) if connector_id else routes.CONNECT
     if kind == "user":
-        path = "/me"
+        path = routes.ME
     return IssuedSession(
         id=row.id,
         token=token,

@@ -19,6 +19,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from broker.core import routes
 from broker.core.errors import SessionInvalid
 from broker.flows import connect as flow
 from broker.flows.callback import CallbackOutcome, complete_callback
@@ -67,7 +68,7 @@ def _csrf_cookie(request: Request, response: Response, value: str) -> None:
     )
 
 
-@router.get("/connect")
+@router.get(routes.CONNECT)
 def choose(request: Request, rt: RuntimeDep, session: str | None = None) -> Response:
     """A session not bound to one connector: list the connectors to pick from."""
     if not session:
@@ -77,7 +78,7 @@ def choose(request: Request, rt: RuntimeDep, session: str | None = None) -> Resp
     )
 
 
-@router.get("/connect/{connector_id}")
+@router.get(routes.CONNECT_TO)
 def consent_page(
     connector_id: str, request: Request, rt: RuntimeDep, session: str | None = None
 ) -> Response:
@@ -96,7 +97,7 @@ def consent_page(
     return response
 
 
-@router.post("/connect/{connector_id}")
+@router.post(routes.CONNECT_TO)
 def consent_submit(
     connector_id: str,
     request: Request,
@@ -156,7 +157,7 @@ ErrorDescription = Annotated[str | None, Query(max_length=1000)]
 Issuer = Annotated[str | None, Query(max_length=500)]
 
 
-@router.get("/oauth/callback")
+@router.get(routes.OAUTH_CALLBACK)
 def callback(
     request: Request,
     rt: RuntimeDep,
@@ -172,7 +173,7 @@ def callback(
     )
 
 
-@router.get("/oauth/callback/{connector_id}")
+@router.get(routes.OAUTH_CALLBACK_FOR)
 def connector_callback(
     request: Request,
     rt: RuntimeDep,

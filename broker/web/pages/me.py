@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from broker.core import routes
 from broker.core.errors import InvalidInput, NotFound, SessionInvalid
 from broker.core.statuses import (
     LIVE_CONNECTION_STATUSES,
@@ -135,7 +136,7 @@ def _owned(rt: Runtime, user_id: str, connection_id: str) -> ConnectionView:
     return _view(rt, conn, consent, connection_activity(rt, [conn.id])[conn.id])
 
 
-@router.get("/me")
+@router.get(routes.ME)
 def my_integrations(
     request: Request,
     rt: RuntimeDep,

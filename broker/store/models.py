@@ -325,7 +325,7 @@ class AuditHead(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
-def from_row(model: type[_M], values: Mapping[str, Any]) -> _M:
+def from_row(model: type[_M], values: Mapping[Any, Any]) -> _M:
     """A detached ``model`` object from a row as stored (every column, already typed
     by the driver): no validation, about a sixth of what ``model(**row)`` costs (the
     transfer hot path builds three per transfer). Read it; do not add it to a session."""

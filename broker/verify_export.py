@@ -111,7 +111,7 @@ def read_checkpoints(
                 raw = base64.b64decode(b64, validate=True)
             except ValueError:
                 continue
-            w = next((k for k in witnesses or () if (k.name, k.key_id) == (name, raw[:4])), 0)
+            w = next((k for k in witnesses or () if (k.name, k.key_id) == (name, raw[:4])), None)
             ts = int.from_bytes(raw[4:12], "big")  # cosignature/v1: key id, time, Ed25519
             if w and not _ok(w, raw[12:], b"cosignature/v1\ntime %d\n%s" % (ts, note.encode())):
                 verdict, key = f"bad cosignature by witness {name}", None
@@ -254,15 +254,14 @@ def verify_export(
         return report.fail(None, "no_checkpoint", "no signed checkpoint to verify against")
     ranges = _ranges(path, chunk)
     pool = ProcessPoolExecutor(workers) if workers > 1 and len(ranges) > 2 else None
-    chunks = (_scan(path, a, b) for a, b in ranges)
-    if pool:
-        chunks = pool.map(_scan, repeat(path), *zip(*ranges, strict=True))
-    sha256, stack = hashlib.sha256, []
+    scan = (_scan(path, a, b) for a, b in ranges)
+    chunks = pool.map(_scan, repeat(path), *zip(*ranges, strict=True)) if pool else scan
+    sha256, stack = hashlib.sha256, list[bytes]()
     last, n, good, bad, wgood = GENESIS, 0, 0, None, 0  # bad: (first, size) of a bad root
     try:
-        for chunk in chunks:
-            joined = chunk.bad == 0 or (chunk.first_prev == last and chunk.first_seq == n + 1)
-            for leaf in chunk.leaves if joined else ():
+        for part in chunks:
+            joined = part.bad == 0 or (part.first_prev == last and part.first_seq == n + 1)
+            for leaf in part.leaves if joined else ():
                 n += 1
                 i = n - 1
                 while i & 1:  # RFC 9162 tree, right edge only: merge completed subtrees
@@ -280,8 +279,8 @@ def verify_export(
                         good, wgood = n, n if n in wsizes else wgood
                     elif not bad:
                         bad = (good + 1, n)
-            if joined and chunk.bad is None:
-                last = chunk.last
+            if joined and part.bad is None:
+                last = part.last
                 continue
             seq, kind, msg = _failure(path, n)
             if bad is None or seq < bad[0]:
@@ -364,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--witness-keys", help="file of witness keys (vkeys of type 0x04)")
     p.add_argument("--witness-quorum", type=int, default=1, help="cosignatures needed")
     args = p.parse_args(argv)
-    checkpoints, refused = [], []
+    checkpoints, refused = list[Checkpoint](), list[str]()
     try:
         key_path = Path(args.public_key)
         keys = load_keys(key_path.read_text() if key_path.is_file() else args.public_key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from broker.core.catalog import Catalog
@@ -25,11 +25,12 @@ def settings(args: argparse.Namespace | None = None) -> Settings:
     """Settings from the environment, with --host/--port applied when given."""
     from broker.settings import Settings
 
-    overrides = {}
-    if getattr(args, "host", None):
-        overrides["host"] = args.host
-    if getattr(args, "port", None) is not None:
-        overrides["port"] = args.port
+    overrides: dict[str, Any] = {}
+    host, port = getattr(args, "host", None), getattr(args, "port", None)
+    if host:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
     return Settings(**overrides)
 
 

@@ -74,7 +74,7 @@ class Monitor:
             headers={"Authorization": f"Bearer {key}"},
         )  # fmt: skip
 
-    def _get(self, path: str, **params: object) -> Any:
+    def _get(self, path: str, **params: str | int) -> Any:
         resp = self.http.get(path, params=params)
         if resp.status_code != 200:
             raise ConnectionError(f"GET {path} answered {resp.status_code}")

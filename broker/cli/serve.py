@@ -58,7 +58,7 @@ def build_app(args: argparse.Namespace, *, demo: bool) -> tuple[FastAPI, Setting
         say(f"WARNING: {problem}; the demo is exposed (--i-know-this-is-public)")
     base = settings.resolved_base_url
     builtins = []
-    mounts = {}
+    mounts: dict[str, object] = {}
     provider = None
     if demo:
         from broker.demo import sandbox_connector, sandbox_setup
@@ -72,10 +72,10 @@ def build_app(args: argparse.Namespace, *, demo: bool) -> tuple[FastAPI, Setting
     if not rt.created:
         say(f"using broker home {settings.home.resolve()}")
     report_reconcile(rt)
-    for problem in rt.registry.problems:
-        say(f"warning: connector {problem.source}: {problem.message}")
+    for trouble in rt.registry.problems:
+        say(f"warning: connector {trouble.source}: {trouble.message}")
     app = create_app(rt, mounts=mounts)
-    if demo:
+    if provider is not None:  # set when demo
         from broker.demo import demo_router, issue_demo_admin_key
 
         app.include_router(demo_router(rt, provider, public=public))

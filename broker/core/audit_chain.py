@@ -596,7 +596,7 @@ def verify_chain(
             continue
         ahead = list(islice(it, WINDOW))
         seq, problem, message, head = _classify(
-            c, ahead, last, recent, expected_head and expected_head.hash
+            c, ahead, last, recent, None if expected_head is None else expected_head.hash
         )
         if forked is not None and seq > forked.seq:
             return fork_result(forked)

@@ -63,7 +63,12 @@ def _c_chunks() -> Callable[[Any, int], Any] | None:
     """The C encoder ``json.dumps`` uses for the canonical options, called directly (no
     per-call wrapper), if this Python has it and it gives the same text."""
     try:
-        from json.encoder import c_encode_basestring, c_make_encoder
+        # the C accelerators json.encoder imports from _json when present; typeshed
+        # declares neither
+        from json.encoder import (  # type: ignore[attr-defined]
+            c_encode_basestring,
+            c_make_encoder,
+        )
 
         encoder = c_make_encoder(  # markers None: JSON parsed from text has no cycles
             None, _ENCODER.default, c_encode_basestring, None, ":", ",", True, False, False
@@ -78,7 +83,9 @@ def _c_chunks() -> Callable[[Any, int], Any] | None:
 
 _CHUNKS: Callable[[Any, int], Any] = _c_chunks() or (lambda obj, _: [_ENCODER.encode(obj)])
 """``"".join(_CHUNKS(obj, 0))`` is ``canonical_bytes``'s text of ``obj`` (JSON types only)."""
-_SCAN = json.scanner.make_scanner(json.JSONDecoder())
+# typeshed types make_scanner's argument as make_scanner itself; it is the decoder whose
+# options (parse_float, strict, ...) the scanner reads, as json.JSONDecoder passes itself
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 _QUOTE: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or (
     json.encoder.py_encode_basestring
 )

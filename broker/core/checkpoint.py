@@ -268,7 +268,7 @@ class SigningKeyRing:
     def to_json(self) -> str:
         keys = []
         for kid, pub in self.public.items():
-            item = {"kid": kid, "public": base64.b64encode(pub).decode()}
+            item: dict[str, str | None] = {"kid": kid, "public": base64.b64encode(pub).decode()}
             if kid in self.private:
                 item["private"] = base64.b64encode(self.private[kid]).decode()
             item["created_at"] = self.created.get(kid)

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 
@@ -99,7 +99,7 @@ def run_hook(fn: Callable[[], T], *, time_limit: float | None, name: str) -> T:
         raise error
     if error is not None:  # SystemExit and the like, raised by plugin code
         raise ConnectorFailed(f"raised {type(error).__name__}") from error
-    return box["value"]
+    return cast(T, box["value"])  # what fn returned, set by target above
 
 
 def _reason(exc: BaseException, transport: EgressTransport, connector: Connector) -> str:
@@ -117,9 +117,12 @@ def _reason(exc: BaseException, transport: EgressTransport, connector: Connector
     if isinstance(exc, EgressStopped):
         return str(exc)
     if isinstance(exc, httpx.HTTPError):
-        last = elog.attempts[-1].get("error") if elog.attempts else None
-        if elog.gave_up or last:
-            return elog.gave_up or last
+        # the attempt's error text, as EgressTransport records it
+        last: str | None = elog.attempts[-1].get("error") if elog.attempts else None
+        if elog.gave_up:
+            return elog.gave_up
+        if last:
+            return last
     cause = exc.__cause__
     if isinstance(exc, ConnectorFailed) and cause is not None and not isinstance(cause, Exception):
         return failure_reason(FailureCode.CONNECTOR_ERROR, cause)  # SystemExit & co (run_hook)

@@ -11,6 +11,8 @@ does by itself the first time it meets a key id it does not know.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from sqlmodel import Session, select
 
 from broker.flows.tenant_credentials import reseal_client_secrets
@@ -21,10 +23,20 @@ from broker.store.db import session_scope
 from broker.store.models import ConnectionToken, OAuthAttempt
 from broker.store.webhook_models import WebhookEndpoint
 
-__all__ = ["rotate_token_key"]
+__all__ = ["KeyRotation", "rotate_token_key"]
 
 
-def rotate_token_key(rt: Runtime, *, actor: str = "cli") -> dict[str, object]:
+class KeyRotation(TypedDict):
+    """What a rotation did: the new key id, the earlier ones, the secrets re-sealed."""
+
+    new_key_id: str
+    previous_key_ids: list[str]
+    resealed: int
+    resealed_webhook_endpoints: int
+    resealed_client_secrets: int
+
+
+def rotate_token_key(rt: Runtime, *, actor: str = "cli") -> KeyRotation:
     ring = rt.vault.ring
     old = sorted(ring.keys)
     new = ring.add_new_key()

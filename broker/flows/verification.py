@@ -73,6 +73,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     # A process with one thread (the CLI) forks its workers: they start at once. One
     # running threads (a web server, the head writer) must not fork (a lock another
     # thread held stays held in the child): forkserver forks them from a clean server.
+    ctx: multiprocessing.context.BaseContext
     if threading.active_count() == 1:
         ctx = multiprocessing.get_context("fork")
     else:

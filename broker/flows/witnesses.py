@@ -120,7 +120,7 @@ class WitnessClient:
             proof: list[bytes] = []
             if 0 < old < row.tree_size:
                 found = consistency_proof(self.rt.engine, old=old, new=row.tree_size)["proof"]
-                proof = [bytes.fromhex(h) for h in found]  # type: ignore[union-attr]
+                proof = [bytes.fromhex(h) for h in found]
             resp = self.rt.http.post(
                 endpoint.add_checkpoint_url,
                 content=add_checkpoint_body(old, proof, row.note),

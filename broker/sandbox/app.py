@@ -218,7 +218,8 @@ def create_sandbox_app(provider: SandboxProvider, *, local_only: bool = True) ->
         try:
             with provider.lock:
                 grant = server.get_consent_grant(incoming, end_user=provider.user_id)
-                return server.create_authorization_response(
+                # authlib answers through server.handle_response: a Response (stubs: object)
+                return server.create_authorization_response(  # type: ignore[return-value]
                     grant.request, grant_user=provider.user_id if approved else None, grant=grant
                 )
         except OAuth2Error as error:
@@ -237,7 +238,8 @@ def create_sandbox_app(provider: SandboxProvider, *, local_only: bool = True) ->
             return server.handle_error_response(None, error)
         if provider.token_gate is not None:  # issued (and rotated) already; answer late
             provider.token_gate.wait(30)
-        return answer
+        # authlib answers through server.handle_response: a Response (stubs: a tuple)
+        return answer  # type: ignore[return-value]
 
     @app.post("/oauth/revoke")
     def revoke(incoming: Incoming) -> Response:

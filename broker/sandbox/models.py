@@ -90,11 +90,13 @@ class RegisteredClient(ClientMixin):
     def get_client_id(self) -> str:
         return self.client.client_id
 
-    def get_default_redirect_uri(self) -> str | None:
+    # authlib takes None from these two (types-Authlib says str): no default URI, and a
+    # scope refused
+    def get_default_redirect_uri(self) -> str | None:  # type: ignore[override]
         # No default: every authorization request must name one of the registered URIs.
         return None
 
-    def get_allowed_scope(self, scope: str | None) -> str | None:
+    def get_allowed_scope(self, scope: str | None) -> str | None:  # type: ignore[override]
         """The requested scope if the client may have all of it; its full scope if omitted.
 
         ``None`` makes authlib answer ``invalid_scope``: the sandbox never silently narrows.

@@ -96,8 +96,8 @@ class SandboxOAuth2Request(OAuth2Request):
         self._form = _first_values(incoming.form)
         self.payload = _Payload([*incoming.query, *incoming.form])
 
-    @property
-    def args(self) -> dict[str, str]:
+    @property  # types-Authlib: dict[str, str | None]; the sandbox's values are never None
+    def args(self) -> dict[str, str]:  # type: ignore[override]
         return self._args
 
     @property

@@ -16,12 +16,14 @@ import json
 import logging
 import secrets
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from authlib.oauth2.rfc6749 import (
     AuthorizationCodeGrant,
     AuthorizationServer,
+    ClientMixin,
     InvalidRequestError,
+    OAuth2Error,
     OAuth2Request,
     RefreshTokenGrant,
     ResourceProtector,
@@ -85,23 +87,23 @@ class _AuthorizationCodeGrant(AuthorizationCodeGrant):
         return self.server.provider
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
-        data = request.payload.data
+        # authlib saves a code once it has parsed the payload, authenticated the client and
+        # been given the user: none is None here (types-Authlib says each may be)
+        data = request.payload.data  # type: ignore[union-attr]
         self.provider.store_code(
             AuthorizationCode(
                 code=code,
-                client_id=request.client.get_client_id(),
-                redirect_uri=request.payload.redirect_uri,
+                client_id=request.client.get_client_id(),  # type: ignore[union-attr]
+                redirect_uri=request.payload.redirect_uri,  # type: ignore[union-attr]
                 scope=request.scope,
-                user_id=request.user,
+                user_id=request.user,  # type: ignore[arg-type]
                 code_challenge=data["code_challenge"],
                 code_challenge_method=data["code_challenge_method"],
                 grant_id=uuid.uuid4().hex,
             )
         )
 
-    def query_authorization_code(
-        self, code: str, client: RegisteredClient
-    ) -> AuthorizationCode | None:
+    def query_authorization_code(self, code: str, client: ClientMixin) -> AuthorizationCode | None:
         return self.provider.find_code(code, client.get_client_id())
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
@@ -120,13 +122,15 @@ class _RotatingRefreshTokenGrant(RefreshTokenGrant):
     def provider(self) -> SandboxProvider:
         return self.server.provider
 
-    def authenticate_refresh_token(self, refresh_token: str) -> IssuedToken | None:
+    # authlib answers invalid_grant for None (types-Authlib says a token is always found),
+    # and hands revoke_old_credential the token found here
+    def authenticate_refresh_token(self, refresh_token: str) -> IssuedToken | None:  # type: ignore[override]
         return self.provider.find_active_refresh_token(refresh_token)
 
     def authenticate_user(self, refresh_token: IssuedToken) -> str:
         return refresh_token.user_id
 
-    def revoke_old_credential(self, refresh_token: IssuedToken) -> None:
+    def revoke_old_credential(self, refresh_token: IssuedToken) -> None:  # type: ignore[override]
         self.provider.retire_refresh_token(refresh_token)
 
 
@@ -172,7 +176,8 @@ class SandboxAuthorizationServer(AuthorizationServer):
         self.register_grant(_RotatingRefreshTokenGrant)
         self.register_endpoint(_RevocationEndpoint)
 
-    def query_client(self, client_id: str) -> RegisteredClient | None:
+    # authlib answers invalid_client for None (types-Authlib says a client is always found)
+    def query_client(self, client_id: str) -> RegisteredClient | None:  # type: ignore[override]
         client = self.provider.find_client(client_id)
         return RegisteredClient(client) if client is not None else None
 
@@ -182,10 +187,12 @@ class SandboxAuthorizationServer(AuthorizationServer):
             IssuedToken(
                 access_token=token["access_token"],
                 refresh_token=token.get("refresh_token"),
-                client_id=request.client.get_client_id(),
+                # authlib saves a token for an authenticated client, a user and the code or
+                # refresh token it was granted on (types-Authlib says each may be None)
+                client_id=request.client.get_client_id(),  # type: ignore[union-attr]
                 scope=token.get("scope", ""),
-                user_id=request.user,
-                grant_id=parent.grant_id,
+                user_id=request.user,  # type: ignore[arg-type]
+                grant_id=parent.grant_id,  # type: ignore[union-attr]
                 expires_in=token.get("expires_in", self.provider.access_token_ttl),
             )
         )
@@ -198,12 +205,22 @@ class SandboxAuthorizationServer(AuthorizationServer):
     def create_json_request(self, request: IncomingRequest) -> SandboxJsonRequest:
         return SandboxJsonRequest(request)
 
-    def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
+    # authlib passes the headers as a list of pairs (types-Authlib: a Mapping)
+    def handle_response(  # type: ignore[override]
+        self, status: int, body: Any, headers: list[tuple[str, str]]
+    ) -> Response:
         content = json.dumps(body) if isinstance(body, dict) else body
         response = Response(content=content, status_code=status)
         for name, value in headers:
             response.headers.append(name, value)
         return response
+
+    def handle_error_response(self, request: OAuth2Request | None, error: OAuth2Error) -> Response:
+        """authlib's, typed as it behaves here (types-Authlib: a request, and object): the
+        request may be None, for an error raised before one was built; the answer is
+        :meth:`handle_response`'s."""
+        answer = super().handle_error_response(request, error)  # type: ignore[arg-type]
+        return cast(Response, answer)
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         """authlib's hook for framework signals; the sandbox has no listeners."""

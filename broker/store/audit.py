@@ -169,15 +169,12 @@ def iter_canonical(engine: Engine, *, batch: int = 5000) -> Iterator[tuple[bytes
     """``(canonical content, hash, prev_hash)`` of every stored entry in seq order, read
     straight from the columns (no validation: an export shows rows as they are)."""
     t = AuditRow.__table__  # type: ignore[attr-defined]
-    columns = [t.c[name] for name in ENTRY_FIELDS]
+    columns = [*(t.c[name] for name in ENTRY_FIELDS), t.c.hash, t.c.prev_hash]
     last = 0
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(*columns, t.c.hash, t.c.prev_hash)
-                .where(t.c.seq > last)
-                .order_by(t.c.seq)
-                .limit(batch)
+                select(*columns).where(t.c.seq > last).order_by(t.c.seq).limit(batch)
             ).all()
         if not rows:
             return

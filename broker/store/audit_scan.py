@@ -10,7 +10,7 @@ in one transaction, so it sees one snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from sqlalchemy import Engine, Text, cast, func, select
@@ -28,7 +28,9 @@ _JSON = ("categories", "field_paths", "details")
 _COLUMNS = [cast(_T.c[name], Text) if name in _JSON else _T.c[name] for name in ROW_FIELDS]
 
 
-def iter_rows(engine: Engine, start: int, end: int, *, batch: int = 5000) -> Iterator[Any]:
+def iter_rows(
+    engine: Engine, start: int, end: int, *, batch: int = 5000
+) -> Generator[Any, None, None]:
     """Rows with ``start <= seq <= end`` in seq order, columns in ``ROW_FIELDS`` order
     (the JSON columns as text)."""
     stmt = select(*_COLUMNS).where(_T.c.seq >= start, _T.c.seq <= end).order_by(_T.c.seq)

@@ -215,8 +215,8 @@ class AuditWriter:
         subjects.committed()
         self.batches += 1
         self.entries += seq - start_seq
-        for job, exc in failed:
-            job.future.set_exception(exc)
+        for job, error in failed:
+            job.future.set_exception(error)
         for job, value in done:
             job.future.set_result(value)
         if seq != start_seq:

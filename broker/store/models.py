@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.orm import instrumentation
@@ -325,10 +325,11 @@ class AuditHead(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
-def from_row(model: type[_M], values: Mapping[str, Any]) -> _M:
+def from_row(model: type[_M], values: Mapping[Any, Any]) -> _M:
     """A detached ``model`` object from a row as stored (every column, already typed
     by the driver): no validation, about a sixth of what ``model(**row)`` costs (the
     transfer hot path builds three per transfer). Read it; do not add it to a session."""
-    obj = model.model_construct(**values)
+    # SQLModel's stubs type model_construct as returning SQLModel; it returns a ``model``
+    obj = cast(_M, model.model_construct(**values))
     instrumentation.manager_of_class(model)._new_state_if_none(obj)  # attribute reads need it
     return obj

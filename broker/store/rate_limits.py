@@ -44,7 +44,7 @@ class DatabaseStorage(Storage):
         insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
         stmt = insert(_TABLE).values(key=key, count=amount, expires_at=now + expiry)
         expired = _TABLE.c.expires_at <= now
-        stmt = stmt.on_conflict_do_update(
+        upsert = stmt.on_conflict_do_update(
             index_elements=[_TABLE.c.key],
             set_={
                 "count": case((expired, amount), else_=_TABLE.c.count + amount),
@@ -52,7 +52,7 @@ class DatabaseStorage(Storage):
             },
         ).returning(_TABLE.c.count)
         with self._engine.begin() as conn:
-            return int(conn.execute(stmt).scalar_one())
+            return int(conn.execute(upsert).scalar_one())
 
     def _row(self, key: str) -> tuple[int, float] | None:
         with self._engine.connect() as conn:
@@ -61,7 +61,8 @@ class DatabaseStorage(Storage):
             ).first()
         if row is None or row.expires_at <= self._clock():
             return None
-        return int(row.count), float(row.expires_at)
+        # row[0]: the count column (to a type checker row.count is the tuple's count method)
+        return int(row[0]), float(row.expires_at)
 
     def get(self, key: str) -> int:
         row = self._row(key)

@@ -6,6 +6,8 @@ Proofs and roots read only stored complete subtrees (``merkle_nodes``), in one q
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
@@ -87,7 +89,7 @@ def inclusion_proof(engine: Engine, *, seq: int, size: int | None = None) -> dic
     }
 
 
-def consistency_proof(engine: Engine, *, old: int, new: int | None = None) -> dict[str, object]:
+def consistency_proof(engine: Engine, *, old: int, new: int | None = None) -> dict[str, Any]:
     """Proof that the tree of ``new`` entries extends the tree of ``old`` entries."""
     with Session(engine) as session:
         new = _size(session, new, "to")

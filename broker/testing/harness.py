@@ -232,7 +232,7 @@ class BrokerHarness:
                 self.rt, connection_id=connection_id, request=request, actor="broker.testing"
             )
         except BrokerError as exc:
-            recorded = exc.details.get("transfer")
+            recorded: dict[str, Any] | None = exc.details.get("transfer")
             if recorded is None:
                 raise
             return recorded
@@ -242,9 +242,10 @@ class BrokerHarness:
         return self.stored(connection_id).connector_id
 
     def revoke(self, connection_id: str) -> dict[str, str]:
-        return revoke_connection(self.rt, connection_id, actor="broker.testing")[
+        outcome: dict[str, str] = revoke_connection(self.rt, connection_id, actor="broker.testing")[
             "provider_revocation"
         ]
+        return outcome
 
     @classmethod
     def for_connector(

@@ -94,7 +94,7 @@ def payload_strategy(example: Mapping[str, Any]) -> st.SearchStrategy[dict[str, 
             return st.tuples(*(build(v) for v in value)).map(list)
         return _leaf_strategy(value, next(counter))
 
-    return build(dict(example))  # type: ignore[return-value]
+    return build(dict(example))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ def https(rt: Runtime) -> bool:
 
 
 def set_cookie(
-    response: Response, rt: Runtime, name: str, value: str, *, path: str, max_age: int
+    response: Response, rt: Runtime, name: str, value: str, *, path: str, max_age: float
 ) -> None:
     response.set_cookie(
         name,

@@ -5,13 +5,14 @@ client that kept it gets ``304 Not Modified`` and no body until the body changes
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from fastapi import Request, Response
 from pydantic import BaseModel
 
 __all__ = ["NOT_MODIFIED", "json_with_etag"]
 
-NOT_MODIFIED = {
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "not modified: the `ETag` given in `If-None-Match` is current"}
 }
 

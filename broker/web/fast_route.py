@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.core.errors import BrokerError
@@ -42,6 +43,7 @@ class TransferFastPath:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
+        response: Response
         try:
             rt = scope["app"].state.runtime
             response = await create_transfer(rt, match["id"], request, bearer_of(request))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -18,6 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.core.errors import BrokerError, InvalidInput, PayloadTooLarge
 from broker.flows.idempotency import Claim, Stored, claim, finish, release
+
+if TYPE_CHECKING:
+    from broker.runtime import Runtime
 
 __all__ = ["IdempotencyKeys", "request_digest"]
 
@@ -92,7 +96,7 @@ class IdempotencyKeys:
         await self._run(scope, body, receive, send, rt, c)
 
     async def _run(
-        self, scope: Scope, body: bytes, receive: Receive, send: Send, rt: object, c: Claim
+        self, scope: Scope, body: bytes, receive: Receive, send: Send, rt: Runtime, c: Claim
     ) -> None:
         sent = False
         start: Message = {}

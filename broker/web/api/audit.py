@@ -271,7 +271,7 @@ def public_key(
     return keys
 
 
-_PROCESSING_ANSWER = {
+_PROCESSING_ANSWER: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "records of processing (json), or fideslang System resources (fides)",
         "content": {"application/yaml": {"schema": {"type": "string"}}},

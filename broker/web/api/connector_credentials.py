@@ -65,8 +65,10 @@ ConnectorId = Annotated[str, Path(max_length=63)]
     status_code=201,
     operation_id="registerTenantCredentials",
     response_model=TenantCredentialsPublic,
-    responses={200: {"description": "the tenant's credentials were replaced"}}
-    | errors(NotFound, InvalidInput),
+    responses={
+        200: {"description": "the tenant's credentials were replaced"},
+        **errors(NotFound, InvalidInput),
+    },
 )
 def register(
     connector_id: ConnectorId,

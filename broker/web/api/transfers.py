@@ -44,7 +44,7 @@ from broker.web.openapi import request_body
 
 if TYPE_CHECKING:
     from broker.runtime import Runtime
-    from broker.store.models import Transfer
+    from broker.store.models import Transfer as TransferRow
 
 log = logging.getLogger("broker.web")
 
@@ -149,7 +149,7 @@ def _prefers_async(request: Request) -> bool:
     return False
 
 
-def _answer(transfer: Transfer, new: bool) -> JSONResponse:
+def _answer(transfer: TransferRow, new: bool) -> JSONResponse:
     """201 with the outcome, 202 while it is pending, 200 for a replay; a failed,
     cancelled or unknown outcome is the error it is, carrying the transfer."""
     body = _json(transfer_dict(transfer))
@@ -233,7 +233,7 @@ async def create_transfer(
     header_key = request.headers.get("idempotency-key")
     wait = 0.0 if _prefers_async(request) else rt.settings.transfer_wait
 
-    def accept() -> tuple[Transfer, bool]:
+    def accept() -> tuple[TransferRow, bool]:
         key = require_role(authenticate(rt.engine, bearer), "admin")
         parsed = TransferRequest.parse(_parse_json(raw), idempotency_key=header_key)
         return submit_transfer(
@@ -260,7 +260,7 @@ def _json(data: dict[str, Any]) -> dict[str, Any]:
     """A transfer as JSON values (the schema ``Transfer``): its times RFC 3339 UTC with
     ``Z``, ``connector_id`` beside its old name, without a walk over every value (the
     rest is JSON already)."""
-    out = {k: _z(v) if isinstance(v, datetime) else v for k, v in data.items()}
+    out: dict[str, Any] = {k: _z(v) if isinstance(v, datetime) else v for k, v in data.items()}
     out["connector_id"] = out["connector"]
     out["attempts"] = [{**a, "at": _z_text(a["at"])} if "at" in a else a for a in out["attempts"]]
     return out

@@ -91,7 +91,7 @@ def stacked_bars(
     colors = {cid: PALETTE[i % len(PALETTE)] for i, cid in enumerate(ranked)}
     bars: list[Bar] = []
     for i, day in enumerate(series.days):
-        base = top + plot_h
+        base: float = top + plot_h
         for cid, counts in series.counts.items():
             n = counts[i]
             if not n:

@@ -52,7 +52,7 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 
 RECENT = 5
 PAGE = 25
-STATUS_LABELS = {
+STATUS_LABELS: dict[str, str] = {  # by ConnectionStatus (a str)
     ConnectionStatus.ACTIVE: "Connected",
     ConnectionStatus.RECONSENT_REQUIRED: "Needs you to connect again",
     ConnectionStatus.ERROR: "Error",

@@ -14,7 +14,7 @@ Revises: 0004
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 import broker.store.types

@@ -12,7 +12,7 @@ Revises: 0008
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 import broker.store.types

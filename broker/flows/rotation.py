@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from broker.flows.tenant_credentials import reseal_client_secrets
 from broker.flows.webhooks import SECRET_KIND
@@ -56,8 +56,14 @@ def rotate_token_key(rt: Runtime, *, actor: str = "cli") -> KeyRotation:
             session.add(row)
             resealed += 1
         for attempt in session.exec(
-            select(OAuthAttempt).where(OAuthAttempt.used_at == None)  # noqa: E711
+            select(OAuthAttempt).where(
+                col(OAuthAttempt.used_at).is_(None),
+                # an attempt refused as expired is unused but has no verifier left
+                col(OAuthAttempt.code_verifier).is_not(None),
+            )
         ).all():
+            if attempt.code_verifier is None:  # (the query's condition, for the type)
+                continue
             attempt.code_verifier = rt.vault.reseal(
                 attempt.code_verifier, connection_id=attempt.connection_id, kind="pkce_verifier"
             )

@@ -20,6 +20,7 @@ from broker.runtime import Runtime, build_runtime
 from broker.store.db import create_db_engine, session_scope, upgrade_schema
 from broker.store.models import Connection, ConnectSession, OAuthAttempt
 from broker.store.tickets import claim_ticket, find_ticket
+from tests.integration.conftest import Browser, Stack, query
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 TicketModel = type[ConnectSession] | type[OAuthAttempt]
@@ -251,3 +252,29 @@ def test_a_user_link_opened_by_eight_browsers_at_once_signs_in_one(rt: Runtime) 
         *["this link has already been used; open the page again"] * 7,
         "user-1",
     ]
+
+
+def test_keys_rotate_skips_an_attempt_whose_verifier_went_with_its_expiry(
+    stack: Stack, browser: Browser
+) -> None:
+    """An OAuth attempt refused as expired loses its sealed verifier but stays unused:
+    `broker keys rotate` re-seals the verifiers of unused attempts and must pass it by
+    (it tried to re-seal None and the rotation failed)."""
+    from sqlmodel import select
+
+    from broker.flows.rotation import rotate_token_key
+
+    session = stack.connect_session("user-x")
+    to_provider = browser.approve(session["url"], [])
+    assert to_provider.status_code == 303
+    state = query(to_provider.headers["location"])["state"]
+    start = stack.rt.clock()
+    stack.rt.clock = lambda: start + timedelta(days=1)  # the attempt has expired
+    late = browser.get(f"{stack.url}/oauth/callback/sandbox?code=x&state={state}")
+    assert late.status_code in (200, 303, 400), late.text
+    stack.rt.clock = lambda: start
+    with Session(stack.rt.engine) as db:
+        (attempt,) = db.exec(select(OAuthAttempt)).all()
+    assert attempt.used_at is None and attempt.code_verifier is None
+    result = rotate_token_key(stack.rt, actor="test")
+    assert result["new_key_id"] not in result["previous_key_ids"]

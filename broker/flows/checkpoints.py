@@ -220,7 +220,7 @@ class Checkpointing:
 
     def _deliver(self) -> None:
         while (row := self._outbox.get()) is not None:
-            rows = [row]
+            rows: list[CheckpointRow | None] = [row]
             while True:  # what queued up meanwhile: witnesses need only the latest
                 try:
                     rows.append(self._outbox.get_nowait())

@@ -139,10 +139,10 @@ def set_objections(
 
 def _covered_queue(session: Session, rt: Runtime, user_id: str, keys: list[str]) -> list[str]:
     """Ids of the user's queued transfers carrying a category declared for a use in ``keys``."""
-    queued = session.exec(
-        select(Transfer.id, Transfer.connector_id, Transfer.categories).where(
-            Transfer.user_id == user_id,
-            Transfer.status == TransferStatus.PENDING,
+    queued = session.exec(  # type: ignore[call-overload]  # a Core select: rows
+        select(col(Transfer.id), col(Transfer.connector_id), col(Transfer.categories)).where(
+            col(Transfer.user_id) == user_id,
+            col(Transfer.status) == TransferStatus.PENDING,
             col(Transfer.lease_owner).is_(None),
         )
     ).all()

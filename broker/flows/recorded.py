@@ -31,7 +31,8 @@ def terms_of_consents(
     wanted = sorted({c for c in consent_ids if c})
     if not wanted:
         return {}
-    rows = session.exec(select(ConsentRecord).where(col(ConsentRecord.id).in_(wanted))).all()
+    stmt = select(ConsentRecord).where(col(ConsentRecord.id).in_(wanted))
+    rows = session.exec(stmt).all()  # type: ignore[call-overload]  # a Core select: rows
     return {c.id: consent_facts(c) for (c,) in rows}
 
 
@@ -39,11 +40,11 @@ def terms_by_connector(session: Session) -> dict[str, ConsentFacts]:
     """Per connector, the terms of its latest consent record (a recipient's name and
     links as last agreed to)."""
     latest = (
-        select(ConsentRecord.connector_id, func.max(ConsentRecord.recorded_at).label("at"))
-        .group_by(ConsentRecord.connector_id)
+        select(col(ConsentRecord.connector_id), func.max(ConsentRecord.recorded_at).label("at"))
+        .group_by(col(ConsentRecord.connector_id))
         .subquery()
     )
-    rows = session.exec(
+    rows = session.exec(  # type: ignore[call-overload]  # a Core select: rows
         select(ConsentRecord)
         .join(
             latest,
@@ -57,7 +58,7 @@ def terms_by_connector(session: Session) -> dict[str, ConsentFacts]:
 
 _LATEST = (  # built once: the statement is compiled once, then only run
     select(ConsentRecord)
-    .where(ConsentRecord.connector_id == bindparam("connector_id"))
+    .where(col(ConsentRecord.connector_id) == bindparam("connector_id"))
     .order_by(col(ConsentRecord.recorded_at).desc(), col(ConsentRecord.id).desc())
     .limit(1)
 )
@@ -69,7 +70,8 @@ def latest_terms(session: Session, connector_ids: Iterable[str]) -> dict[str, Co
     Of records made at the same moment, the one with the largest id, as there."""
     out = {}
     for connector_id in sorted(set(connector_ids)):
-        found = session.exec(_LATEST, params={"connector_id": connector_id}).first()
+        params = {"connector_id": connector_id}
+        found = session.exec(_LATEST, params=params).first()  # type: ignore[call-overload]
         if found is not None:
             out[connector_id] = consent_facts(found[0])
     return out

@@ -84,10 +84,11 @@ def terms_sent(rt: Runtime) -> dict[str, list[dict[str, Any]]]:
 
     with Session(rt.engine) as session:
         rows = session.exec(
-            select(
-                Transfer.connector_id,
-                Transfer.terms_version,
-                TransferCategory.category,
+            # sqlmodel's select is typed for up to four columns; this one has six
+            select(  # type: ignore[call-overload]
+                col(Transfer.connector_id),
+                col(Transfer.terms_version),
+                col(TransferCategory.category),
                 func.count(),
                 func.min(Transfer.created_at),
                 func.max(Transfer.created_at),

@@ -89,7 +89,10 @@ TOKEN_COLUMNS = (
     _TOKENS.c.expires_at,
     _TOKENS.c.updated_at,
 )
-_TOKEN_OF = select(*TOKEN_COLUMNS).where(_TOKENS.c.connection_id == bindparam("connection_id"))
+# sqlmodel's select is typed for up to four named columns, not an unpacked tuple
+_TOKEN_OF = select(*TOKEN_COLUMNS).where(  # type: ignore[call-overload]
+    _TOKENS.c.connection_id == bindparam("connection_id")
+)
 
 
 def access_token(rt: Runtime, connection_id: str, *, stored: StoredToken | None = None) -> str:

@@ -59,7 +59,7 @@ def outside_fields(rt: Runtime, transfers: list[dict[str, Any]]) -> dict[str, li
                 )
             ).all()
         for transfer_id, d in rows:
-            details.setdefault(str(transfer_id), []).append(d)
+            details.setdefault(str(transfer_id), []).append(dict(d))
     found = {t["id"]: _outside(t["dropped"], details.get(t["id"], [])) for t in transfers}
     return {tid: fields for tid, fields in found.items() if fields}
 

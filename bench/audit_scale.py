@@ -54,7 +54,8 @@ from sqlmodel import Session, col, func, select
 
 from broker.core.audit_chain import GENESIS_HASH, format_time, seal
 from broker.core.merkle import Frontier, leaf_hash, node_position
-from broker.flows.audit import DISCLOSED, TransferFilter, list_transfers, recipients_report
+from broker.core.statuses import DISCLOSED_TRANSFER_STATUSES
+from broker.flows.audit import TransferFilter, list_transfers, recipients_report
 from broker.flows.checkpoints import public_keys, sign_checkpoint
 from broker.flows.integrity import start_full, wait_for
 from broker.flows.keys import create_api_key
@@ -211,7 +212,7 @@ def recipients_before(rt: Runtime) -> int:
         ).all()
         rows = session.exec(
             select(Transfer.connector_id, Transfer.categories, Transfer.field_paths).where(
-                col(Transfer.status).in_(DISCLOSED)
+                col(Transfer.status).in_(DISCLOSED_TRANSFER_STATUSES)
             )
         ).all()
         session.exec(

@@ -8,7 +8,6 @@ import contextlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -32,7 +31,6 @@ from broker.flows.audit import (
 )
 from broker.flows.browser_sessions import end_browser_session, sign_in_with_key
 from broker.flows.checkpoints import checkpoint_dict
-from broker.flows.filter_times import filter_time
 from broker.flows.integrity import integrity_status, start_full
 from broker.flows.transfer_detail import outside_fields
 from broker.store.audit import latest_head
@@ -47,7 +45,6 @@ __all__ = [
     "SearchForm",
     "TransferSearch",
     "console_page",
-    "moment",
     "router",
     "to_login",
 ]
@@ -96,11 +93,6 @@ class TransferSearch(SearchForm):
             until=self.until,
             naive_utc=True,  # datetime-local fields
         )
-
-
-def moment(text: str, name: str) -> datetime | None:
-    """``2026-01-31T12:00`` (from a datetime-local field, read as UTC) or a full ISO time."""
-    return filter_time(text, name, naive_utc=True)
 
 
 def _search(

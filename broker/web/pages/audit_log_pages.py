@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from broker.core.errors import InvalidInput, NotFound
 from broker.flows.events import EVENT_GROUPS, EventFilter, event_names, list_events
+from broker.flows.filter_times import filter_time
 from broker.flows.policy_snapshots import snapshot
 from broker.flows.terms_report import terms_changes
 from broker.flows.transfer_detail import transfer_detail
@@ -24,7 +25,6 @@ from broker.web.pages.audit_console import (
     PAGE_SIZES,
     SearchForm,
     console_page,
-    moment,
     to_login,
 )
 
@@ -49,8 +49,8 @@ class EventSearch(SearchForm):
             event=self.event or None,
             user_id=self.user or None,
             connector_id=self.connector or None,
-            since=moment(self.since, "since"),
-            until=moment(self.until, "until"),
+            since=filter_time(self.since, "since", naive_utc=True),  # datetime-local
+            until=filter_time(self.until, "until", naive_utc=True),
         )
 
 

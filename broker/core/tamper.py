@@ -5,7 +5,7 @@
 ``verify-export`` (``broker/verify_export.py``) reports the same words for the same
 tampering at the same entry. That file stays standalone (standard library and
 ``cryptography`` only, for auditors to run alone), so it spells the words as plain
-strings; ``tests/unit/test_tamper_corpus.py`` holds the two to one vocabulary and runs one
+strings; ``tests/integration/test_tamper_corpus.py`` holds the two to one vocabulary and runs one
 corruption corpus through both verifiers.
 """
 

@@ -91,8 +91,8 @@ def test_both_verifiers_name_the_same_kind_at_the_same_entry(
 
 
 def test_the_corpus_covers_every_kind_of_tampering_on_entries() -> None:
-    # forked needs a history the log itself signed twice: tests/unit/test_verify_export.py
-    # and tests/unit/test_audit_chain.py; every other kind is in the corpus
+    # forked needs a history the log itself signed twice: tests/unit/core/test_verify_export.py
+    # and tests/unit/core/test_audit_chain.py; every other kind is in the corpus
     assert {kind for _c, kind, _s in CORPUS.values()} == set(TamperKind) - {K.FORKED}
 
 

@@ -22,7 +22,7 @@ from broker.core.egress import (
 )
 from broker.core.errors import DeliveryRejected, EgressDenied, ProviderError, TokenRejected
 from broker.core.manifest import parse_manifest
-from tests.unit.test_manifest import valid_raw
+from tests.unit.core.test_manifest import valid_raw
 
 API = "https://api.example.com/messages"
 

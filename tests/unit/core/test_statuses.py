@@ -24,7 +24,7 @@ from broker.core.statuses import (
     revocation_failed,
 )
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 ENUMS: list[type[StrEnum]] = [
     ConnectionStatus,
     TransferStatus,

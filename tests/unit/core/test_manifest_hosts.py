@@ -16,7 +16,7 @@ from broker.core.manifest import Manifest, load_manifest_file, parse_manifest
 from broker.core.placeholders import render_url
 from broker.core.urls import origin
 from broker.web.csp import authorize_origin, content_security_policy, logo_origins
-from tests.unit.test_manifest import VALID_TOML, valid_raw
+from tests.unit.core.test_manifest import VALID_TOML, valid_raw
 
 CSP_INJECTION = "https://cdn.evil.example;script-src * 'unsafe-inline';x/logo.png"
 

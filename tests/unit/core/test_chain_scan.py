@@ -24,7 +24,7 @@ from broker.core.audit_chain import (
 from broker.core.chain_scan import ROW_FIELDS, join_scans, ranges, scan_range
 from broker.core.errors import InvalidInput
 from broker.core.merkle import Frontier, leaf_hash
-from tests.unit.test_audit_chain import build_chain
+from tests.unit.core.test_audit_chain import build_chain
 
 JSON_COLUMNS = ("categories", "field_paths", "details")
 

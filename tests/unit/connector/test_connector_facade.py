@@ -14,7 +14,7 @@ from broker.connector import packaged_manifest
 from broker.core import connector as core_connector
 from broker.core import errors, manifest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PUBLIC = {
     "BoundAction": core_connector.BoundAction,
     "Connector": core_connector.Connector,

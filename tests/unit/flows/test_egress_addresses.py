@@ -27,7 +27,7 @@ from broker.flows.connector_calls import (
     egress_transport,
 )
 from broker.runtime import build_runtime
-from tests.unit.test_manifest import valid_raw
+from tests.unit.core.test_manifest import valid_raw
 
 
 class FakeResolver:

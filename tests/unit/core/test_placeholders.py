@@ -61,6 +61,6 @@ def test_declared_and_builtin_placeholders_are_fine() -> None:
         placeholder_problem("https://api.github.com/applications/{client_id}/token", set()) is None
     )
     assert placeholder_problem("https://{a}.example.com:8443/{b}", {"a", "b"}) is None
-    # only the first label of a host may be a placeholder (tests/unit/test_manifest_hosts.py)
+    # only the first label of a host may be a placeholder (tests/unit/core/test_manifest_hosts.py)
     assert "first label" in placeholder_problem("https://{a}.{b}.example.com/", {"a", "b"})
     assert sample_url(ZENDESK) == "https://sample.zendesk.com/api/v2/tickets.json"

@@ -27,7 +27,7 @@ from broker.core.webhooks import (
     webhook_events,
 )
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
 def test_every_audit_event_maps_to_declared_webhook_types() -> None:

@@ -21,7 +21,7 @@ from broker.core.manifest import (
     Setting,
 )
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "connectors.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "connectors.md"
 SECTIONS: dict[str, type[BaseModel]] = {
     "### Top level": Manifest,
     "### `[oauth]`": OAuthSettings,

@@ -13,7 +13,7 @@ from broker.core.connector import BoundAction, Connector
 from broker.core.errors import InvalidInput
 from broker.core.failures import FailureCode, failure_reason, setting_failure
 from broker.core.placeholders import render_url
-from tests.unit.test_egress import Wire, manifest_connector, run
+from tests.unit.core.test_egress import Wire, manifest_connector, run
 
 SECRET = "secret-internal-detail"
 log = logging.getLogger("broker.connectors")

@@ -21,7 +21,7 @@ from broker.core.manifest import parse_manifest
 from broker.core.manifest_schema import manifest_json_schema
 from broker.demo import sandbox_manifest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_FILE = ROOT / "docs" / "manifest.schema.json"
 
 

@@ -11,7 +11,7 @@ from broker.core.catalog import default_catalog
 from broker.core.manifest import OAuthSettings, parse_manifest
 from broker.core.oauth import ClientCredentials
 from broker.core.revocation import revoke_grant
-from tests.unit.test_manifest import valid_raw
+from tests.unit.core.test_manifest import valid_raw
 
 CREDS = ClientCredentials("cid", "csecret")
 REVOKE = "https://example.com/oauth/revoke"

@@ -19,7 +19,7 @@ from broker.core.errors import HookSignatureInvalid, ManifestError
 from broker.core.manifest import Manifest
 from broker.core.registry import ENTRY_POINT_GROUP, load_registry
 from broker.testing import load_connector
-from tests.unit.test_registry import manifest_dict
+from tests.unit.core.test_registry import manifest_dict
 
 DELIVER = "deliver(self, action, payload, client)"
 

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -61,6 +62,7 @@ __all__ = [
     "finish",
     "load",
     "load_connection",
+    "load_connections",
     "run_claim",
 ]
 
@@ -238,6 +240,28 @@ _TRANSFER_AND_CONNECTION = (
     )
     .where(_T.c.id == bindparam("t_id"))
 )
+
+
+_CONNECTIONS_BY_ID = (
+    core_select(_C.c.id, _C.c.status, _C.c.settings, *TOKEN_COLUMNS)
+    .select_from(_C.outerjoin(_TOKENS, _TOKENS.c.connection_id == _C.c.id))
+    .where(_C.c.id.in_(bindparam("c_ids", expanding=True)))
+)
+
+
+def load_connections(rt: Runtime, connection_ids: Collection[str]) -> dict[str, ConnectionState]:
+    """The connections of a batch of claimed transfers, in one read (one absent from
+    the answer no longer exists)."""
+    if not connection_ids:
+        return {}
+    with rt.engine.connect() as db:
+        rows = db.execute(_CONNECTIONS_BY_ID, {"c_ids": list(connection_ids)}).all()
+    return {
+        row[0]: ConnectionState(
+            row[1], row[2], StoredToken(*row[3:]) if row[3] is not None else None
+        )
+        for row in rows
+    }
 
 
 def load_connection(rt: Runtime, connection_id: str) -> ConnectionState | None:

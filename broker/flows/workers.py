@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
@@ -39,7 +40,7 @@ from sqlmodel import Session
 from broker.core.errors import DeliveryFailed, OutcomeNotRecorded, OutcomeUnknown
 from broker.core.gateway import TransferRequest
 from broker.core.statuses import FINAL_TRANSFER_STATUSES, TransferStatus
-from broker.flows.engine import load, load_connection, run_claim
+from broker.flows.engine import load, load_connection, load_connections, run_claim
 from broker.flows.share import accept_transfer, transfer_dict
 from broker.flows.webhooks import WebhookSender
 from broker.runtime import Runtime
@@ -59,6 +60,7 @@ __all__ = [
 log = logging.getLogger("broker.workers")
 
 _CHORES_EVERY = 60.0  # seconds between housekeeping rounds of the scheduler
+_GONE = object()  # a claimed transfer whose connection no longer exists
 
 
 def _owner_id() -> str:
@@ -177,10 +179,12 @@ class DeliveryWorkers:
                     self._wake.set()
 
     def _run(self, claim: Claim) -> None:
-        if claim.transfer is not None:
+        if claim.transfer is None:
+            t, conn = load(self.rt, claim.transfer_id)
+        elif claim.connection is None:
             t, conn = claim.transfer, load_connection(self.rt, claim.transfer.connection_id)
         else:
-            t, conn = load(self.rt, claim.transfer_id)
+            t, conn = claim.transfer, (None if claim.connection is _GONE else claim.connection)
         if t is None:
             return
         gate = self._limit(t.connector_id)
@@ -271,6 +275,11 @@ class DeliveryWorkers:
             ordered=ordered,
         )
         self._backlog = len(claims) >= free
+        # One read for the batch's connections (and tokens), not one per transfer.
+        states = load_connections(self.rt, {c.transfer.connection_id for c in claims})
+        claims = [
+            replace(c, connection=states.get(c.transfer.connection_id, _GONE)) for c in claims
+        ]
         with self._guard:
             self._held.update(c.transfer_id for c in claims)
         for c in claims:

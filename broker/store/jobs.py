@@ -25,7 +25,7 @@ from sqlalchemy import Engine, Integer, and_, bindparam, func, or_, select, upda
 
 from broker.core.statuses import TransferStatus
 from broker.store.db import write_lock
-from broker.store.models import Transfer
+from broker.store.models import Transfer, from_row
 
 __all__ = [
     "Claim",
@@ -45,9 +45,12 @@ class Claim:
     transfer_id: str
     runs: int
     lapsed: bool = False  # the previous holder's lease ran out: its run's outcome is unknown
-    #: the row as its claimer already holds it (a transfer handed over as it was
-    #: accepted), so the worker need not read it again
+    #: the row as its claimer already holds it (as the claim returned it, or a
+    #: transfer handed over as it was accepted), so the worker need not read it again
     transfer: Any = field(default=None, compare=False, repr=False)
+    #: what the claimer read of the transfer's connection with its batch (see
+    #: ``broker.flows.engine.load_connections``); None: not read yet
+    connection: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ def _claim_statement(dialect: str, lapsed: bool, ordered: tuple[str, ...]) -> An
             lease_until=bindparam("until", type_=_T.c.lease_until.type),
             runs=_T.c.runs + 1,
         )
-        .returning(_T.c.id, _T.c.runs)
+        .returning(*_T.columns)  # the claimed rows as they now stand: no second read
     )
     if len(_CLAIMS) < 64:  # ordered sets change only with the installed connectors
         _CLAIMS[key] = stmt
@@ -131,8 +134,16 @@ def _claim(
     stmt = _claim_statement(engine.dialect.name, lapsed, tuple(sorted(ordered)))
     params = {"now": now, "owner": owner, "until": until, "limit": limit}
     with write_lock(engine), engine.begin() as conn:
-        rows = conn.execute(stmt, params).all()
-    return [Claim(transfer_id=r[0], runs=r[1], lapsed=lapsed) for r in rows]
+        rows = conn.execute(stmt, params).mappings().all()
+    return [
+        Claim(
+            transfer_id=r["id"],
+            runs=r["runs"],
+            lapsed=lapsed,
+            transfer=from_row(Transfer, r),
+        )
+        for r in rows
+    ]
 
 
 def claim_due(

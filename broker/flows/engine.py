@@ -33,25 +33,32 @@ from typing import Any, NamedTuple
 from limits import parse
 from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import Connection as DbConnection
-from sqlalchemy import bindparam
-from sqlalchemy import select as core_select
-from sqlalchemy import update as core_update
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlmodel import Session, col, select, update
+from sqlmodel import Session
 
 from broker.core.errors import BrokerError, NotCancellable, NotFound, OutcomeNotRecorded
 from broker.core.statuses import ConnectionStatus, TransferStatus
 from broker.flows.delivery import deliver
 from broker.flows.share import event_fields, payload_kind, writer
-from broker.flows.tokens import TOKEN_COLUMNS, StoredToken
+from broker.flows.tokens import StoredToken
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.audit_writer import Event
 from broker.store.db import session_scope
 from broker.store.jobs import Claim, release
-from broker.store.models import Connection, ConnectionToken, Transfer, from_row
+from broker.store.models import Transfer
 from broker.store.rate_limits import DatabaseStorage
 from broker.store.summaries import add_outcomes, outcome_of
+from broker.store.transfer_rows import (
+    ConnectionRow,
+    cancel_unstarted,
+    connection_row,
+    connection_rows,
+    get_transfer,
+    record_outcome,
+    transfer_with_connection,
+    unstarted_ids,
+)
 
 __all__ = [
     "LAPSED",
@@ -72,33 +79,8 @@ LAPSED = (
     "the worker delivering this transfer stopped before recording the outcome; "
     "the third party may or may not have received it"
 )
-_T = Transfer.__table__  # type: ignore[attr-defined]
-_TOKENS = ConnectionToken.__table__  # type: ignore[attr-defined]
 _RESCHEDULE_MAX = 86400.0  # a Retry-After beyond a day is taken as a day
 _DB_RETRIES = (0.05, 0.2, 0.5, 1.0, 2.0, 4.0)
-
-
-# The hot statements, built once: a reused statement keeps its compiled form.
-_OUTCOME_COLUMNS = (
-    "status",
-    "reason",
-    "attempts",
-    "response_status",
-    "response_id",
-    "payload_sealed",
-    "lease_owner",
-    "lease_until",
-    "next_attempt_at",
-    "completed_at",
-)
-_FINISH = (
-    core_update(_T)
-    .where(_T.c.id == bindparam("t_id"), _T.c.status == TransferStatus.PENDING)
-    .values({_T.c[n]: bindparam(f"v_{n}", type_=_T.c[n].type) for n in _OUTCOME_COLUMNS})
-    .returning(*_T.columns)
-)
-_FINISH_HELD = _FINISH.where(_T.c.lease_owner == bindparam("owner"))
-_BY_ID = core_select(_T).where(_T.c.id == bindparam("t_id"))
 
 
 def _transient(exc: DBAPIError) -> bool:
@@ -136,8 +118,6 @@ def finish(
         "lease_until": None,
         "next_attempt_at": None,
     }
-    params = {f"v_{k}": v for k, v in values.items()} | {"t_id": transfer.id, "owner": owner}
-    stmt = _FINISH if owner is None else _FINISH_HELD
     details: dict[str, Any] = {"attempts": len(attempts)}
     if status_code is not None:
         details["status_code"] = status_code
@@ -152,11 +132,9 @@ def finish(
         def unit(
             conn: DbConnection, now: datetime = now
         ) -> tuple[list[Event], tuple[Transfer, bool]]:
-            row = conn.execute(stmt, {**params, "v_completed_at": now}).mappings().first()
-            won = row is not None
-            if row is None:  # someone else ended it: record what we saw against that
-                row = conn.execute(_BY_ID, {"t_id": transfer.id}).mappings().one()
-            stored = from_row(Transfer, row)
+            stored, won = record_outcome(
+                conn, transfer_id=transfer.id, owner=owner, values={**values, "completed_at": now}
+            )
             if won:
                 event, extra = f"transfer.{status}", {}
             else:
@@ -207,9 +185,6 @@ def finish(
     )
 
 
-_C = Connection.__table__  # type: ignore[attr-defined]
-
-
 class ConnectionState(NamedTuple):
     """What a run needs of its connection, read as it starts (no ORM object): its
     status, settings and, read with a claimed transfer, its token row (the delivery
@@ -220,74 +195,32 @@ class ConnectionState(NamedTuple):
     token: StoredToken | None = None
 
 
-_TOKEN_LABELS = tuple(f"k_{c.name}" for c in TOKEN_COLUMNS)
-_CONNECTION_BY_ID = (
-    core_select(_C.c.status, _C.c.settings, *TOKEN_COLUMNS)
-    .select_from(_C.outerjoin(_TOKENS, _TOKENS.c.connection_id == _C.c.id))
-    .where(_C.c.id == bindparam("c_id"))
-)
-_TRANSFER_AND_CONNECTION = (
-    core_select(
-        _T,
-        _C.c.status.label("c_status"),
-        _C.c.settings.label("c_settings"),
-        *(c.label(label) for c, label in zip(TOKEN_COLUMNS, _TOKEN_LABELS, strict=True)),
-    )
-    .select_from(
-        _T.outerjoin(_C, _C.c.id == _T.c.connection_id).outerjoin(
-            _TOKENS, _TOKENS.c.connection_id == _T.c.connection_id
-        )
-    )
-    .where(_T.c.id == bindparam("t_id"))
-)
+def _connection_state(row: ConnectionRow) -> ConnectionState:
+    return ConnectionState(row.status, row.settings, StoredToken(*row.token) if row.token else None)
 
 
-_CONNECTIONS_BY_ID = (
-    core_select(_C.c.id, _C.c.status, _C.c.settings, *TOKEN_COLUMNS)
-    .select_from(_C.outerjoin(_TOKENS, _TOKENS.c.connection_id == _C.c.id))
-    .where(_C.c.id.in_(bindparam("c_ids", expanding=True)))
-)
+def _state(row: ConnectionRow | None) -> ConnectionState | None:
+    return _connection_state(row) if row is not None else None
 
 
 def load_connections(rt: Runtime, connection_ids: Collection[str]) -> dict[str, ConnectionState]:
     """The connections of a batch of claimed transfers, in one read (one absent from
     the answer no longer exists)."""
-    if not connection_ids:
-        return {}
     with rt.engine.connect() as db:
-        rows = db.execute(_CONNECTIONS_BY_ID, {"c_ids": list(connection_ids)}).all()
-    return {
-        row[0]: ConnectionState(
-            row[1], row[2], StoredToken(*row[3:]) if row[3] is not None else None
-        )
-        for row in rows
-    }
+        rows = connection_rows(db, connection_ids=connection_ids)
+    return {cid: _connection_state(r) for cid, r in rows.items()}
 
 
 def load_connection(rt: Runtime, connection_id: str) -> ConnectionState | None:
     with rt.engine.connect() as db:
-        row = db.execute(_CONNECTION_BY_ID, {"c_id": connection_id}).first()
-    if row is None:
-        return None
-    token = StoredToken(*row[2:]) if row[2] is not None else None
-    return ConnectionState(row[0], row[1], token)
+        return _state(connection_row(db, connection_id=connection_id))
 
 
 def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, ConnectionState | None]:
     """The transfer and its connection, in one read."""
     with rt.engine.connect() as db:
-        row = db.execute(_TRANSFER_AND_CONNECTION, {"t_id": transfer_id}).first()
-    if row is None:
-        return None, None
-    values = row._mapping
-    t = from_row(Transfer, {c.name: values[c] for c in _T.columns})
-    conn = None
-    if values["c_status"] is not None:
-        token = None
-        if values["k_connection_id"] is not None:
-            token = StoredToken(*(values[label] for label in _TOKEN_LABELS))
-        conn = ConnectionState(values["c_status"], values["c_settings"], token)
-    return t, conn
+        t, row = transfer_with_connection(db, transfer_id=transfer_id)
+    return t, _state(row)
 
 
 _LIMITERS: weakref.WeakKeyDictionary[Any, FixedWindowRateLimiter] = weakref.WeakKeyDictionary()
@@ -445,7 +378,7 @@ def _retry_later(
 
 def find_transfer(rt: Runtime, transfer_id: str) -> Transfer:
     with Session(rt.engine) as session:
-        t = session.get(Transfer, transfer_id)
+        t = get_transfer(session, transfer_id=transfer_id)
     if t is None:
         raise NotFound(f"no transfer {transfer_id!r}", details={"transfer_id": transfer_id})
     return t
@@ -472,24 +405,10 @@ def _cancel_in(
     session: Session, rt: Runtime, transfer_id: str, *, actor: str, reason: str
 ) -> tuple[Transfer, bool]:
     now = rt.clock()
-    result = session.exec(
-        update(Transfer)
-        .where(
-            col(Transfer.id) == transfer_id,
-            col(Transfer.status) == TransferStatus.PENDING,
-            col(Transfer.lease_owner).is_(None),
-        )
-        .values(
-            status=TransferStatus.CANCELLED,
-            reason=reason,
-            completed_at=now,
-            payload_sealed=None,
-            next_attempt_at=None,
-        )
-    )
-    stored = session.get(Transfer, transfer_id, populate_existing=True)
-    assert stored is not None
-    won = result.rowcount == 1
+    won = cancel_unstarted(session, transfer_id=transfer_id, now=now, reason=reason)
+    stored = get_transfer(session, transfer_id=transfer_id, fresh=True)
+    if stored is None:  # erased meanwhile (the user's data was deleted)
+        raise NotFound(f"no transfer {transfer_id!r}", details={"transfer_id": transfer_id})
     if won:
         rt.metrics.deliveries.labels(stored.connector_id, "cancelled").inc()
         append_event(
@@ -520,11 +439,5 @@ def cancel_queued(
     """In the caller's transaction (a revocation's): cancel every transfer of the
     connection that no worker holds; returns their ids. A held one finds the
     connection inactive when its run starts, or is already sending."""
-    queued = session.exec(
-        select(Transfer.id).where(
-            Transfer.connection_id == connection_id,
-            Transfer.status == TransferStatus.PENDING,
-            col(Transfer.lease_owner).is_(None),
-        )
-    ).all()
+    queued = unstarted_ids(session, connection_id=connection_id)
     return [tid for tid in queued if _cancel_in(session, rt, tid, actor=actor, reason=reason)[1]]

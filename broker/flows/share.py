@@ -23,9 +23,9 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from broker.core.connector import Connector
 from broker.core.errors import IdempotencyConflict, InvalidInput, NotFound
@@ -37,15 +37,9 @@ from broker.core.tokens import new_secret
 from broker.flows.terms import current_terms_version
 from broker.runtime import Runtime
 from broker.store.audit_writer import AuditWriter, Event, audit_writer
-from broker.store.models import Connection as ConnectionRow
-from broker.store.models import (
-    ConsentRecord,
-    Transfer,
-    TransferCategory,
-    UserPreference,
-    from_row,
-)
+from broker.store.models import Transfer, from_row
 from broker.store.summaries import outcome_of
+from broker.store.transfer_rows import insert_transfer, link_and_grant, transfer_by_key
 
 __all__ = [
     "PRIVATE_COLUMNS",
@@ -56,28 +50,6 @@ __all__ = [
     "transfer_dict",
     "writer",
 ]
-
-_TRANSFERS = Transfer.__table__  # type: ignore[attr-defined]
-_CONNECTIONS = ConnectionRow.__table__  # type: ignore[attr-defined]
-_CONSENTS = ConsentRecord.__table__  # type: ignore[attr-defined]
-_PREFS = UserPreference.__table__  # type: ignore[attr-defined]
-_LINK_COLUMNS = [
-    _CONNECTIONS.c[name]
-    for name in ("id", "user_id", "connector_id", "status", "consent_id", "settings", "last_error")
-]
-
-
-# Built once: a reused statement keeps its compiled form and cache key.
-_LINK_AND_GRANT = (  # and the user's objections (user_preferences), in the same read
-    select(*_LINK_COLUMNS, _PREFS.c.object_to, _CONSENTS.c.granted_categories)
-    .select_from(
-        _CONNECTIONS.outerjoin(_CONSENTS, _CONSENTS.c.id == _CONNECTIONS.c.consent_id).outerjoin(
-            _PREFS, _PREFS.c.user_id == _CONNECTIONS.c.user_id
-        )
-    )
-    .where(_CONNECTIONS.c.id == bindparam("c_id"))
-)
-_INSERT_TRANSFER = insert(_TRANSFERS)
 
 
 @dataclass(frozen=True)
@@ -92,9 +64,6 @@ class _Link:
     settings: dict[str, str] | None
     last_error: str | None
 
-
-_CATEGORIES = TransferCategory.__table__  # type: ignore[attr-defined]
-_INSERT_CATEGORIES = insert(_CATEGORIES)
 
 # Job bookkeeping and the sealed payload never leave through the API.
 PRIVATE_COLUMNS = frozenset({"payload_sealed", "payload_salt", "lease_owner", "lease_until"})
@@ -144,14 +113,6 @@ def _destination(connector: Connector, action: Action, settings: dict[str, str] 
         url = action.url  # delivery will fail and say why
     parts = urlsplit(url)
     return f"{parts.netloc}{parts.path}"
-
-
-def _existing(session: Session, connection_id: str, key: str) -> Transfer | None:
-    return session.scalars(
-        select(Transfer).where(
-            col(Transfer.connection_id) == connection_id, col(Transfer.idempotency_key) == key
-        )
-    ).first()
 
 
 def _replay(existing: Transfer, verdict: Allowed | Refused) -> Transfer:
@@ -210,9 +171,7 @@ def _record(rt: Runtime, row: dict[str, Any], event: str, details: dict[str, Any
     )
 
     def unit(conn: Connection) -> tuple[list[Event], None]:
-        conn.execute(_INSERT_TRANSFER, [row])
-        if categories:
-            conn.execute(_INSERT_CATEGORIES, categories)
+        insert_transfer(conn, row=row, categories=categories)
         return [audit], None
 
     started = time.perf_counter()
@@ -283,7 +242,7 @@ def accept_transfer(
     ``lease_owner`` the new pending row is already leased to that worker.
     """
     with rt.engine.connect() as db:  # one read: the connection and its grant
-        found = db.execute(_LINK_AND_GRANT, {"c_id": connection_id}).first()
+        found = link_and_grant(db, connection_id=connection_id)
     if found is None:
         raise NotFound(f"no connection {connection_id!r}", details={"connection_id": connection_id})
     conn = _Link(*found[:-2])
@@ -292,7 +251,9 @@ def accept_transfer(
     existing = None
     if request.idempotency_key:
         with Session(rt.engine) as session:
-            existing = _existing(session, connection_id, request.idempotency_key)
+            existing = transfer_by_key(
+                session, connection_id=connection_id, key=request.idempotency_key
+            )
     connector = rt.registry.get(conn.connector_id)
     manifest = connector.manifest
     action = manifest.action(request.action)
@@ -344,7 +305,9 @@ def accept_transfer(
         transfer = _pending(rt, row, verdict, lease_owner)
     except IntegrityError:
         with Session(rt.engine) as session:
-            existing = _existing(session, connection_id, request.idempotency_key or "")
+            existing = transfer_by_key(
+                session, connection_id=connection_id, key=request.idempotency_key or ""
+            )
         if existing is None:
             raise
         return _replay(existing, verdict), False

@@ -37,7 +37,7 @@ from dataclasses import replace
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
-from broker.core.errors import DeliveryFailed, OutcomeNotRecorded, OutcomeUnknown
+from broker.core.errors import DeliveryFailed, NotFound, OutcomeNotRecorded, OutcomeUnknown
 from broker.core.gateway import TransferRequest
 from broker.core.statuses import FINAL_TRANSFER_STATUSES, TransferStatus
 from broker.flows.engine import load, load_connection, load_connections, run_claim
@@ -46,6 +46,7 @@ from broker.flows.webhooks import WebhookSender
 from broker.runtime import Runtime
 from broker.store.jobs import Claim, claim_due, claim_lapsed, extend_leases, release
 from broker.store.models import Transfer
+from broker.store.transfer_rows import get_transfer
 
 __all__ = [
     "DeliveryWorkers",
@@ -336,10 +337,12 @@ def wait_for_outcome(
         if t is None:
             try:
                 with Session(rt.engine) as session:
-                    t = session.get(Transfer, transfer_id)
+                    t = get_transfer(session, transfer_id=transfer_id)
             except DBAPIError:
                 raise _unrecorded(transfer_id, rt.forget_outcome(transfer_id)[1]) from None
-            assert t is not None
+            if t is None:  # erased while we waited (the user's data was deleted)
+                rt.forget_outcome(transfer_id)
+                raise NotFound(f"no transfer {transfer_id!r}", details={"transfer_id": transfer_id})
         left = deadline - time.monotonic()
         if t.status != TransferStatus.PENDING or left <= 0:
             rt.forget_outcome(transfer_id)

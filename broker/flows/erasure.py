@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Text, cast, delete, or_, select, update
-
 from broker.core.pseudonyms import (
     ERASED_EVENT,
     ERASED_MARK,
@@ -35,119 +33,26 @@ from broker.core.pseudonyms import (
     new_subject_key,
     pseudonym,
 )
-from broker.core.statuses import ConnectionStatus
 from broker.flows.connect import validate_user_id
 from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
 from broker.store.audit import append_event, lock_head
 from broker.store.db import session_scope
-from broker.store.models import (
-    BrowserSessionRecord,
-    ConnectionToken,
-    ConnectSession,
-    ConsentRecord,
-    OAuthAttempt,
-    Transfer,
-    UserPreference,
-)
-from broker.store.models import Connection as ConnectionRow
+from broker.store.erasure import checkpoint_wal, holds_user, scrub_user, unrevoked_connections
 from broker.store.subjects import destroy_key, forget, lookup
-from broker.store.webhook_models import WebhookDelivery
 
 __all__ = ["NOTHING_HELD", "erase_user"]
 
 NOTHING_HELD = "the broker holds no data of this user (never known, or already erased)"
-_DONE = (ConnectionStatus.REVOKED,)
-
-_C = ConnectionRow.__table__  # type: ignore[attr-defined]
-_T = Transfer.__table__  # type: ignore[attr-defined]
-_R = ConsentRecord.__table__  # type: ignore[attr-defined]
-_S = ConnectSession.__table__  # type: ignore[attr-defined]
-_A = OAuthAttempt.__table__  # type: ignore[attr-defined]
-_K = ConnectionToken.__table__  # type: ignore[attr-defined]
-_P = UserPreference.__table__  # type: ignore[attr-defined]
-_B = BrowserSessionRecord.__table__  # type: ignore[attr-defined]
-_W = WebhookDelivery.__table__  # type: ignore[attr-defined]
-
-
-def _ids(conn: Connection, table: Any, user_id: str) -> list[str]:
-    return [
-        str(i) for i in conn.execute(select(table.c.id).where(table.c.user_id == user_id)).scalars()
-    ]
 
 
 def _revoke_live(rt: Runtime, user_id: str, actor: str) -> list[str]:
     """Revoke every connection of the user not revoked yet; returns their ids."""
     with rt.engine.connect() as conn:
-        live = conn.execute(
-            select(_C.c.id).where(_C.c.user_id == user_id, _C.c.status.not_in(_DONE))
-        ).all()
-    for (connection_id,) in live:
+        live = unrevoked_connections(conn, user_id=user_id)
+    for connection_id in live:
         revoke_connection(rt, connection_id, actor=actor)
-    return [str(c) for (c,) in live]
-
-
-def _scrub(conn: Connection, user_id: str, mark: str) -> dict[str, int]:
-    """Strip or delete every row that links to the user; returns counts per table."""
-    connections = _ids(conn, _C, user_id)
-    sessions = _ids(conn, _S, user_id)
-    counts: dict[str, int] = {"connections": len(connections)}
-    actor = USER_ACTOR + user_id
-    conn.execute(
-        update(_T)
-        .where(_T.c.actor == actor, _T.c.user_id == user_id)
-        .values(actor=USER_ACTOR + mark)
-    )
-    conn.execute(  # format 1: an unsalted digest can be confirmed by guessing: gone
-        update(_T)
-        .where(_T.c.user_id == user_id, _T.c.payload_salt.is_(None))
-        .values(payload_sha256=None)
-    )
-    counts["transfers"] = conn.execute(
-        update(_T)
-        .where(_T.c.user_id == user_id)
-        .values(user_id=mark, payload_salt=None, payload_sealed=None, idempotency_key=None)
-    ).rowcount
-    counts["consent_records"] = conn.execute(
-        update(_R)
-        .where(_R.c.user_id == user_id)
-        .values(user_id=mark, client_ip=None, user_agent=None)
-    ).rowcount
-    if connections or sessions:
-        conn.execute(
-            delete(_A).where(
-                or_(_A.c.connection_id.in_(connections), _A.c.session_id.in_(sessions))
-            )
-        )
-    if connections:
-        conn.execute(delete(_K).where(_K.c.connection_id.in_(connections)))
-    counts["webhook_deliveries"] = conn.execute(
-        delete(_W).where(
-            or_(
-                _W.c.connection_id.in_(connections),
-                cast(_W.c.payload, Text).contains(f'"{user_id}"', autoescape=True),
-            )
-        )
-    ).rowcount
-    counts["connect_sessions"] = conn.execute(delete(_S).where(_S.c.user_id == user_id)).rowcount
-    conn.execute(
-        update(_C)
-        .where(_C.c.user_id == user_id)
-        .values(user_id=mark, settings=None, last_error=None)
-    )
-    counts["preferences"] = conn.execute(delete(_P).where(_P.c.user_id == user_id)).rowcount
-    counts["browser_sessions"] = conn.execute(
-        delete(_B).where(_B.c.kind == "user", _B.c.subject == user_id)
-    ).rowcount
-    return counts
-
-
-def _held(conn: Connection, user_id: str) -> bool:
-    for table, column in ((_C, "user_id"), (_T, "user_id"), (_R, "user_id"), (_S, "user_id"),
-                          (_P, "user_id"), (_B, "subject")):  # fmt: skip
-        if conn.execute(select(1).where(table.c[column] == user_id).limit(1)).first():
-            return True
-    return False
+    return live
 
 
 def erase_user(rt: Runtime, user_id: Any, *, actor: str) -> dict[str, Any]:
@@ -155,7 +60,7 @@ def erase_user(rt: Runtime, user_id: Any, *, actor: str) -> dict[str, Any]:
     "erased" | "nothing_held", "message", "pseudonym", "revoked", "counts"}``."""
     user_id = validate_user_id(user_id)
     with rt.engine.connect() as conn:
-        known = lookup(conn, user_id) is not None or _held(conn, user_id)
+        known = lookup(conn, user_id) is not None or holds_user(conn, user_id=user_id)
     if not known:
         return {"user_id": user_id, "status": "nothing_held", "message": NOTHING_HELD,
                 "pseudonym": None, "revoked": [], "counts": {}}  # fmt: skip
@@ -166,7 +71,8 @@ def erase_user(rt: Runtime, user_id: Any, *, actor: str) -> dict[str, Any]:
         name = destroy_key(conn, user_id)
         if name is None:  # only format-1 traces: a one-off pseudonym, never stored
             name = pseudonym(new_subject_key(), user_id)
-        counts = _scrub(conn, user_id, ERASED_MARK + name)
+        mark = ERASED_MARK + name
+        counts = scrub_user(conn, user_id=user_id, mark=mark, actor_prefix=USER_ACTOR)
         entry = append_event(
             session,
             head_file=rt.settings.audit_head_file,
@@ -178,9 +84,7 @@ def erase_user(rt: Runtime, user_id: Any, *, actor: str) -> dict[str, Any]:
             details={"revoked_connections": len(revoked), **counts},
         )
     forget(rt.engine, user_id)
-    if rt.engine.dialect.name == "sqlite":  # the old row versions leave the WAL file too
-        with rt.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint_wal(rt.engine)  # the old row versions leave SQLite's WAL file too
     return {
         "user_id": user_id,
         "status": "erased",

@@ -34,7 +34,7 @@ from broker.flows.browser_sessions import create_user_session
 from broker.flows.connect import create_connect_session
 from broker.flows.connections import list_connections
 from broker.flows.keys import create_api_key, list_api_keys, revoke_api_key
-from broker.flows.workers import create_transfer
+from broker.flows.submit import create_transfer
 from broker.runtime import Runtime
 from broker.sandbox import SandboxClient, SandboxProvider, create_sandbox_app
 from broker.sandbox.app import loopback_only

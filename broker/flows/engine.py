@@ -27,45 +27,40 @@ import threading
 import time
 import weakref
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import timedelta
+from functools import partial
 from typing import Any, NamedTuple
 
 from limits import parse
 from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import Connection as DbConnection
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlmodel import Session
 
-from broker.core.errors import BrokerError, NotCancellable, NotFound, OutcomeNotRecorded
+from broker.core.connector import Connector
+from broker.core.dispatch import DeliveryOutcome
+from broker.core.errors import BrokerError, OutcomeNotRecorded
+from broker.core.manifest import Action
 from broker.core.statuses import ConnectionStatus, TransferStatus
 from broker.flows.delivery import deliver
 from broker.flows.share import event_fields, payload_kind, writer
 from broker.flows.tokens import StoredToken
 from broker.runtime import Runtime
-from broker.store.audit import append_event
 from broker.store.audit_writer import Event
-from broker.store.db import session_scope
 from broker.store.jobs import Claim, release
 from broker.store.models import Transfer
 from broker.store.rate_limits import DatabaseStorage
-from broker.store.summaries import add_outcomes, outcome_of
+from broker.store.summaries import outcome_of
 from broker.store.transfer_rows import (
     ConnectionRow,
-    cancel_unstarted,
     connection_row,
     connection_rows,
-    get_transfer,
     record_outcome,
     transfer_with_connection,
-    unstarted_ids,
 )
 
 __all__ = [
     "LAPSED",
     "ConnectionState",
-    "cancel_queued",
-    "cancel_transfer",
-    "find_transfer",
     "finish",
     "load",
     "load_connection",
@@ -89,6 +84,50 @@ def _transient(exc: DBAPIError) -> bool:
 
 def _numbered(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**a, "n": i} for i, a in enumerate(attempts, start=1)]
+
+
+def _outcome_details(
+    attempts: list[dict[str, Any]],
+    reason: str | None,
+    status_code: int | None,
+    response_id: str | None,
+) -> dict[str, Any]:
+    """The ``details`` of an outcome's audit event."""
+    details: dict[str, Any] = {"attempts": len(attempts)}
+    if status_code is not None:
+        details["status_code"] = status_code
+    if response_id:
+        details["response_id"] = response_id
+    if reason:
+        details["reason"] = reason[:1000]
+    return details
+
+
+def _outcome_unit(
+    conn: DbConnection,
+    *,
+    transfer_id: str,
+    owner: str | None,
+    values: dict[str, Any],
+    details: dict[str, Any],
+    actor: str,
+) -> tuple[list[Event], tuple[Transfer, bool]]:
+    """The group writer's unit for an outcome: the conditional write and its event
+    (``transfer.<status>``, or ``transfer.late_outcome`` when someone else ended it)."""
+    stored, won = record_outcome(conn, transfer_id=transfer_id, owner=owner, values=values)
+    status = values["status"]
+    if won:
+        event, extra = f"transfer.{status}", {}
+    else:
+        event, extra = "transfer.late_outcome", {"recorded_status": stored.status}
+    audit = Event(
+        time=values["completed_at"],
+        event=event,
+        actor=actor,
+        fields={"outcome": status, "details": {**details, **extra}, **event_fields(stored)},
+        summary=outcome_of(stored) if won else None,  # counted with its outcome
+    )
+    return [audit], (stored, won)
 
 
 def finish(
@@ -118,40 +157,19 @@ def finish(
         "lease_until": None,
         "next_attempt_at": None,
     }
-    details: dict[str, Any] = {"attempts": len(attempts)}
-    if status_code is not None:
-        details["status_code"] = status_code
-    if response_id:
-        details["response_id"] = response_id
-    if reason:
-        details["reason"] = reason[:1000]
+    details = _outcome_details(attempts, reason, status_code, response_id)
     group = writer(rt)
     for pause in (*_DB_RETRIES, None):
         now = rt.clock()
 
-        def unit(
-            conn: DbConnection, now: datetime = now
-        ) -> tuple[list[Event], tuple[Transfer, bool]]:
-            stored, won = record_outcome(
-                conn, transfer_id=transfer.id, owner=owner, values={**values, "completed_at": now}
-            )
-            if won:
-                event, extra = f"transfer.{status}", {}
-            else:
-                event, extra = "transfer.late_outcome", {"recorded_status": stored.status}
-            audit = Event(
-                time=now,
-                event=event,
-                actor=actor,
-                fields={
-                    "outcome": status,
-                    "details": {**details, **extra},
-                    **event_fields(stored),
-                },
-                summary=outcome_of(stored) if won else None,  # counted with its outcome
-            )
-            return [audit], (stored, won)
-
+        unit = partial(
+            _outcome_unit,
+            transfer_id=transfer.id,
+            owner=owner,
+            values={**values, "completed_at": now},
+            details=details,
+            actor=actor,
+        )
         try:
             started = time.perf_counter()
             stored, won = group.run(unit)
@@ -244,6 +262,79 @@ def _rate_wait(rt: Runtime, connector_id: str, rate: str | None) -> float | None
     return max(0.05, reset - time.time())
 
 
+class _Ready(NamedTuple):
+    """What sending a claimed transfer needs, once nothing stands in its way."""
+
+    connector: Connector
+    conn: ConnectionState
+    action: Action
+    payload: Any
+
+
+def _unsent_ending(
+    rt: Runtime,
+    claim: Claim,
+    t: Transfer,
+    conn: ConnectionState | None,
+    connector: Connector | None,
+    attempts: list[dict[str, Any]],
+) -> tuple[str, str] | _Ready:
+    """How a claimed transfer ends without being sent (status, reason), or what sending
+    it needs. ``attempts`` gets the lapsed run's entry when the claim took one over."""
+    if connector is None:
+        return (
+            TransferStatus.FAILED,
+            f"the connector {t.connector_id!r} is not installed; nothing was sent",
+        )
+    if claim.lapsed:
+        attempts.append({"at": rt.clock().isoformat(), "error": LAPSED})
+        if not connector.manifest.delivery.idempotent:
+            return TransferStatus.OUTCOME_UNKNOWN, LAPSED
+    if conn is None or conn.status != ConnectionStatus.ACTIVE:
+        if claim.lapsed:  # the stopped run may have sent it: not "nothing was sent"
+            return TransferStatus.OUTCOME_UNKNOWN, LAPSED
+        state = conn.status if conn is not None else "gone"
+        return TransferStatus.CANCELLED, f"the connection is {state}; nothing was sent"
+    action = connector.manifest.action(t.action)
+    if action is None:
+        return TransferStatus.FAILED, "the action is gone"
+    if t.payload_sealed is None or _attempts_left(rt, attempts) <= 0:
+        return TransferStatus.FAILED, "no attempts are left"
+    try:
+        opened = rt.vault.open(
+            t.payload_sealed, connection_id=t.connection_id, kind=payload_kind(t.id)
+        )
+    except BrokerError as exc:
+        return (
+            TransferStatus.FAILED,
+            f"the stored payload could not be opened ({exc.code}); nothing was sent",
+        )
+    return _Ready(connector, conn, action, json.loads(opened))
+
+
+def _attempts_left(rt: Runtime, attempts: list[dict[str, Any]]) -> int:
+    return rt.settings.delivery_max_attempts - sum(1 for a in attempts if "request" in a)
+
+
+def _retry_delay(
+    rt: Runtime, connector: Connector, outcome: DeliveryOutcome, tries: int
+) -> float | None:
+    """Seconds until a failed delivery is tried again, or None to end it now."""
+    if outcome.delivered:
+        return None
+    if outcome.unknown:
+        # The request went out and no answer came: it may have arrived. Send it
+        # again under the same key only if the third party deduplicates by it.
+        if connector.manifest.delivery.idempotent and tries < rt.settings.delivery_max_attempts:
+            return float(
+                min(rt.settings.delivery_backoff_max, rt.settings.delivery_backoff_base * 2**tries)
+            )
+        return None
+    if outcome.retry_in is not None:
+        return min(outcome.retry_in, _RESCHEDULE_MAX)
+    return None
+
+
 def run_claim(
     rt: Runtime,
     claim: Claim,
@@ -258,66 +349,14 @@ def run_claim(
         return None
     attempts = list(t.attempts)
     try:
-        connector = rt.registry.get(t.connector_id)
+        connector: Connector | None = rt.registry.get(t.connector_id)
     except BrokerError:
-        return finish(
-            rt,
-            t,
-            owner=owner,
-            status=TransferStatus.FAILED,
-            attempts=attempts,
-            reason=f"the connector {t.connector_id!r} is not installed; nothing was sent",
-        )[0]
-    if claim.lapsed:
-        attempts.append({"at": rt.clock().isoformat(), "error": LAPSED})
-        if not connector.manifest.delivery.idempotent:
-            return finish(
-                rt,
-                t,
-                owner=owner,
-                status=TransferStatus.OUTCOME_UNKNOWN,
-                attempts=attempts,
-                reason=LAPSED,
-            )[0]
-    if conn is None or conn.status != ConnectionStatus.ACTIVE:
-        state = conn.status if conn is not None else "gone"
-        if claim.lapsed:  # the stopped run may have sent it: not "nothing was sent"
-            return finish(
-                rt,
-                t,
-                owner=owner,
-                status=TransferStatus.OUTCOME_UNKNOWN,
-                attempts=attempts,
-                reason=LAPSED,
-            )[0]
-        return finish(
-            rt,
-            t,
-            owner=owner,
-            status=TransferStatus.CANCELLED,
-            attempts=attempts,
-            reason=f"the connection is {state}; nothing was sent",
-        )[0]
-    action = connector.manifest.action(t.action)
-    left = rt.settings.delivery_max_attempts - sum(1 for a in attempts if "request" in a)
-    if action is None or t.payload_sealed is None or left <= 0:
-        why = "the action is gone" if action is None else "no attempts are left"
-        return finish(
-            rt, t, owner=owner, status=TransferStatus.FAILED, attempts=attempts, reason=why
-        )[0]
-    try:
-        payload = json.loads(
-            rt.vault.open(t.payload_sealed, connection_id=t.connection_id, kind=payload_kind(t.id))
-        )
-    except BrokerError as exc:
-        return finish(
-            rt,
-            t,
-            owner=owner,
-            status=TransferStatus.FAILED,
-            attempts=attempts,
-            reason=f"the stored payload could not be opened ({exc.code}); nothing was sent",
-        )[0]
+        connector = None
+    ready = _unsent_ending(rt, claim, t, conn, connector, attempts)
+    if not isinstance(ready, _Ready):
+        status, reason = ready
+        return finish(rt, t, owner=owner, status=status, attempts=attempts, reason=reason)[0]
+    connector = ready.connector
     wait = _rate_wait(rt, connector.id, connector.manifest.delivery.rate_limit)
     if wait is not None and _retry_later(rt, t, owner=owner, delay=wait, attempts=attempts):
         return None
@@ -326,33 +365,21 @@ def run_claim(
         rt,
         connection_id=t.connection_id,
         connector=connector,
-        action=action,
-        payload=payload,
-        settings=conn.settings,
+        action=ready.action,
+        payload=ready.payload,
+        settings=ready.conn.settings,
         idempotency_key=t.id,
-        max_attempts=left,
-        token=conn.token,
+        max_attempts=_attempts_left(rt, attempts),
+        token=ready.conn.token,
     )
     rt.metrics.delivery_seconds.labels(t.connector_id).observe(time.perf_counter() - started)
     attempts = _numbered(attempts + outcome.attempts)
-    status = TransferStatus.DELIVERED if outcome.delivered else TransferStatus.FAILED
-    delay: float | None = None
-    if not outcome.delivered and outcome.unknown:
-        # The request went out and no answer came: it may have arrived. Send it
-        # again under the same key only if the third party deduplicates by it.
-        status = TransferStatus.OUTCOME_UNKNOWN
-        if (
-            connector.manifest.delivery.idempotent
-            and len(attempts) < rt.settings.delivery_max_attempts
-        ):
-            delay = min(
-                rt.settings.delivery_backoff_max,
-                rt.settings.delivery_backoff_base * 2 ** len(attempts),
-            )
-    elif not outcome.delivered and outcome.retry_in is not None:
-        delay = min(outcome.retry_in, _RESCHEDULE_MAX)
+    delay = _retry_delay(rt, connector, outcome, len(attempts))
     if delay is not None and _retry_later(rt, t, owner=owner, delay=delay, attempts=attempts):
         return None
+    status = TransferStatus.DELIVERED if outcome.delivered else TransferStatus.FAILED
+    if not outcome.delivered and outcome.unknown:
+        status = TransferStatus.OUTCOME_UNKNOWN
     return finish(
         rt,
         t,
@@ -374,70 +401,3 @@ def _retry_later(
         rt.signal_outcome(t.id)
         return True
     return False
-
-
-def find_transfer(rt: Runtime, transfer_id: str) -> Transfer:
-    with Session(rt.engine) as session:
-        t = get_transfer(session, transfer_id=transfer_id)
-    if t is None:
-        raise NotFound(f"no transfer {transfer_id!r}", details={"transfer_id": transfer_id})
-    return t
-
-
-def cancel_transfer(rt: Runtime, transfer_id: str, *, actor: str) -> Transfer:
-    """Cancel a transfer no worker holds (queued, or waiting for a rescheduled retry)."""
-    t = find_transfer(rt, transfer_id)
-    if t.status != TransferStatus.PENDING or t.lease_owner is not None:
-        raise NotCancellable(
-            "only a transfer that has not started can be cancelled",
-            details={"transfer_id": t.id, "status": t.status},
-        )
-    stored, won = _cancel(rt, t, actor=actor, reason="cancelled by the caller")
-    if not won:
-        raise NotCancellable(
-            "the transfer started or ended before it could be cancelled",
-            details={"transfer_id": t.id, "status": stored.status},
-        )
-    return stored
-
-
-def _cancel_in(
-    session: Session, rt: Runtime, transfer_id: str, *, actor: str, reason: str
-) -> tuple[Transfer, bool]:
-    now = rt.clock()
-    won = cancel_unstarted(session, transfer_id=transfer_id, now=now, reason=reason)
-    stored = get_transfer(session, transfer_id=transfer_id, fresh=True)
-    if stored is None:  # erased meanwhile (the user's data was deleted)
-        raise NotFound(f"no transfer {transfer_id!r}", details={"transfer_id": transfer_id})
-    if won:
-        rt.metrics.deliveries.labels(stored.connector_id, "cancelled").inc()
-        append_event(
-            session,
-            head_file=rt.settings.audit_head_file,
-            time=now,
-            event="transfer.cancelled",
-            actor=actor,
-            outcome=TransferStatus.CANCELLED,
-            details={"reason": reason},
-            **event_fields(stored),
-        )
-        add_outcomes(session.connection(), [outcome_of(stored)])  # in this transaction
-    return stored, won
-
-
-def _cancel(rt: Runtime, t: Transfer, *, actor: str, reason: str) -> tuple[Transfer, bool]:
-    with session_scope(rt.engine) as session:
-        stored, won = _cancel_in(session, rt, t.id, actor=actor, reason=reason)
-    if won:
-        rt.signal_outcome(t.id)
-    return stored, won
-
-
-def cancel_queued(
-    session: Session, rt: Runtime, connection_id: str, *, actor: str, reason: str
-) -> list[str]:
-    """In the caller's transaction (a revocation's): cancel every transfer of the
-    connection that no worker holds; returns their ids. A held one finds the
-    connection inactive when its run starts, or is already sending."""
-    queued = unstarted_ids(session, connection_id=connection_id)
-    return [tid for tid in queued if _cancel_in(session, rt, tid, actor=actor, reason=reason)[1]]

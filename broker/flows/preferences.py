@@ -158,7 +158,7 @@ def _covered_queue(session: Session, rt: Runtime, user_id: str, keys: list[str])
 def _store(
     rt: Runtime, user_id: str, wanted: list[str], *, actor: str
 ) -> tuple[Preferences, list[str]]:
-    from broker.flows.engine import _cancel_in  # engine -> share -> here: import at use
+    from broker.flows.cancel import cancel_in  # cancel -> share -> here: import at use
 
     cancelled: list[str] = []
     now = rt.clock()
@@ -192,7 +192,7 @@ def _store(
         if added:
             reason = "the user objected to " + ", ".join(added) + "; nothing was sent"
             for transfer_id in _covered_queue(session, rt, user_id, added):
-                if _cancel_in(session, rt, transfer_id, actor=actor, reason=reason)[1]:
+                if cancel_in(session, rt, transfer_id, actor=actor, reason=reason)[1]:
                     cancelled.append(transfer_id)
     stored = Preferences(
         user_id=user_id,

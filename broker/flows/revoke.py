@@ -39,10 +39,10 @@ from broker.core.statuses import (
     TokenRevocation,
     revocation_failed,
 )
+from broker.flows.cancel import cancel_queued
 from broker.flows.connect import connection_credentials
 from broker.flows.connection_setup import provider_oauth
 from broker.flows.connector_calls import call_connection_hook
-from broker.flows.engine import cancel_queued
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope

@@ -30,7 +30,7 @@ from broker.flows.callback import complete_callback
 from broker.flows.connect import approve, create_connect_session
 from broker.flows.revoke import revoke_connection
 from broker.flows.share import transfer_dict
-from broker.flows.workers import create_transfer
+from broker.flows.submit import create_transfer
 from broker.runtime import Runtime, build_runtime
 from broker.settings import Settings
 from broker.testing.fake_provider import FakeProvider

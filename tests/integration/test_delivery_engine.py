@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from broker.flows.audit import verify_log
 from broker.flows.engine import finish
-from broker.flows.workers import wait_for_outcome
+from broker.flows.submit import wait_for_outcome
 from broker.store.models import AuditRow, ConnectionToken, Transfer
 from tests.integration.conftest import Browser, Stack, connect
 

@@ -89,7 +89,7 @@ def test_the_summary_equals_a_recount_after_random_transfers(
 
 
 def test_a_cancelled_transfer_is_counted_in_its_transaction(env: Settings, rt) -> None:  # noqa: F811
-    from broker.flows.engine import cancel_transfer
+    from broker.flows.cancel import cancel_transfer
 
     created = datetime.now(UTC)
     queued = _transfer(rt, status="pending", created=created)

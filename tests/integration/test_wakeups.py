@@ -15,7 +15,8 @@ import pytest
 
 from broker.core.catalog import default_catalog
 from broker.demo import sandbox_connector
-from broker.flows.workers import DeliveryWorkers, start_workers, wait_for_outcome
+from broker.flows.submit import wait_for_outcome
+from broker.flows.workers import DeliveryWorkers, start_workers
 from broker.runtime import Runtime, build_runtime
 from broker.store.wakeups import Wakeups, _messages
 from tests.integration.conftest import Browser, Stack, connect

@@ -33,10 +33,10 @@ from broker.core.errors import (
 from broker.core.gateway import TransferRequest
 from broker.core.statuses import TransferStatus
 from broker.flows.audit import TransferFilter, export_transfers, list_transfers
-from broker.flows.engine import cancel_transfer, find_transfer
+from broker.flows.cancel import cancel_transfer, find_transfer
 from broker.flows.keys import authenticate, require_role
 from broker.flows.share import transfer_dict
-from broker.flows.workers import raise_for_outcome, submit_transfer
+from broker.flows.submit import raise_for_outcome, submit_transfer
 from broker.web.api.error_responses import errors
 from broker.web.api.schemas import Transfer, TransferCreate, TransferPage
 from broker.web.deps import AdminKey, AuditorKey, Bearer, RuntimeDep

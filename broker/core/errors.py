@@ -3,7 +3,9 @@
     BrokerError                      code               status
     ├── InvalidInput                 invalid_input      422
     │   ├── PayloadTooLarge          payload_too_large  413
-    │   └── ReturnUrlNotAllowed      return_url_not_allowed 422
+    │   ├── ReturnUrlNotAllowed      return_url_not_allowed 422
+    │   └── InvalidSetting           invalid_setting    422
+    │       └── MissingSetting       missing_setting    422
     ├── AuthenticationRequired       unauthenticated    401
     ├── PermissionDenied             forbidden          403
     │   ├── OutsideGrant             outside_grant      403
@@ -57,7 +59,9 @@ __all__ = [
     "HookSignatureInvalid",
     "IdempotencyConflict",
     "InvalidInput",
+    "InvalidSetting",
     "ManifestError",
+    "MissingSetting",
     "NotCancellable",
     "NotFound",
     "OutcomeNotRecorded",
@@ -117,6 +121,42 @@ class PayloadTooLarge(InvalidInput):
 
 class ReturnUrlNotAllowed(InvalidInput):
     code = "return_url_not_allowed"
+
+
+class InvalidSetting(InvalidInput, ValueError):
+    """A connection setting cannot fill a placeholder of a manifest URL where the
+    placeholder stands (:func:`broker.core.placeholders.render_url`).
+
+    ``details["setting"]`` names the setting (the placeholder's name) and
+    ``details["problem"]`` says what is wrong; neither the message nor the details
+    ever hold the value, which may be anything a user typed. Also a ``ValueError``,
+    so code written against the builtin errors ``render_url`` raised before still
+    catches it."""
+
+    code = "invalid_setting"
+
+    @classmethod
+    def host_label(cls, setting: str, problem: str) -> InvalidSetting:
+        """The value of ``setting`` cannot be the first label of a host: ``problem``
+        (one of :func:`~broker.core.placeholders.host_label_problem`'s fixed words)."""
+        return cls(
+            f"setting {setting!r} is not a valid host name label ({problem})",
+            details={"setting": setting, "problem": problem},
+        )
+
+
+class MissingSetting(InvalidSetting):
+    """The connection has no value for a placeholder of a manifest URL (its settings
+    predate the manifest, or the caller left out a built-in such as ``client_id``)."""
+
+    code = "missing_setting"
+
+    @classmethod
+    def named(cls, setting: str) -> MissingSetting:
+        return cls(
+            f"the connection has no setting {setting!r}",
+            details={"setting": setting, "problem": "missing"},
+        )
 
 
 class AuthenticationRequired(BrokerError):

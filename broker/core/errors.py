@@ -32,7 +32,8 @@
     ├── ConnectorFailed              connector_failed   502
     ├── DeliveryFailed               delivery_failed    502
     │   └── OutcomeUnknown           outcome_unknown    502
-    └── OutcomeNotRecorded           outcome_not_recorded 503
+    ├── OutcomeNotRecorded           outcome_not_recorded 503
+    └── InvariantBroken              internal_error     500
 
 Each error carries a stable ``code`` (rendered by the API as
 ``{"error": {"code", "message", "details"}}``), a human ``message`` and
@@ -60,6 +61,7 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidInput",
     "InvalidSetting",
+    "InvariantBroken",
     "ManifestError",
     "MissingSetting",
     "NotCancellable",
@@ -330,3 +332,13 @@ class NotCancellable(Conflict):
     """The transfer has started or ended; only a transfer still queued can be cancelled."""
 
     code = "not_cancellable"
+
+
+class InvariantBroken(BrokerError):
+    """Something the broker's own code guarantees does not hold: a row it has just
+    written is gone, a value it has just set is missing. A bug (or a database changed
+    under the broker), never the caller's doing; rendered as the ``internal_error`` an
+    unexpected exception is, with a message that names what broke and nothing else."""
+
+    code = "internal_error"
+    status = 500

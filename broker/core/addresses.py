@@ -34,7 +34,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from broker.core.errors import EgressDenied
+from broker.core.errors import EgressDenied, InvariantBroken
 from broker.core.urls import is_loopback_host
 
 __all__ = [
@@ -186,7 +186,8 @@ class PinnedBackend(httpcore.NetworkBackend):
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc  # try the next checked address
-        assert last is not None
+        if last is None:  # checked_addresses refuses rather than answer no address
+            raise InvariantBroken("a host was checked and yielded no address to connect to")
         raise last
 
     def connect_unix_socket(

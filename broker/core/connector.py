@@ -176,8 +176,9 @@ class Connector:
     # -- helpers the broker uses --------------------------------------------------------
 
     def bind(self, action: Action, settings: Mapping[str, str]) -> BoundAction:
-        """``action`` for a connection with these settings (``KeyError``/``ValueError``
-        when a placeholder has no valid value)."""
+        """``action`` for a connection with these settings; ``InvalidSetting`` (or its
+        ``MissingSetting``) of :mod:`broker.core.errors` when a placeholder has no valid
+        value."""
         return BoundAction(
             name=action.name,
             method=action.method.upper(),

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from broker.core.connector import provider_message
-from broker.core.errors import BrokerError, EgressDenied
+from broker.core.errors import BrokerError, EgressDenied, InvalidSetting
 from broker.core.manifest import Manifest
 from broker.core.placeholders import render_url
 from broker.core.times import rfc3339
@@ -132,7 +132,7 @@ def allowed_origins(manifest: Manifest, settings: Mapping[str, str]) -> frozense
     for template in templates:
         try:
             origin = _origin(render_url(template, settings))
-        except (KeyError, ValueError):
+        except InvalidSetting:
             continue  # a setting this connection lacks: that host stays closed
         if origin is not None:
             origins.add(origin)

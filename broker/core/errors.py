@@ -3,7 +3,9 @@
     BrokerError                      code               status
     ├── InvalidInput                 invalid_input      422
     │   ├── PayloadTooLarge          payload_too_large  413
-    │   └── ReturnUrlNotAllowed      return_url_not_allowed 422
+    │   ├── ReturnUrlNotAllowed      return_url_not_allowed 422
+    │   └── InvalidSetting           invalid_setting    422
+    │       └── MissingSetting       missing_setting    422
     ├── AuthenticationRequired       unauthenticated    401
     ├── PermissionDenied             forbidden          403
     │   ├── OutsideGrant             outside_grant      403
@@ -30,7 +32,8 @@
     ├── ConnectorFailed              connector_failed   502
     ├── DeliveryFailed               delivery_failed    502
     │   └── OutcomeUnknown           outcome_unknown    502
-    └── OutcomeNotRecorded           outcome_not_recorded 503
+    ├── OutcomeNotRecorded           outcome_not_recorded 503
+    └── InvariantBroken              internal_error     500
 
 Each error carries a stable ``code`` (rendered by the API as
 ``{"error": {"code", "message", "details"}}``), a human ``message`` and
@@ -57,7 +60,10 @@ __all__ = [
     "HookSignatureInvalid",
     "IdempotencyConflict",
     "InvalidInput",
+    "InvalidSetting",
+    "InvariantBroken",
     "ManifestError",
+    "MissingSetting",
     "NotCancellable",
     "NotFound",
     "OutcomeNotRecorded",
@@ -117,6 +123,42 @@ class PayloadTooLarge(InvalidInput):
 
 class ReturnUrlNotAllowed(InvalidInput):
     code = "return_url_not_allowed"
+
+
+class InvalidSetting(InvalidInput, ValueError):
+    """A connection setting cannot fill a placeholder of a manifest URL where the
+    placeholder stands (:func:`broker.core.placeholders.render_url`).
+
+    ``details["setting"]`` names the setting (the placeholder's name) and
+    ``details["problem"]`` says what is wrong; neither the message nor the details
+    ever hold the value, which may be anything a user typed. Also a ``ValueError``,
+    so code written against the builtin errors ``render_url`` raised before still
+    catches it."""
+
+    code = "invalid_setting"
+
+    @classmethod
+    def host_label(cls, setting: str, problem: str) -> InvalidSetting:
+        """The value of ``setting`` cannot be the first label of a host: ``problem``
+        (one of :func:`~broker.core.placeholders.host_label_problem`'s fixed words)."""
+        return cls(
+            f"setting {setting!r} is not a valid host name label ({problem})",
+            details={"setting": setting, "problem": problem},
+        )
+
+
+class MissingSetting(InvalidSetting):
+    """The connection has no value for a placeholder of a manifest URL (its settings
+    predate the manifest, or the caller left out a built-in such as ``client_id``)."""
+
+    code = "missing_setting"
+
+    @classmethod
+    def named(cls, setting: str) -> MissingSetting:
+        return cls(
+            f"the connection has no setting {setting!r}",
+            details={"setting": setting, "problem": "missing"},
+        )
 
 
 class AuthenticationRequired(BrokerError):
@@ -290,3 +332,13 @@ class NotCancellable(Conflict):
     """The transfer has started or ended; only a transfer still queued can be cancelled."""
 
     code = "not_cancellable"
+
+
+class InvariantBroken(BrokerError):
+    """Something the broker's own code guarantees does not hold: a row it has just
+    written is gone, a value it has just set is missing. A bug (or a database changed
+    under the broker), never the caller's doing; rendered as the ``internal_error`` an
+    unexpected exception is, with a message that names what broke and nothing else."""
+
+    code = "internal_error"
+    status = 500

@@ -9,6 +9,12 @@ stable code and the exception's type instead, e.g. ``connector_error (KeyError)`
 the exception's text goes to the operator log only (logger ``broker.connectors``,
 level warning).
 
+A connection setting that cannot fill a placeholder of the manifest's URLs is the
+one failure of the broker's own rules recorded here: ``invalid_setting
+(InvalidSetting): setting 'subdomain' is not a valid host name label (…)`` or
+``missing_setting (MissingSetting): …``; the message names the setting and the
+problem, never the value.
+
 Messages the broker composes itself are kept as they are: time limits, egress
 refusals, ``HTTP <status>`` answers of the third party, token refreshes. So is the
 message of an error of the broker's tree (:mod:`broker.core.errors`) that a hook
@@ -21,6 +27,8 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
+
+from broker.core.errors import InvalidSetting
 
 __all__ = ["FailureCode", "failure_reason", "logged_failure", "setting_failure"]
 
@@ -56,13 +64,14 @@ def logged_failure(
     return failure_reason(code, exc)
 
 
-def setting_failure(log: logging.Logger, exc: KeyError | ValueError, *, where: str) -> str:
+def setting_failure(log: logging.Logger, exc: InvalidSetting, *, where: str) -> str:
     """The reason for a connection setting that cannot fill a manifest URL (the
-    ``KeyError`` or ``ValueError`` of :func:`~broker.core.placeholders.render_url`):
-    ``missing_setting (KeyError): the connection has no setting 'owner'`` (the name is
-    the manifest's placeholder), or ``invalid_setting (ValueError)`` with the value's
-    problem in the operator log only."""
-    if isinstance(exc, KeyError):
-        reason = failure_reason(FailureCode.MISSING_SETTING, exc)
-        return f"{reason}: the connection has no setting {exc.args[0]!r}"
-    return logged_failure(log, FailureCode.INVALID_SETTING, exc, where=where)
+    :class:`~broker.core.errors.InvalidSetting` or its
+    :class:`~broker.core.errors.MissingSetting` of
+    :func:`~broker.core.placeholders.render_url`): the error's own code and type, then
+    its message, which names the setting and the problem and never the value, e.g.
+    ``missing_setting (MissingSetting): the connection has no setting 'owner'``.
+    ``where`` (which connector, which URL) goes to the operator log."""
+    code = FailureCode(exc.code)
+    log.warning("%s: %s (%s): %s", where, code.value, type(exc).__name__, exc.message)
+    return f"{failure_reason(code, exc)}: {exc.message}"

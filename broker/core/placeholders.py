@@ -14,6 +14,11 @@ digits and hyphens that no URL parser reads as a number (``2852039166``,
 the port or the user-info. So a value can never move a URL to another host than
 one under the domain the manifest names, and never to an IP address; where that
 name then resolves is checked at the socket (:mod:`broker.core.addresses`).
+
+A value that cannot be filled in raises :class:`~broker.core.errors.MissingSetting`
+(no value) or :class:`~broker.core.errors.InvalidSetting` (a value that cannot stand
+where its placeholder is): their messages and details name the setting and the
+problem, never the value.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from urllib.parse import quote
+
+from broker.core.errors import InvalidSetting, MissingSetting
 
 __all__ = [
     "BUILTIN_PLACEHOLDERS",
@@ -142,19 +149,20 @@ def host_placeholders(template: str) -> set[str]:
 
 
 def render_url(template: str, values: Mapping[str, str]) -> str:
-    """Fill ``template``'s placeholders; ``KeyError`` names a missing value and
-    ``ValueError`` a value that cannot stand where its placeholder is."""
+    """Fill ``template``'s placeholders; :class:`MissingSetting` names a placeholder
+    with no value and :class:`InvalidSetting` one whose value cannot stand where the
+    placeholder is (the value itself is never in either)."""
     start, end = _authority_span(template)
     out: list[str] = []
     last = 0
     for match in _PLACEHOLDER.finditer(template):
         name = match.group(1)
-        value = values[name]
+        value = values.get(name)
+        if value is None:
+            raise MissingSetting.named(name)
         if start <= match.start() < end:
             if problem := host_label_problem(value):
-                raise ValueError(
-                    f"setting {name!r}: {value!r} is not a valid host name label ({problem})"
-                )
+                raise InvalidSetting.host_label(name, problem)
             piece = value.lower()
         else:
             piece = quote(value, safe="")

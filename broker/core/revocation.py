@@ -58,12 +58,11 @@ def _json_error(resp: httpx.Response) -> str | None:
     return None
 
 
-def _bearer(http: httpx.Client, oauth: OAuthSettings, access_token: str) -> str:
-    assert oauth.revoke_url is not None
+def _bearer(http: httpx.Client, oauth: OAuthSettings, url: str, access_token: str) -> str:
     resp = _send(
         http,
         oauth.revoke_method,
-        oauth.revoke_url,
+        url,
         headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
     )
     if isinstance(resp, str):
@@ -77,13 +76,16 @@ def _bearer(http: httpx.Client, oauth: OAuthSettings, access_token: str) -> str:
 
 
 def _client_json(
-    http: httpx.Client, oauth: OAuthSettings, creds: ClientCredentials, access_token: str
+    http: httpx.Client,
+    oauth: OAuthSettings,
+    url: str,
+    creds: ClientCredentials,
+    access_token: str,
 ) -> str:
-    assert oauth.revoke_url is not None
     resp = _send(
         http,
         oauth.revoke_method,
-        oauth.revoke_url,
+        url,
         json={"access_token": access_token},
         auth=httpx.BasicAuth(creds.client_id, creds.client_secret),
         headers={"Accept": "application/json"},
@@ -105,14 +107,15 @@ def revoke_grant(
 ) -> dict[str, str]:
     """Revoke at the provider; ``{"refresh_token"|"access_token": "revoked" | "already
     invalid" | "failed: …"}``. Never raises for what the provider answers."""
-    if not oauth.revoke_url:
+    url = oauth.revoke_url
+    if not url:
         return {"provider": "the provider has no revocation endpoint"}
     if oauth.revocation == "bearer":
-        return {"access_token": _bearer(http, oauth, access_token)} if access_token else {}
+        return {"access_token": _bearer(http, oauth, url, access_token)} if access_token else {}
     if oauth.revocation == "client_json":
         if not access_token:
             return {}
-        return {"access_token": _client_json(http, oauth, creds, access_token)}
+        return {"access_token": _client_json(http, oauth, url, creds, access_token)}
     results: dict[str, str] = {}
     for kind, token in (("refresh_token", refresh_token), ("access_token", access_token)):
         if token is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from sqlmodel import col, select, update
 
-from broker.core.errors import Conflict, NotFound
+from broker.core.errors import Conflict, InvariantBroken, NotFound
 from broker.core.statuses import ConnectionStatus
 from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
@@ -81,7 +81,10 @@ def confirm_connection(rt: Runtime, connection_id: str, *, actor: str) -> Connec
         )
     with session_scope(rt.engine) as session:
         confirmed = session.get(Connection, connection_id)
-    assert confirmed is not None
+    if confirmed is None:
+        raise InvariantBroken(
+            "the connection just confirmed is gone", details={"connection_id": connection_id}
+        )
     return confirmed
 
 

@@ -17,7 +17,7 @@ from broker.core.addresses import PinnedTransport, checked_addresses
 from broker.core.connector import Connector
 from broker.core.dispatch import guarded_client, run_hook
 from broker.core.egress import EgressTransport, RetryPolicy, allowed_origins
-from broker.core.errors import BrokerError, EgressDenied
+from broker.core.errors import BrokerError, EgressDenied, InvalidSetting
 from broker.core.failures import FailureCode, logged_failure, setting_failure
 from broker.core.placeholders import host_placeholders, render_url
 from broker.runtime import Runtime
@@ -94,7 +94,7 @@ def connection_host_problem(
         try:
             parts = urlsplit(render_url(template, values))
             host, port = parts.hostname, parts.port
-        except (KeyError, ValueError) as exc:
+        except InvalidSetting as exc:
             return setting_failure(log, exc, where=f"connector {connector.id!r}, {template!r}")
         if host is None:
             continue

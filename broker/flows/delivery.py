@@ -33,6 +33,7 @@ from typing import Any
 from broker.core.connector import Connector
 from broker.core.dispatch import DeliveryOutcome, dispatch
 from broker.core.egress import RetryPolicy, retry_after_seconds
+from broker.core.errors import InvalidSetting
 from broker.core.failures import setting_failure
 from broker.core.manifest import Action
 from broker.flows.connector_calls import egress_transport, user_agent
@@ -66,7 +67,7 @@ def deliver(
     values = dict(settings or {})
     try:
         bound = connector.bind(action, values)
-    except (KeyError, ValueError) as exc:
+    except InvalidSetting as exc:
         where = f"connector {connector.id!r}, action {action.name!r}"
         reason = setting_failure(log, exc, where=where)
         return DeliveryOutcome(delivered=False, reason=f"{reason}; connect again to set it")

@@ -27,16 +27,21 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, update
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.core.audit_chain import VerifyResult
-from broker.core.errors import Conflict, NotFound
+from broker.core.errors import Conflict, InvariantBroken, NotFound
 from broker.flows.verification import Position, check_log
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.audit_scan import hash_at, last_seq
 from broker.store.db import session_scope
+from broker.store.integrity_runs import (
+    latest_run,
+    mark_interrupted,
+    prune_incremental,
+    record_progress,
+)
 from broker.store.verification_models import AuditVerification
 
 __all__ = [
@@ -61,12 +66,20 @@ def _now(rt: Runtime) -> datetime:
     return rt.clock()
 
 
-def _latest(rt: Runtime, **where: Any) -> AuditVerification | None:
+def _latest(rt: Runtime, *, status: str) -> AuditVerification | None:
     with Session(rt.engine) as session:
-        stmt = select(AuditVerification)
-        for name, value in where.items():
-            stmt = stmt.where(getattr(AuditVerification, name) == value)
-        return session.exec(stmt.order_by(col(AuditVerification.id).desc()).limit(1)).first()
+        return latest_run(session=session, status=status)
+
+
+def _recorded(run: AuditVerification | None, run_id: int) -> AuditVerification:
+    """Run ``run_id`` as read back; it was written by this process and is never
+    deleted while it may be read (only completed incremental runs are pruned)."""
+    if run is None:
+        raise InvariantBroken(
+            "a verification run vanished while it was in use",
+            details={"verification_id": run_id},
+        )
+    return run
 
 
 def _position(run: AuditVerification | None) -> Position | None:
@@ -95,7 +108,8 @@ def _create(rt: Runtime, kind: str, since: Position | None, actor: str | None) -
         )  # fmt: skip
         session.add(run)
         session.flush()
-        assert run.id is not None
+        if run.id is None:
+            raise InvariantBroken("a new verification run was given no id")
         return run.id
 
 
@@ -113,21 +127,20 @@ def run_verification(
             return
         last_write[0] = now
         with session_scope(rt.engine) as session:
-            session.exec(
-                update(AuditVerification)
-                .where(col(AuditVerification.id) == run_id)
-                .values(done=done, total=total)
-            )
+            record_progress(session=session, run_id=run_id, done=done, total=total)
 
     try:
         result, reached = check_log(rt, since=since, progress=progress)
     except Exception as exc:  # recorded, not raised: a background run has no caller
-        result = VerifyResult(False, 0, None, None, "error", f"the verification failed: {exc}")
+        # The row (and the audit.verified event) get a stable word and the type;
+        # the exception's text, which may quote a row or a path, only the operator log.
+        log.exception("audit verification %s could not be carried out", run_id)
+        message = f"the verification could not be carried out ({type(exc).__name__})"
+        result = VerifyResult(False, 0, None, None, "error", message)
         reached = None
     took = int((time.monotonic() - started) * 1000)
     with session_scope(rt.engine) as session:
-        run = session.get(AuditVerification, run_id)
-        assert run is not None
+        run = _recorded(session.get(AuditVerification, run_id), run_id)
         run.status, run.finished_at, run.duration_ms = "done", _now(rt), took
         run.ok, run.checked = result.ok, result.checked
         run.problem, run.first_bad_seq, run.message = (
@@ -159,30 +172,12 @@ def run_verification(
         session.refresh(run)
         session.expunge(run)
         if run.kind == "incremental":
-            _prune(session)
+            prune_incremental(session=session, keep=KEEP_INCREMENTAL)
     return run
 
 
 KEEP_INCREMENTAL = 100
 """Completed incremental runs kept (every full run is kept, and is in the log too)."""
-
-
-def _prune(session: Session) -> None:
-    """Forget all but the last ``KEEP_INCREMENTAL`` completed incremental runs."""
-    ids = session.exec(
-        select(AuditVerification.id)
-        .where(AuditVerification.kind == "incremental", AuditVerification.status == "done")
-        .order_by(col(AuditVerification.id).desc())
-        .offset(KEEP_INCREMENTAL)
-        .limit(1)
-    ).all()
-    if ids:
-        session.exec(
-            delete(AuditVerification)
-            .where(col(AuditVerification.kind) == "incremental")
-            .where(col(AuditVerification.status) == "done")
-            .where(col(AuditVerification.id) <= ids[0])
-        )
 
 
 def _background(rt: Runtime, run_id: int, since: Position | None, event: bool) -> None:
@@ -214,17 +209,10 @@ def start_full(rt: Runtime, *, actor: str | None) -> AuditVerification:
             details={"verification_id": current.id},
         )
     with session_scope(rt.engine) as session:  # runs a dead process left behind
-        session.exec(
-            update(AuditVerification)
-            .where(col(AuditVerification.status) == "running")
-            .where(col(AuditVerification.id).not_in(_alive_ids(rt)))
-            .values(status="interrupted")
-        )
+        mark_interrupted(session=session, alive=_alive_ids(rt))
     run_id = _start(rt, "full", None, actor)
     with Session(rt.engine) as session:
-        run = session.get(AuditVerification, run_id)
-        assert run is not None
-        return run
+        return _recorded(session.get(AuditVerification, run_id), run_id)
 
 
 def _alive_ids(rt: Runtime) -> list[int]:

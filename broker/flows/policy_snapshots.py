@@ -34,7 +34,7 @@ from sqlmodel import Session, col, select
 
 from broker.core.addresses import PinnedTransport
 from broker.core.connector import Connector
-from broker.core.errors import BrokerError
+from broker.core.errors import BrokerError, InvariantBroken
 from broker.core.policy_text import digest, normalise
 from broker.core.terms import PAGES
 from broker.core.urls import url_problem
@@ -240,7 +240,8 @@ def snapshot(rt: Runtime, digest_hex: str) -> str | None:
 
 
 def _store_snapshot(rt: Runtime, fetch: PageFetch, at: datetime) -> None:
-    assert fetch.digest is not None and fetch.text is not None
+    if fetch.digest is None or fetch.text is None:
+        raise InvariantBroken("only a page that was read can be kept as a snapshot")
     with Session(rt.engine) as session:
         if session.get(PolicySnapshot, fetch.digest) is not None:
             return

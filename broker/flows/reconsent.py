@@ -26,7 +26,7 @@ from sqlmodel import Session, col, update
 
 from broker.core.catalog import Heading
 from broker.core.connector import Connector
-from broker.core.errors import Conflict
+from broker.core.errors import Conflict, InvariantBroken
 from broker.core.gateway import TERMS_CHANGED
 from broker.core.statuses import ConnectionStatus
 from broker.flows.activity import owned_connection
@@ -217,7 +217,10 @@ def agree_again(
                 details={"connection_id": conn.id},
             )
         row = session.get(Connection, conn.id)
-        assert row is not None
+        if row is None:
+            raise InvariantBroken(
+                "the connection just claimed is gone", details={"connection_id": conn.id}
+            )
         record_consent(
             rt, session, row, terms, status=ConnectionStatus.ACTIVE, now=now, renewed="reconsent"
         )

@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select, update
 
-from broker.core.errors import BrokerError, NotFound
+from broker.core.errors import BrokerError, InvalidSetting, NotFound
 from broker.core.failures import setting_failure
 from broker.core.revocation import revoke_grant
 from broker.core.statuses import (
@@ -89,11 +89,11 @@ def _revoke_at_provider(rt: Runtime, conn: Connection, row: ConnectionToken) -> 
     try:
         creds = connection_credentials(rt, connector, conn.tenant)
         oauth = provider_oauth(connector, settings, creds)
-    except (BrokerError, KeyError, ValueError) as exc:
-        if isinstance(exc, BrokerError):
-            reason = exc.message
-        else:
+    except BrokerError as exc:
+        if isinstance(exc, InvalidSetting):
             reason = setting_failure(log, exc, where=f"revoking connection {conn.id}")
+        else:
+            reason = exc.message
         return {**results, "provider": TokenRevocation.NOT_ATTEMPTED.because(reason)}
     refresh = _open(rt, conn, row, "refresh_token")
     results.update(revoke_grant(rt.http, oauth, creds, access_token=access, refresh_token=refresh))

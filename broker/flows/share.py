@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from broker.core.connector import Connector
-from broker.core.errors import IdempotencyConflict, InvalidInput, NotFound
+from broker.core.errors import IdempotencyConflict, InvalidInput, InvalidSetting, NotFound
 from broker.core.gateway import Allowed, Refused, TransferRequest, decide
 from broker.core.manifest import Action
 from broker.core.pseudonyms import new_salt, salted_digest
@@ -109,7 +109,7 @@ def _destination(connector: Connector, action: Action, settings: dict[str, str] 
     """Host and path of the action's URL, filled in with the connection's settings."""
     try:
         url = connector.bind(action, settings or {}).url
-    except (KeyError, ValueError):
+    except InvalidSetting:
         url = action.url  # delivery will fail and say why
     parts = urlsplit(url)
     return f"{parts.netloc}{parts.path}"

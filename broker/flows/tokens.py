@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam
 from sqlmodel import select
 
-from broker.core.errors import BrokerError, ConnectionNotActive, ProviderError
+from broker.core.errors import BrokerError, ConnectionNotActive, InvariantBroken, ProviderError
 from broker.core.oauth import refresh_tokens
 from broker.core.statuses import ConnectionStatus
 from broker.flows.connect import connection_credentials
@@ -180,8 +180,12 @@ def refresh_access_token(rt: Runtime, connection_id: str, *, stale: str | None) 
     error = box.get("error")
     if isinstance(error, BaseException):
         raise error
-    token = box["token"]
-    assert isinstance(token, str)
+    token = box.get("token")
+    if not isinstance(token, str):
+        raise InvariantBroken(
+            "the token refresh ended without a token or an error",
+            details={"connection_id": connection_id},
+        )
     return token
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlmodel import Session, col
 
-from broker.core.errors import Conflict, InvalidInput, NotFound
+from broker.core.errors import Conflict, InvalidInput, InvariantBroken, NotFound
 from broker.core.tokens import new_secret
 from broker.core.webhooks import EVENT_TYPES, PING, endpoint_url_problem, new_endpoint_secret
 from broker.flows.paging import cursor_for, decode_cursor
@@ -269,5 +269,6 @@ def send_ping(rt: Runtime, endpoint_id: str) -> WebhookDelivery:
     wake_sender(rt)
     with Session(rt.engine) as session:
         delivery = session.get(WebhookDelivery, ids[0])
-    assert delivery is not None
+    if delivery is None:
+        raise InvariantBroken("the ping just queued is gone", details={"endpoint_id": endpoint_id})
     return delivery

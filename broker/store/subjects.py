@@ -24,6 +24,7 @@ from sqlalchemy import BigInteger, Column, Connection, Engine, LargeBinary, even
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel
 
+from broker.core.errors import InvariantBroken
 from broker.core.pseudonyms import USER_ACTOR, new_subject_key, pseudonym, pseudonymise
 from broker.store.types import UTCDateTime, utcnow
 
@@ -108,7 +109,8 @@ class Subjects:
                      "pseudonym": pseudonym(key, user_id), "created_at": utcnow()},
                 )  # fmt: skip
                 found = lookup(self.conn, user_id)  # ours, or a racing process's
-                assert found is not None
+                if found is None:
+                    raise InvariantBroken("a pseudonym just inserted cannot be read back")
         self._found[user_id] = found
         return found
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from broker.core.errors import InvalidSetting
 from broker.core.manifest import Manifest
 from broker.core.placeholders import render_url
 from broker.core.urls import origin
@@ -40,7 +41,7 @@ def authorize_origin(manifest: Manifest, settings: Mapping[str, str] | None = No
     values = {**(settings or {}), "client_id": "x"}  # {client_id} never stands in a host
     try:
         return origin(render_url(manifest.oauth.authorize_url, values))
-    except (KeyError, ValueError):
+    except InvalidSetting:
         return None
 
 

@@ -112,6 +112,25 @@ def test_a_large_backlog_is_verified_in_the_background(rt: Runtime, monkeypatch)
     assert (done.ok, done.from_seq, done.to_seq) == (True, 4, 9)
 
 
+def test_a_run_that_raises_records_a_stable_word_and_the_type_never_the_text(
+    rt: Runtime, monkeypatch, caplog
+) -> None:
+    fill(rt, 3)
+    secret = "row 2: purpose='internal detail'"
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(secret)
+
+    monkeypatch.setattr(integrity, "check_log", broken)
+    run = wait_for(rt, start_full(rt, actor="a").id, timeout=60)
+    assert (run.ok, run.problem) == (False, "error")
+    assert run.message == "the verification could not be carried out (RuntimeError)"
+    with Session(rt.engine) as session:
+        event = session.exec(select(AuditRow).order_by(AuditRow.seq.desc())).first()
+    assert event.event == "audit.verified" and secret not in str(event.details)
+    assert secret in caplog.text  # the operator log has it
+
+
 def test_the_api_answers_from_the_last_verification_and_starts_a_full_run(stack: Stack) -> None:
     fill(stack.rt, 5)
     with stack.api(stack.auditor_key) as api:

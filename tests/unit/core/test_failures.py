@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from broker.core.connector import BoundAction, Connector
-from broker.core.errors import InvalidInput
+from broker.core.errors import InvalidInput, InvalidSetting, MissingSetting
 from broker.core.failures import FailureCode, failure_reason, setting_failure
 from broker.core.placeholders import render_url
 from tests.unit.core.test_egress import Wire, manifest_connector, run
@@ -34,22 +34,26 @@ def test_codes_round_trip_and_are_the_documented_words() -> None:
     assert failure_reason(FailureCode.INVALID_RESULT, {"a": 1}) == "invalid_result (dict)"
 
 
-def test_a_bad_setting_value_is_named_by_code_and_its_text_is_logged(
+def test_a_bad_setting_value_is_named_by_code_setting_and_problem_never_by_value(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="broker.connectors")
-    with pytest.raises(ValueError) as bad:
+    with pytest.raises(InvalidSetting) as bad:
         render_url("https://{sub}.example.com/", {"sub": f"{SECRET}/x"})
     reason = setting_failure(log, bad.value, where="connector 'z'")
-    assert reason == "invalid_setting (ValueError)"
-    assert SECRET in caplog.text and caplog.records[0].levelno == logging.WARNING
+    assert reason == (
+        "invalid_setting (InvalidSetting): setting 'sub' is not a valid host name label "
+        "(a host name label is 1-63 letters, digits or hyphens (no dots))"
+    )
+    assert SECRET not in caplog.text, "not even the operator log needs the value"
+    assert "connector 'z'" in caplog.text and caplog.records[0].levelno == logging.WARNING
 
 
 def test_a_missing_setting_names_the_manifests_placeholder() -> None:
-    with pytest.raises(KeyError) as missing:
+    with pytest.raises(MissingSetting) as missing:
         render_url("https://{sub}.example.com/", {})
     assert setting_failure(log, missing.value, where="x") == (
-        "missing_setting (KeyError): the connection has no setting 'sub'"
+        "missing_setting (MissingSetting): the connection has no setting 'sub'"
     )
 
 

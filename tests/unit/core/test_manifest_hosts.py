@@ -11,7 +11,7 @@ import pytest
 
 from broker.cli import main
 from broker.core.catalog import Catalog, default_catalog
-from broker.core.errors import InvalidInput, ManifestError
+from broker.core.errors import InvalidInput, InvalidSetting, ManifestError
 from broker.core.manifest import Manifest, load_manifest_file, parse_manifest
 from broker.core.placeholders import render_url
 from broker.core.urls import origin
@@ -158,7 +158,7 @@ def test_a_host_value_that_is_not_one_harmless_label_is_refused(
         tenant_manifest.validate_settings({"tenant": value})
     assert info.value.details["field"] == "settings.tenant"
     assert "cannot stand in a host name" in info.value.message
-    with pytest.raises(ValueError, match="not a valid host name label"):
+    with pytest.raises(InvalidSetting, match="not a valid host name label"):
         render_url(ZENDESK, {"tenant": value})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from broker.core.errors import InvalidInput, InvalidSetting, MissingSetting
 from broker.core.placeholders import placeholder_problem, placeholders, render_url, sample_url
 
 ZENDESK = "https://{subdomain}.zendesk.com/api/v2/tickets.json"
@@ -22,8 +23,24 @@ def test_host_label_and_path_values() -> None:
 
 @pytest.mark.parametrize("value", ["evil.com/x", "a.b", "a:1", "-a", "", "a@b", "a/b"])
 def test_a_host_value_must_be_one_dns_label(value: str) -> None:
-    with pytest.raises(ValueError, match="host name label"):
+    with pytest.raises(InvalidSetting, match="host name label") as bad:
         render_url(ZENDESK, {"subdomain": value})
+    assert bad.value.code == "invalid_setting"
+    assert bad.value.details["setting"] == "subdomain"
+    assert bad.value.details["problem"] in bad.value.message
+
+
+SECRET = "s3cr3t-value"
+
+
+@pytest.mark.parametrize("value", [f"{SECRET}.evil.com", f"{SECRET}/x", "2852039166"])
+def test_the_error_names_the_setting_and_the_problem_never_the_value(value: str) -> None:
+    with pytest.raises(InvalidSetting) as bad:
+        render_url(ZENDESK, {"subdomain": value})
+    body = str(bad.value.to_dict())
+    assert "'subdomain'" in bad.value.message
+    assert value not in body and value not in str(bad.value)
+    assert isinstance(bad.value, InvalidInput) and isinstance(bad.value, ValueError)
 
 
 def test_a_path_value_cannot_add_segments_queries_or_fragments() -> None:
@@ -31,9 +48,13 @@ def test_a_path_value_cannot_add_segments_queries_or_fragments() -> None:
     assert url == "https://api.x.com/repos/..%2F..%2Fadmin%3Fx%3D1%23f/issues"
 
 
-def test_missing_value_is_a_key_error_naming_it() -> None:
-    with pytest.raises(KeyError, match="subdomain"):
+def test_a_missing_value_is_a_missing_setting_naming_it() -> None:
+    with pytest.raises(MissingSetting) as missing:
         render_url(ZENDESK, {})
+    assert missing.value.code == "missing_setting"
+    assert missing.value.message == "the connection has no setting 'subdomain'"
+    assert missing.value.details == {"setting": "subdomain", "problem": "missing"}
+    assert isinstance(missing.value, InvalidSetting)  # one except clause catches both
 
 
 @pytest.mark.parametrize(

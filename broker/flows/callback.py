@@ -35,6 +35,7 @@ from datetime import timedelta
 
 from sqlmodel import col, update
 
+from broker.core.consent import Consent
 from broker.core.errors import BrokerError, NotFound, ProviderError, StateInvalid
 from broker.core.oauth import exchange_code, issuer_problem
 from broker.core.placeholders import render_url
@@ -80,10 +81,10 @@ class CallbackOutcome:
     status: str | None = None
 
 
-def _open_statuses(consent: dict) -> tuple[str, ...]:
+def _open_statuses(consent: Consent) -> tuple[str, ...]:
     """The statuses in which the attempt's connection may still be completed: a new one
     while ``pending``; one a reconnect re-authorises while it is live."""
-    return LIVE_CONNECTION_STATUSES if consent.get("reconnect") else (ConnectionStatus.PENDING,)
+    return LIVE_CONNECTION_STATUSES if consent.reconnect else (ConnectionStatus.PENDING,)
 
 
 def _claim_attempt(rt: Runtime, state: str | None) -> OAuthAttempt:
@@ -131,11 +132,11 @@ def _fail(
             conn.last_error = reason[:500]
             conn.updated_at = rt.clock()
             session.add(conn)
-    consent = attempt.consent
+    consent = Consent.from_dict(attempt.consent)
     back = (
         safe_return(
             rt,
-            consent.get("return_url"),
+            consent.return_url,
             {"status": "error", "connection_id": attempt.connection_id},
         )
         if redirect
@@ -144,7 +145,7 @@ def _fail(
     return CallbackOutcome(
         ok=False,
         connection_id=attempt.connection_id,
-        connector_name=consent.get("connector_name"),
+        connector_name=consent.connector_name,
         message=public,
         return_url=back,
         browser_nonce=nonce,
@@ -244,9 +245,10 @@ def complete_callback(
             "The provider sent no authorization code.",
             nonce=nonce,
         )
+    consent = Consent.from_dict(attempt.consent)
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, attempt.connection_id)
-    if conn is None or conn.status not in _open_statuses(attempt.consent):
+    if conn is None or conn.status not in _open_statuses(consent):
         raise StateInvalid("this connection attempt is no longer open")
     try:
         connector = rt.registry.get(conn.connector_id)
@@ -285,9 +287,8 @@ def complete_callback(
             f"{refused}. Nothing was connected.",
             nonce=nonce,
         )
-    consent = attempt.consent
     now = rt.clock()
-    confirm = bool(consent.get("confirm"))
+    confirm = consent.confirm
     status = ConnectionStatus.PENDING_CONFIRMATION if confirm else ConnectionStatus.ACTIVE
     with session_scope(rt.engine) as session:
         conn = session.get(Connection, attempt.connection_id)
@@ -312,9 +313,9 @@ def complete_callback(
         )
         if confirm:
             conn.confirm_by = now + timedelta(seconds=rt.settings.confirm_ttl)
-        renewed = "reconnect" if consent.get("reconnect") else None
+        renewed = "reconnect" if consent.reconnect else None
         record_consent(rt, session, conn, consent, status=status, now=now, renewed=renewed)
-    name = consent["connector_name"]
+    name = consent.connector_name
     message = f"{name} is connected."
     if confirm:
         message = (
@@ -328,7 +329,7 @@ def complete_callback(
         connector_name=name,
         message=message,
         return_url=safe_return(
-            rt, consent.get("return_url"), {"status": returned, "connection_id": conn.id}
+            rt, consent.return_url, {"status": returned, "connection_id": conn.id}
         ),
         browser_nonce=nonce,
         status=status,

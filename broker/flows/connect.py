@@ -52,7 +52,7 @@ from broker.flows.connection_setup import (
     provider_oauth,
     settings_in_token,
 )
-from broker.flows.consent_records import consent_terms, granted_categories, live_connection
+from broker.flows.consent_records import consent_terms, granted_categories
 from broker.flows.policy_checks import PolicyChecks, ensure_checked
 from broker.flows.preferences import covered_by, objectable, read_preferences
 from broker.flows.tenant_credentials import (
@@ -61,6 +61,7 @@ from broker.flows.tenant_credentials import (
     validate_tenant,
 )
 from broker.runtime import Runtime
+from broker.store.connections import live_connection
 from broker.store.db import session_scope
 from broker.store.models import (
     Connection,
@@ -484,7 +485,7 @@ def approve(
             existing = None  # another tenant's client: a connection of its own
         if existing is not None:  # re-authorise it: same id, new tokens and consent
             connection_id = existing.id
-            consent["reconnect"] = True
+            consent = consent.as_reconnect()
         else:
             connection_id = "conn_" + new_secret(nbytes=12)
             session.add(
@@ -511,7 +512,7 @@ def approve(
                 ),
                 redirect_uri=redirect_uri,
                 browser_hash=digest(nonce),
-                consent=consent,
+                consent=consent.to_dict(),
                 created_at=now,
                 expires_at=now + timedelta(seconds=rt.settings.oauth_state_ttl),
             )

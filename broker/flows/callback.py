@@ -46,8 +46,9 @@ from broker.flows.connect import connection_credentials, safe_return
 from broker.flows.connection_setup import check_new_connection, provider_oauth
 from broker.flows.consent_records import record_consent
 from broker.runtime import Runtime
+from broker.store.connections import get_connection
 from broker.store.db import session_scope
-from broker.store.models import Connection, ConnectionToken, OAuthAttempt
+from broker.store.models import ConnectionToken, OAuthAttempt
 from broker.store.tickets import claim_ticket
 
 __all__ = ["CallbackOutcome", "complete_callback"]
@@ -127,7 +128,7 @@ def _fail(
     ``redirect=False`` (the answer reached the wrong callback or the wrong browser)
     shows the page instead of sending this browser to the host's return URL."""
     with session_scope(rt.engine) as session:
-        conn = session.get(Connection, attempt.connection_id)
+        conn = get_connection(session, connection_id=attempt.connection_id)
         if conn is not None and conn.status == ConnectionStatus.PENDING:
             conn.last_error = reason[:500]
             conn.updated_at = rt.clock()
@@ -167,7 +168,7 @@ def _matching_nonce(attempt: OAuthAttempt, nonces: Iterable[str]) -> str | None:
 def _issuer_refusal(rt: Runtime, attempt: OAuthAttempt, iss: str | None) -> str | None:
     """Why the answer's ``iss`` is refused (RFC 9207), or ``None``."""
     with session_scope(rt.engine) as session:
-        conn = session.get(Connection, attempt.connection_id)
+        conn = get_connection(session, connection_id=attempt.connection_id)
     if conn is None:
         return None  # refused later: the attempt is no longer open
     try:
@@ -247,7 +248,7 @@ def complete_callback(
         )
     consent = Consent.from_dict(attempt.consent)
     with session_scope(rt.engine) as session:
-        conn = session.get(Connection, attempt.connection_id)
+        conn = get_connection(session, connection_id=attempt.connection_id)
     if conn is None or conn.status not in _open_statuses(consent):
         raise StateInvalid("this connection attempt is no longer open")
     try:
@@ -291,7 +292,7 @@ def complete_callback(
     confirm = consent.confirm
     status = ConnectionStatus.PENDING_CONFIRMATION if confirm else ConnectionStatus.ACTIVE
     with session_scope(rt.engine) as session:
-        conn = session.get(Connection, attempt.connection_id)
+        conn = get_connection(session, connection_id=attempt.connection_id)
         if conn is None or conn.status not in _open_statuses(consent):
             raise StateInvalid("this connection attempt is no longer open")
         session.merge(  # a reconnect replaces the connection's tokens

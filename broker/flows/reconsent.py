@@ -36,6 +36,7 @@ from broker.flows.notices import Notice, paused_for_terms, pending_notices
 from broker.flows.policy_checks import PolicyChecks, ensure_checked
 from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
+from broker.store.connections import get_connection
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConsentRecord
 from broker.store.policy_models import TermsVersion
@@ -216,7 +217,7 @@ def agree_again(
                 "this connection was answered for already; reload your integrations page",
                 details={"connection_id": conn.id},
             )
-        row = session.get(Connection, conn.id)
+        row = get_connection(session, connection_id=conn.id)
         assert row is not None
         record_consent(
             rt, session, row, terms, status=ConnectionStatus.ACTIVE, now=now, renewed="reconsent"

@@ -41,6 +41,7 @@ from broker.core.statuses import (
 )
 from broker.flows.connect import connection_credentials
 from broker.flows.connection_setup import provider_oauth
+from broker.flows.connections import require_connection
 from broker.flows.connector_calls import call_connection_hook
 from broker.flows.engine import cancel_queued
 from broker.runtime import Runtime
@@ -113,11 +114,7 @@ def _claim(rt: Runtime, connection_id: str) -> tuple[Connection, str, datetime] 
     for _ in range(_CLAIM_ATTEMPTS):
         now = rt.clock()
         with session_scope(rt.engine) as session:
-            conn = session.get(Connection, connection_id)
-            if conn is None:
-                raise NotFound(
-                    f"no connection {connection_id!r}", details={"connection_id": connection_id}
-                )
+            conn = require_connection(session, connection_id)
             previous = conn.status
             if previous == _DONE:
                 return None

@@ -13,7 +13,9 @@ for the one code exchange). Before anything else the answer must
   (RFC 9207).
 
 Nothing is half-stored: on any error or refusal the connection stays
-``pending`` with the reason in ``last_error`` and the attempt is spent; on
+``pending`` with the reason in ``last_error`` (never an exception's text: a setting
+that cannot fill the manifest's issuer is recorded by its code,
+:mod:`broker.core.failures`) and the attempt is spent; on
 success the tokens, the consent record, the ``consent.granted`` event and the
 ``active`` (or, when the host asked to confirm, ``pending_confirmation``)
 status are written in one transaction
@@ -28,6 +30,7 @@ tokens, consent and status.
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ from sqlmodel import col, update
 
 from broker.core.consent import Consent
 from broker.core.errors import BrokerError, NotFound, ProviderError, StateInvalid
+from broker.core.failures import setting_failure
 from broker.core.oauth import exchange_code, issuer_problem
 from broker.core.placeholders import render_url
 from broker.core.statuses import LIVE_CONNECTION_STATUSES, ConnectionStatus
@@ -52,6 +56,8 @@ from broker.store.models import ConnectionToken, OAuthAttempt
 from broker.store.tickets import claim_ticket
 
 __all__ = ["CallbackOutcome", "complete_callback"]
+
+log = logging.getLogger("broker.connectors")
 
 _PROVIDER_ERROR = re.compile(r"^[a-z_]{1,64}$")
 _STATE_REFUSED = {
@@ -182,8 +188,9 @@ def _issuer_refusal(rt: Runtime, attempt: OAuthAttempt, iss: str | None) -> str 
     try:
         expected = render_url(oauth.issuer, values) if oauth.issuer is not None else None
         authorize_url = render_url(oauth.authorize_url, values)
-    except (KeyError, ValueError) as exc:
-        return f"the manifest's issuer cannot be filled in for this connection ({exc})"
+    except (KeyError, ValueError) as exc:  # its text to the operator log only
+        reason = setting_failure(log, exc, where=f"issuer of connection {conn.id!r}")
+        return f"the manifest's issuer cannot be filled in for this connection: {reason}"
     return issuer_problem(
         iss,
         expected=expected,

@@ -281,3 +281,40 @@ def test_wrong_or_missing_iss_is_refused(
     assert two_iss.provider.token_requests == []
     conn = _nothing_stored(two_iss.rt)
     assert "iss" in (conn.last_error or "")
+
+
+@pytest.mark.parametrize(
+    ("raised", "recorded"),
+    [
+        (ValueError("bad host 'x.example/?key=SECRET-TEXT'"), "invalid_setting (ValueError)"),
+        (KeyError("tenant"), "missing_setting (KeyError): the connection has no setting 'tenant'"),
+    ],
+)
+def test_an_issuer_the_settings_cannot_fill_is_recorded_by_its_code(
+    two_iss: TwoProviders,
+    browser: Browser,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    raised: Exception,
+    recorded: str,
+) -> None:
+    """``last_error`` (shown to users) names the failure's code, never the exception's
+    text; that goes to the operator log (issue 15, point 4)."""
+    to_provider = browser.approve(two_iss.connect_session("sandbox")["url"], optional=[])
+    back = browser.provider_decides(to_provider.headers["location"], allow=True)
+
+    def refuse(template: str, values: Any) -> str:
+        raise raised
+
+    monkeypatch.setattr("broker.flows.callback.render_url", refuse)
+    with caplog.at_level("WARNING", logger="broker.connectors"):
+        done = browser.get(back.headers["location"])
+    assert done.status_code == 400
+    assert MIX_UP in done.text
+    conn = _nothing_stored(two_iss.rt)
+    assert conn.last_error == (
+        f"refused: the manifest's issuer cannot be filled in for this connection: {recorded}"
+    )
+    assert "SECRET-TEXT" not in done.text
+    if isinstance(raised, ValueError):
+        assert "SECRET-TEXT" in caplog.text  # the operator still learns what it was

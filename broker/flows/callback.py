@@ -46,9 +46,10 @@ from broker.core.placeholders import render_url
 from broker.core.statuses import LIVE_CONNECTION_STATUSES, ConnectionStatus
 from broker.core.tickets import TicketRefusal
 from broker.core.tokens import digest
-from broker.flows.connect import connection_credentials, safe_return
+from broker.flows.connect import safe_return
 from broker.flows.connection_setup import check_new_connection, provider_oauth
 from broker.flows.consent_records import record_consent
+from broker.flows.oauth_clients import connection_credentials
 from broker.runtime import Runtime
 from broker.store.connections import get_connection
 from broker.store.db import session_scope

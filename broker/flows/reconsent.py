@@ -30,7 +30,8 @@ from broker.core.errors import Conflict
 from broker.core.gateway import TERMS_CHANGED
 from broker.core.statuses import ConnectionStatus
 from broker.flows.activity import owned_connection
-from broker.flows.connect import CategoryChoice, category_choices, create_connect_session
+from broker.flows.connect import create_connect_session
+from broker.flows.consent_page import CategoryChoice, category_choices
 from broker.flows.consent_records import consent_terms, granted_categories, record_consent
 from broker.flows.notices import Notice, paused_for_terms, pending_notices
 from broker.flows.policy_checks import PolicyChecks, ensure_checked

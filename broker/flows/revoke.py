@@ -39,11 +39,11 @@ from broker.core.statuses import (
     TokenRevocation,
     revocation_failed,
 )
-from broker.flows.connect import connection_credentials
 from broker.flows.connection_setup import provider_oauth
 from broker.flows.connections import require_connection
 from broker.flows.connector_calls import call_connection_hook
 from broker.flows.engine import cancel_queued
+from broker.flows.oauth_clients import connection_credentials
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope

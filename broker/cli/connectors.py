@@ -21,7 +21,7 @@ def cmd_connectors_list(args: argparse.Namespace) -> int:
     settings = common.settings(args)
     registry = load_registry(catalog(settings), directories=settings.connector_dirs)
     refuse_forbidden_uses(registry, load_policy(settings.policy_file))
-    from broker.flows.connect import credentials_problem
+    from broker.flows.oauth_clients import credentials_problem
 
     rows = []
     for connector in registry.all():

@@ -13,7 +13,9 @@ for the one code exchange). Before anything else the answer must
   (RFC 9207).
 
 Nothing is half-stored: on any error or refusal the connection stays
-``pending`` with the reason in ``last_error`` and the attempt is spent; on
+``pending`` with the reason in ``last_error`` (never an exception's text: a setting
+that cannot fill the manifest's issuer is recorded by its code,
+:mod:`broker.core.failures`) and the attempt is spent; on
 success the tokens, the consent record, the ``consent.granted`` event and the
 ``active`` (or, when the host asked to confirm, ``pending_confirmation``)
 status are written in one transaction
@@ -28,6 +30,7 @@ tokens, consent and status.
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,21 +38,27 @@ from datetime import timedelta
 
 from sqlmodel import col, update
 
-from broker.core.errors import BrokerError, NotFound, ProviderError, StateInvalid
+from broker.core.consent import Consent
+from broker.core.errors import BrokerError, InvalidSetting, NotFound, ProviderError, StateInvalid
+from broker.core.failures import setting_failure
 from broker.core.oauth import exchange_code, issuer_problem
 from broker.core.placeholders import render_url
 from broker.core.statuses import LIVE_CONNECTION_STATUSES, ConnectionStatus
 from broker.core.tickets import TicketRefusal
 from broker.core.tokens import digest
-from broker.flows.connect import connection_credentials, safe_return
+from broker.flows.connect import safe_return
 from broker.flows.connection_setup import check_new_connection, provider_oauth
 from broker.flows.consent_records import record_consent
+from broker.flows.oauth_clients import connection_credentials
 from broker.runtime import Runtime
+from broker.store.connections import get_connection
 from broker.store.db import session_scope
-from broker.store.models import Connection, ConnectionToken, OAuthAttempt
+from broker.store.models import ConnectionToken, OAuthAttempt
 from broker.store.tickets import claim_ticket
 
 __all__ = ["CallbackOutcome", "complete_callback"]
+
+log = logging.getLogger("broker.connectors")
 
 _PROVIDER_ERROR = re.compile(r"^[a-z_]{1,64}$")
 _STATE_REFUSED = {
@@ -80,10 +89,10 @@ class CallbackOutcome:
     status: str | None = None
 
 
-def _open_statuses(consent: dict) -> tuple[str, ...]:
+def _open_statuses(consent: Consent) -> tuple[str, ...]:
     """The statuses in which the attempt's connection may still be completed: a new one
     while ``pending``; one a reconnect re-authorises while it is live."""
-    return LIVE_CONNECTION_STATUSES if consent.get("reconnect") else (ConnectionStatus.PENDING,)
+    return LIVE_CONNECTION_STATUSES if consent.reconnect else (ConnectionStatus.PENDING,)
 
 
 def _claim_attempt(rt: Runtime, state: str | None) -> OAuthAttempt:
@@ -126,16 +135,16 @@ def _fail(
     ``redirect=False`` (the answer reached the wrong callback or the wrong browser)
     shows the page instead of sending this browser to the host's return URL."""
     with session_scope(rt.engine) as session:
-        conn = session.get(Connection, attempt.connection_id)
+        conn = get_connection(session, connection_id=attempt.connection_id)
         if conn is not None and conn.status == ConnectionStatus.PENDING:
             conn.last_error = reason[:500]
             conn.updated_at = rt.clock()
             session.add(conn)
-    consent = attempt.consent
+    consent = Consent.from_dict(attempt.consent)
     back = (
         safe_return(
             rt,
-            consent.get("return_url"),
+            consent.return_url,
             {"status": "error", "connection_id": attempt.connection_id},
         )
         if redirect
@@ -144,7 +153,7 @@ def _fail(
     return CallbackOutcome(
         ok=False,
         connection_id=attempt.connection_id,
-        connector_name=consent.get("connector_name"),
+        connector_name=consent.connector_name,
         message=public,
         return_url=back,
         browser_nonce=nonce,
@@ -166,7 +175,7 @@ def _matching_nonce(attempt: OAuthAttempt, nonces: Iterable[str]) -> str | None:
 def _issuer_refusal(rt: Runtime, attempt: OAuthAttempt, iss: str | None) -> str | None:
     """Why the answer's ``iss`` is refused (RFC 9207), or ``None``."""
     with session_scope(rt.engine) as session:
-        conn = session.get(Connection, attempt.connection_id)
+        conn = get_connection(session, connection_id=attempt.connection_id)
     if conn is None:
         return None  # refused later: the attempt is no longer open
     try:
@@ -180,8 +189,9 @@ def _issuer_refusal(rt: Runtime, attempt: OAuthAttempt, iss: str | None) -> str 
     try:
         expected = render_url(oauth.issuer, values) if oauth.issuer is not None else None
         authorize_url = render_url(oauth.authorize_url, values)
-    except (KeyError, ValueError) as exc:
-        return f"the manifest's issuer cannot be filled in for this connection ({exc})"
+    except InvalidSetting as exc:  # names the setting, never its value
+        reason = setting_failure(log, exc, where=f"issuer of connection {conn.id!r}")
+        return f"the manifest's issuer cannot be filled in for this connection: {reason}"
     return issuer_problem(
         iss,
         expected=expected,
@@ -244,9 +254,10 @@ def complete_callback(
             "The provider sent no authorization code.",
             nonce=nonce,
         )
+    consent = Consent.from_dict(attempt.consent)
     with session_scope(rt.engine) as session:
-        conn = session.get(Connection, attempt.connection_id)
-    if conn is None or conn.status not in _open_statuses(attempt.consent):
+        conn = get_connection(session, connection_id=attempt.connection_id)
+    if conn is None or conn.status not in _open_statuses(consent):
         raise StateInvalid("this connection attempt is no longer open")
     try:
         connector = rt.registry.get(conn.connector_id)
@@ -285,12 +296,11 @@ def complete_callback(
             f"{refused}. Nothing was connected.",
             nonce=nonce,
         )
-    consent = attempt.consent
     now = rt.clock()
-    confirm = bool(consent.get("confirm"))
+    confirm = consent.confirm
     status = ConnectionStatus.PENDING_CONFIRMATION if confirm else ConnectionStatus.ACTIVE
     with session_scope(rt.engine) as session:
-        conn = session.get(Connection, attempt.connection_id)
+        conn = get_connection(session, connection_id=attempt.connection_id)
         if conn is None or conn.status not in _open_statuses(consent):
             raise StateInvalid("this connection attempt is no longer open")
         session.merge(  # a reconnect replaces the connection's tokens
@@ -312,9 +322,9 @@ def complete_callback(
         )
         if confirm:
             conn.confirm_by = now + timedelta(seconds=rt.settings.confirm_ttl)
-        renewed = "reconnect" if consent.get("reconnect") else None
+        renewed = "reconnect" if consent.reconnect else None
         record_consent(rt, session, conn, consent, status=status, now=now, renewed=renewed)
-    name = consent["connector_name"]
+    name = consent.connector_name
     message = f"{name} is connected."
     if confirm:
         message = (
@@ -328,7 +338,7 @@ def complete_callback(
         connector_name=name,
         message=message,
         return_url=safe_return(
-            rt, consent.get("return_url"), {"status": returned, "connection_id": conn.id}
+            rt, consent.return_url, {"status": returned, "connection_id": conn.id}
         ),
         browser_nonce=nonce,
         status=status,

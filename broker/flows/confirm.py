@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from sqlmodel import col, select, update
 
-from broker.core.errors import Conflict, InvariantBroken, NotFound
+from broker.core.errors import Conflict, InvariantBroken
 from broker.core.statuses import ConnectionStatus
+from broker.flows.connections import require_connection
 from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
 from broker.store.audit import append_event
@@ -32,11 +33,7 @@ def confirm_connection(rt: Runtime, connection_id: str, *, actor: str) -> Connec
     """Make a ``pending_confirmation`` connection ``active``; ``Conflict`` otherwise."""
     now = rt.clock()
     with session_scope(rt.engine) as session:
-        conn = session.get(Connection, connection_id)
-        if conn is None:
-            raise NotFound(
-                f"no connection {connection_id!r}", details={"connection_id": connection_id}
-            )
+        conn = require_connection(session, connection_id)
         if conn.status != PENDING:
             raise Conflict(
                 f"connection {connection_id!r} is not waiting for confirmation "

@@ -13,22 +13,23 @@ One builder and one writer serve every way a consent is given:
   event says which (``details.renewed``: ``reconsent`` or ``reconnect``), so webhooks
   announce no new connection (:func:`broker.core.webhooks.webhook_events`).
 
-:func:`live_connection` finds the connection a connect session re-authorises instead of
-making a second one (issue 12).
+The consent itself is one type, :class:`broker.core.consent.Consent`: the attempt keeps
+its :meth:`~broker.core.consent.Consent.to_dict`, the record its columns, the event its
+:meth:`~broker.core.consent.Consent.audit_details`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.core.connector import Connector
+from broker.core.consent import Consent
 from broker.core.errors import InvalidInput
 from broker.core.manifest import Manifest
-from broker.core.statuses import LIVE_CONNECTION_STATUSES, ConnectionStatus
+from broker.core.statuses import ConnectionStatus
 from broker.core.tokens import new_secret
 from broker.flows.policy_snapshots import latest_checks, shown_digests
 from broker.flows.preferences import covered_by, objectable, read_preferences
@@ -42,7 +43,6 @@ __all__ = [
     "RENEWALS",
     "consent_terms",
     "granted_categories",
-    "live_connection",
     "record_consent",
 ]
 
@@ -86,57 +86,39 @@ def consent_terms(
     settings: Mapping[str, str] | None = None,
     return_url: str | None = None,
     confirm: bool = False,
-) -> dict[str, Any]:
+) -> Consent:
     """The consent as shown and chosen now: ``granted`` categories, the rest declined,
     with the connector's current terms and the digests of the snapshots last shown."""
     manifest = connector.manifest
     chosen = set(granted)
     with Session(rt.engine) as session:  # the snapshots the consent page showed
         policy_digests = shown_digests(latest_checks(session, connector))
-    return {
-        "granted": [d.category for d in manifest.data if d.category in chosen],
-        "declined": [d.category for d in manifest.data if d.category not in chosen],
-        "purposes": {d.category: d.purpose for d in manifest.data},
-        "privacy_policy_url": manifest.privacy_policy_url,
-        "terms_url": manifest.terms_url,
-        "manifest_digest": manifest.digest(),
-        "connector_name": manifest.name,
-        "scopes": list(manifest.oauth.scopes),
-        "platform_policy_version": rt.settings.policy_version,
-        "policy_digests": policy_digests,
-        "terms_version": current_terms_version(rt, connector.id, fresh=True),
-        "consented_at": now.isoformat(),
-        "client_ip": client_ip,
-        "user_agent": (user_agent or "")[:500] or None,
-        "return_url": return_url,
-        "settings": dict(settings) if settings else None,
-        "confirm": bool(confirm),
-    }
-
-
-def live_connection(
-    session: Session, *, user_id: str, connector_id: str, settings: Mapping[str, str] | None
-) -> Connection | None:
-    """The user's live connection of the connector with the same settings (the same
-    account at the third party), the newest if there are several."""
-    rows = session.exec(
-        select(Connection)
-        .where(
-            Connection.user_id == user_id,
-            Connection.connector_id == connector_id,
-            col(Connection.status).in_(LIVE_CONNECTION_STATUSES),
-        )
-        .order_by(col(Connection.created_at).desc())
-    ).all()
-    wanted = dict(settings or {})
-    return next((c for c in rows if dict(c.settings or {}) == wanted), None)
+    return Consent(
+        granted=tuple(d.category for d in manifest.data if d.category in chosen),
+        declined=tuple(d.category for d in manifest.data if d.category not in chosen),
+        purposes={d.category: d.purpose for d in manifest.data},
+        privacy_policy_url=manifest.privacy_policy_url,
+        terms_url=manifest.terms_url,
+        manifest_digest=manifest.digest(),
+        connector_name=manifest.name,
+        scopes=tuple(manifest.oauth.scopes),
+        platform_policy_version=rt.settings.policy_version,
+        policy_digests=policy_digests,
+        terms_version=current_terms_version(rt, connector.id, fresh=True),
+        consented_at=now,
+        client_ip=client_ip,
+        user_agent=(user_agent or "")[:500] or None,
+        return_url=return_url,
+        settings=dict(settings) if settings else None,
+        confirm=bool(confirm),
+    )
 
 
 def record_consent(
     rt: Runtime,
     session: Session,
     conn: Connection,
-    consent: Mapping[str, Any],
+    consent: Consent,
     *,
     status: str,
     now: datetime,
@@ -144,27 +126,14 @@ def record_consent(
 ) -> ConsentRecord:
     """Write the consent record of ``consent`` on ``conn`` and its ``consent.granted``
     event; ``conn`` becomes ``status`` (``renewed``: the connection existed before)."""
-    record = ConsentRecord(
-        id="cons_" + new_secret(nbytes=12),
+    recorded = consent.recorded(
+        consent_id="cons_" + new_secret(nbytes=12),
         connection_id=conn.id,
         user_id=conn.user_id,
         connector_id=conn.connector_id,
-        connector_name=consent["connector_name"],
-        granted_categories=list(consent["granted"]),
-        declined_categories=list(consent["declined"]),
-        purposes=dict(consent["purposes"]),
-        privacy_policy_url=consent["privacy_policy_url"],
-        terms_url=consent["terms_url"],
-        manifest_digest=consent["manifest_digest"],
-        platform_policy_version=consent["platform_policy_version"],
-        policy_digests=consent.get("policy_digests"),  # older attempts: none
-        terms_version=consent.get("terms_version"),
-        scopes=list(consent["scopes"]),
-        client_ip=consent.get("client_ip"),
-        user_agent=consent.get("user_agent"),
-        consented_at=datetime.fromisoformat(consent["consented_at"]),
         recorded_at=now,
     )
+    record = ConsentRecord(**recorded.record_fields())
     session.add(record)
     session.flush()  # the record exists before the connection names it
     previous = conn.consent_id
@@ -175,19 +144,11 @@ def record_consent(
     conn.last_error = None
     conn.consent_id = record.id
     session.add(conn)
-    details: dict[str, Any] = {
-        "declined": list(record.declined_categories),
-        "privacy_policy_url": record.privacy_policy_url,
-        "terms_url": record.terms_url,
-        "platform_policy_version": record.platform_policy_version,
-        "manifest_digest": record.manifest_digest,
-        "terms_version": record.terms_version,
-        # the JWS receipt's payload digest: the receipt is provable by inclusion
-        "receipt_sha256": receipt_sha256(rt, record),
-    }
-    if renewed is not None:
-        details["renewed"] = renewed
-        details["previous_consent_id"] = previous
+    details = recorded.audit_details(
+        receipt_sha256=receipt_sha256(rt, recorded),
+        renewed=renewed,
+        previous_consent_id=previous,
+    )
     append_event(
         session,
         head_file=rt.settings.audit_head_file,
@@ -198,7 +159,7 @@ def record_consent(
         connector_id=conn.connector_id,
         connection_id=conn.id,
         consent_id=record.id,
-        categories=list(record.granted_categories),
+        categories=list(recorded.granted),
         legal_basis="consent",
         outcome=status,
         details=details,

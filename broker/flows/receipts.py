@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from sqlmodel import Session
 
 from broker.core.checkpoint import NoteVerifier, SigningKeyRing, open_note, sign_note
+from broker.core.consent import RECEIPT_VERSION, Consent
 from broker.core.errors import InvalidInput, NotFound
 from broker.core.kantara import (
     ConsentFacts,
@@ -43,7 +44,6 @@ from broker.core.kantara import (
     build_receipt,
     is_compact_jws,
     public_jwk,
-    receipt_digest,
     sign_receipt,
     verify_receipt_jws,
 )
@@ -62,33 +62,21 @@ __all__ = [
     "receipt_public_keys",
     "receipt_sha256",
     "receipt_verifiers",
+    "recorded_consent",
     "verify_receipt",
 ]
 
-RECEIPT_VERSION = "broker-consent-receipt/1"
 _SECOND = timedelta(seconds=1)
 
 
+def recorded_consent(rec: ConsentRecord) -> Consent:
+    """The consent a consent record holds."""
+    return Consent.from_record(rec.model_dump())
+
+
 def receipt_body(rec: ConsentRecord, *, issuer: str) -> dict[str, Any]:
-    return {
-        "receipt_version": RECEIPT_VERSION,
-        "issuer": issuer,
-        "consent_id": rec.id,
-        "user_id": rec.user_id,
-        "connection_id": rec.connection_id,
-        "connector": {"id": rec.connector_id, "name": rec.connector_name},
-        "granted_categories": list(rec.granted_categories),
-        "declined_categories": list(rec.declined_categories),
-        "purposes": dict(rec.purposes),
-        "privacy_policy_url": rec.privacy_policy_url,
-        "terms_url": rec.terms_url,
-        "policy_digests": rec.policy_digests,
-        "manifest_digest": rec.manifest_digest,
-        "platform_policy_version": rec.platform_policy_version,
-        "scopes": list(rec.scopes),
-        "consented_at": rec.consented_at.isoformat(),
-        "recorded_at": rec.recorded_at.isoformat(),
-    }
+    """The note receipt's body of ``rec`` (:meth:`broker.core.consent.Consent.receipt_body`)."""
+    return recorded_consent(rec).receipt_body(issuer=issuer)
 
 
 def _issuer(rt: Runtime) -> ReceiptIssuer:
@@ -104,24 +92,7 @@ def _issuer(rt: Runtime) -> ReceiptIssuer:
 
 def consent_facts(rec: ConsentRecord) -> ConsentFacts:
     """The consent record as plain values (receipts and reports read these)."""
-    return ConsentFacts(
-        consent_id=rec.id,
-        connection_id=rec.connection_id,
-        user_id=rec.user_id,
-        connector_id=rec.connector_id,
-        connector_name=rec.connector_name,
-        granted_categories=list(rec.granted_categories),
-        declined_categories=list(rec.declined_categories),
-        purposes=dict(rec.purposes),
-        privacy_policy_url=rec.privacy_policy_url,
-        terms_url=rec.terms_url,
-        manifest_digest=rec.manifest_digest,
-        platform_policy_version=rec.platform_policy_version,
-        scopes=list(rec.scopes),
-        consented_at=rec.consented_at,
-        recorded_at=rec.recorded_at,
-        policy_digests=rec.policy_digests,
-    )
+    return recorded_consent(rec).facts()
 
 
 def kantara_receipt(rt: Runtime, rec: ConsentRecord) -> dict[str, Any]:
@@ -129,11 +100,11 @@ def kantara_receipt(rt: Runtime, rec: ConsentRecord) -> dict[str, Any]:
     return build_receipt(consent_facts(rec), _issuer(rt))
 
 
-def receipt_sha256(rt: Runtime, rec: ConsentRecord) -> str:
-    """The SHA-256 of ``rec``'s JWS receipt payload, for its ``consent.granted`` entry
-    (the receipt depends on the record and the issuer only, so it can be computed
-    before the entry is written and before anything is signed)."""
-    return receipt_digest(kantara_receipt(rt, rec))
+def receipt_sha256(rt: Runtime, consent: Consent) -> str:
+    """The SHA-256 of the recorded ``consent``'s JWS receipt payload, for its
+    ``consent.granted`` entry (the receipt depends on the record and the issuer only, so
+    it can be computed before the entry is written and before anything is signed)."""
+    return consent.receipt_sha256(_issuer(rt))
 
 
 def _record(rt: Runtime, consent_id: str, user_id: str | None) -> ConsentRecord:
@@ -172,9 +143,7 @@ def consent_receipt(rt: Runtime, consent_id: str, *, user_id: str | None = None)
     """The signed receipt of one consent record; ``user_id`` restricts it to its owner."""
     rec = _record(rt, consent_id, user_id)
     signer = rt.receipt_keys().signer()
-    body = receipt_body(rec, issuer=signer.name)
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
-    return sign_note(text, [signer])
+    return sign_note(recorded_consent(rec).receipt_text(issuer=signer.name), [signer])
 
 
 def _since(ring: SigningKeyRing) -> str | None:

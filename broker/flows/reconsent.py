@@ -30,12 +30,14 @@ from broker.core.errors import Conflict, InvariantBroken
 from broker.core.gateway import TERMS_CHANGED
 from broker.core.statuses import ConnectionStatus
 from broker.flows.activity import owned_connection
-from broker.flows.connect import CategoryChoice, category_choices, create_connect_session
+from broker.flows.connect import create_connect_session
+from broker.flows.consent_page import CategoryChoice, category_choices
 from broker.flows.consent_records import consent_terms, granted_categories, record_consent
 from broker.flows.notices import Notice, paused_for_terms, pending_notices
 from broker.flows.policy_checks import PolicyChecks, ensure_checked
 from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
+from broker.store.connections import get_connection
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConsentRecord
 from broker.store.policy_models import TermsVersion
@@ -216,7 +218,7 @@ def agree_again(
                 "this connection was answered for already; reload your integrations page",
                 details={"connection_id": conn.id},
             )
-        row = session.get(Connection, conn.id)
+        row = get_connection(session, connection_id=conn.id)
         if row is None:
             raise InvariantBroken(
                 "the connection just claimed is gone", details={"connection_id": conn.id}

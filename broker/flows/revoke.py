@@ -40,9 +40,10 @@ from broker.core.statuses import (
     revocation_failed,
 )
 from broker.flows.cancel import cancel_queued
-from broker.flows.connect import connection_credentials
 from broker.flows.connection_setup import provider_oauth
+from broker.flows.connections import require_connection
 from broker.flows.connector_calls import call_connection_hook
+from broker.flows.oauth_clients import connection_credentials
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
@@ -113,11 +114,7 @@ def _claim(rt: Runtime, connection_id: str) -> tuple[Connection, str, datetime] 
     for _ in range(_CLAIM_ATTEMPTS):
         now = rt.clock()
         with session_scope(rt.engine) as session:
-            conn = session.get(Connection, connection_id)
-            if conn is None:
-                raise NotFound(
-                    f"no connection {connection_id!r}", details={"connection_id": connection_id}
-                )
+            conn = require_connection(session, connection_id)
             previous = conn.status
             if previous == _DONE:
                 return None

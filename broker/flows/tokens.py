@@ -28,8 +28,8 @@ from sqlmodel import select
 from broker.core.errors import BrokerError, ConnectionNotActive, InvariantBroken, ProviderError
 from broker.core.oauth import refresh_tokens
 from broker.core.statuses import ConnectionStatus
-from broker.flows.connect import connection_credentials
 from broker.flows.connection_setup import provider_oauth
+from broker.flows.oauth_clients import connection_credentials
 from broker.flows.webhooks import wake_sender
 from broker.runtime import Runtime
 from broker.store.audit import append_event

@@ -26,8 +26,9 @@ from broker.core.catalog import default_catalog
 from broker.core.connector import Connector
 from broker.core.errors import BrokerError
 from broker.core.gateway import TransferRequest
+from broker.flows.approve import approve
 from broker.flows.callback import complete_callback
-from broker.flows.connect import approve, create_connect_session
+from broker.flows.connect import create_connect_session
 from broker.flows.revoke import revoke_connection
 from broker.flows.share import transfer_dict
 from broker.flows.submit import create_transfer

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.core.catalog import default_catalog
 from broker.core.connector import Connector, ConnectorSource
+from broker.core.errors import InvalidSetting, MissingSetting
 from broker.core.manifest import parse_manifest
 from broker.demo import SANDBOX_CLIENT_ID, sandbox_manifest, sandbox_setup
 from broker.flows.callback import MIX_UP
@@ -281,3 +282,45 @@ def test_wrong_or_missing_iss_is_refused(
     assert two_iss.provider.token_requests == []
     conn = _nothing_stored(two_iss.rt)
     assert "iss" in (conn.last_error or "")
+
+
+@pytest.mark.parametrize(
+    ("raised", "recorded"),
+    [
+        (
+            InvalidSetting.host_label("tenant", "not one DNS label"),
+            "invalid_setting (InvalidSetting): setting 'tenant' is not a valid host name "
+            "label (not one DNS label)",
+        ),
+        (
+            MissingSetting.named("tenant"),
+            "missing_setting (MissingSetting): the connection has no setting 'tenant'",
+        ),
+    ],
+)
+def test_an_issuer_the_settings_cannot_fill_is_recorded_by_its_code(
+    two_iss: TwoProviders,
+    browser: Browser,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    raised: Exception,
+    recorded: str,
+) -> None:
+    """``last_error`` (shown to users) names the failure's code and the setting, never
+    its value; the operator log says where (issue 15, point 4)."""
+    to_provider = browser.approve(two_iss.connect_session("sandbox")["url"], optional=[])
+    back = browser.provider_decides(to_provider.headers["location"], allow=True)
+
+    def refuse(template: str, values: Any) -> str:
+        raise raised
+
+    monkeypatch.setattr("broker.flows.callback.render_url", refuse)
+    with caplog.at_level("WARNING", logger="broker.connectors"):
+        done = browser.get(back.headers["location"])
+    assert done.status_code == 400
+    assert MIX_UP in done.text
+    conn = _nothing_stored(two_iss.rt)
+    assert conn.last_error == (
+        f"refused: the manifest's issuer cannot be filled in for this connection: {recorded}"
+    )
+    assert "issuer of connection" in caplog.text  # the operator learns where

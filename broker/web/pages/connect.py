@@ -21,8 +21,11 @@ from fastapi.templating import Jinja2Templates
 
 from broker.core import routes
 from broker.core.errors import SessionInvalid
-from broker.flows import connect as flow
+from broker.flows.approve import approve
 from broker.flows.callback import CallbackOutcome, complete_callback
+from broker.flows.connect import cancel
+from broker.flows.consent_page import consent_view
+from broker.flows.oauth_clients import offered_connectors
 from broker.runtime import Runtime
 from broker.web.connect_popup import finished_page
 from broker.web.cookies import clear_cookie, https, set_cookie
@@ -74,7 +77,7 @@ def choose(request: Request, rt: RuntimeDep, session: str | None = None) -> Resp
     if not session:
         raise SessionInvalid("this link has no session; ask the application for a new one")
     return _templates(request).TemplateResponse(
-        request, "choose.html", {"connectors": flow.offered_connectors(rt), "session": session}
+        request, "choose.html", {"connectors": offered_connectors(rt), "session": session}
     )
 
 
@@ -82,7 +85,7 @@ def choose(request: Request, rt: RuntimeDep, session: str | None = None) -> Resp
 def consent_page(
     connector_id: str, request: Request, rt: RuntimeDep, session: str | None = None
 ) -> Response:
-    view = flow.consent_view(rt, token=session, connector_id=connector_id)
+    view = consent_view(rt, token=session, connector_id=connector_id)
     csrf = secrets.token_urlsafe(24)
     response = _templates(request).TemplateResponse(
         request, "consent.html", {"view": view, "session": session, "csrf": csrf}
@@ -113,7 +116,7 @@ def consent_submit(
             "the form has expired or was not sent from the consent page; reload it"
         )
     if decision == "cancel":
-        back = flow.cancel(rt, token=session, connector_id=connector_id)
+        back = cancel(rt, token=session, connector_id=connector_id)
         response: Response
         if back:
             response = RedirectResponse(back, status_code=303)
@@ -136,7 +139,7 @@ def consent_submit(
         return response
     if decision != "approve":
         raise SessionInvalid("unknown decision")
-    approval = flow.approve(
+    approval = approve(
         rt,
         token=session,
         connector_id=connector_id,

@@ -19,13 +19,19 @@ from broker.store.merkle_models import CheckpointRow, CosignatureRow
 
 
 def _checkpoint(size: int) -> CheckpointRow:
-    return CheckpointRow(tree_size=size, root_hash="0" * 64, time="t", origin="o", key_id="k",
-                         note=f"note {size}\n")  # fmt: skip
+    return CheckpointRow(
+        tree_size=size, root_hash="0" * 64, time="t", origin="o", key_id="k", note=f"note {size}\n"
+    )
 
 
 def _cosign(checkpoint_id: int, witness: str, key_id: str) -> CosignatureRow:
-    return CosignatureRow(checkpoint_id=checkpoint_id, witness=witness, key_id=key_id,
-                          timestamp=1, line=f"— {witness}\n")  # fmt: skip
+    return CosignatureRow(
+        checkpoint_id=checkpoint_id,
+        witness=witness,
+        key_id=key_id,
+        timestamp=1,
+        line=f"— {witness}\n",
+    )
 
 
 def test_sizes_and_cosignatures(engine: Engine) -> None:

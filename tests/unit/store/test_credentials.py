@@ -66,9 +66,10 @@ def test_connections_using_a_tenant_are_counted_by_status(engine: Engine) -> Non
             [("t1", "active"), ("t1", "revoked"), ("t1", "error"), ("t2", "active")]
         ):
             session.add(
-                Connection(id=f"con_{n}", user_id="u", connector_id="demo", status=status,
-                           tenant=tenant)
-            )  # fmt: skip
+                Connection(
+                    id=f"con_{n}", user_id="u", connector_id="demo", status=status, tenant=tenant
+                )
+            )
     with Session(engine) as session:
         count = count_connections_using(
             session, connector_id="demo", tenant="t1", statuses=("active", "error")

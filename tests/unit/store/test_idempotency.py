@@ -15,8 +15,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _key(key: str, *, route: str = "POST /v1/x", at: datetime = T0) -> IdempotencyKey:
-    return IdempotencyKey(principal="p", route=route, key=key, request_sha256="0" * 64,
-                          created_at=at)  # fmt: skip
+    return IdempotencyKey(
+        principal="p", route=route, key=key, request_sha256="0" * 64, created_at=at
+    )
 
 
 def test_found_by_principal_route_and_key(engine: Engine) -> None:

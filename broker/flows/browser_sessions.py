@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import col, delete, select, update
-
 from broker.core.errors import AuthenticationRequired, BrokerError, SessionInvalid
 from broker.core.tickets import TicketRefusal
 from broker.core.tokens import digest, new_secret
@@ -33,7 +31,13 @@ from broker.flows.connect import IssuedSession, create_connect_session
 from broker.flows.keys import KEY_PREFIX, authenticate, require_role
 from broker.flows.login_throttle import LoginThrottle
 from broker.runtime import Runtime
+from broker.store.api_keys import find_key
 from broker.store.audit import append_event
+from broker.store.browser_sessions import (
+    delete_expired_sessions,
+    end_session,
+    find_browser_session,
+)
 from broker.store.db import session_scope
 from broker.store.models import ApiKey, BrowserSessionRecord, ConnectSession
 from broker.store.tickets import claim_ticket
@@ -103,9 +107,7 @@ def open_browser_session(
     )
     with session_scope(rt.engine) as session:
         # Expired sessions serve nothing: drop their rows as we go.
-        session.exec(
-            delete(BrowserSessionRecord).where(col(BrowserSessionRecord.expires_at) <= now)
-        )
+        delete_expired_sessions(session, now=now)
         session.add(row)
     return value, BrowserSession(row.id, kind, subject, _csrf(value), now, row.expires_at)
 
@@ -116,9 +118,7 @@ def read_browser_session(rt: Runtime, value: str | None, *, kind: str) -> Browse
     if not value or len(value) > _MAX_COOKIE:
         return None
     with session_scope(rt.engine) as session:
-        row = session.exec(
-            select(BrowserSessionRecord).where(BrowserSessionRecord.token_hash == digest(value))
-        ).first()
+        row = find_browser_session(session, digest=digest(value))
     if row is None or row.kind != kind or row.ended_at is not None:
         return None
     if row.expires_at <= rt.clock():
@@ -134,15 +134,7 @@ def end_browser_session(rt: Runtime, value: str | None) -> bool:
     if not value or len(value) > _MAX_COOKIE:
         return False
     with session_scope(rt.engine) as session:
-        result = session.exec(
-            update(BrowserSessionRecord)
-            .where(
-                col(BrowserSessionRecord.token_hash) == digest(value),
-                col(BrowserSessionRecord.ended_at).is_(None),
-            )
-            .values(ended_at=rt.clock())
-        )
-        return result.rowcount == 1
+        return end_session(session, digest=digest(value), at=rt.clock())
 
 
 def create_user_session(rt: Runtime, *, user_id: str, created_by: str | None) -> IssuedSession:
@@ -168,7 +160,7 @@ def _known_key(rt: Runtime, raw: str) -> ApiKey | None:
     if not raw:
         return None
     with session_scope(rt.engine) as session:
-        return session.exec(select(ApiKey).where(ApiKey.key_hash == digest(raw))).first()
+        return find_key(session, digest=digest(raw))
 
 
 def _failure_reason(known: ApiKey | None, raw: str) -> str:

@@ -27,9 +27,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func
-from sqlmodel import select
-
 from broker.core.checkpoint import Checkpoint, sign_note
 from broker.core.errors import Conflict, NotFound
 from broker.core.private_files import append_private
@@ -37,6 +34,7 @@ from broker.flows.webhooks import wake_sender
 from broker.flows.witnesses import WitnessClient
 from broker.runtime import Runtime
 from broker.store.audit import append_event, lock_head, on_append
+from broker.store.checkpoints import largest_signed_size
 from broker.store.db import session_scope
 from broker.store.merkle_models import CheckpointRow
 from broker.store.tree import latest_checkpoint, root_at, tree_size
@@ -81,7 +79,7 @@ def sign_checkpoint(rt: Runtime, witness: Checkpointing | None = None) -> Checkp
         # of their sizes, so a later checkpoint never has a smaller tree.
         lock_head(session)
         size = tree_size(session)
-        signed = session.exec(select(func.max(CheckpointRow.tree_size))).one() or 0
+        signed = largest_signed_size(session)
         if size < signed:
             raise Conflict(
                 f"the log has {size} entries but a checkpoint of size {signed} was signed: "

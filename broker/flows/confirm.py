@@ -12,14 +12,13 @@ revoke it at any time with ``DELETE /v1/connections/{id}``.
 
 from __future__ import annotations
 
-from sqlmodel import col, select, update
-
 from broker.core.errors import Conflict, InvariantBroken
 from broker.core.statuses import ConnectionStatus
 from broker.flows.connections import require_connection
 from broker.flows.revoke import revoke_connection
 from broker.runtime import Runtime
 from broker.store.audit import append_event
+from broker.store.confirmations import activate_pending, overdue_pending
 from broker.store.db import session_scope
 from broker.store.models import Connection
 
@@ -42,17 +41,8 @@ def confirm_connection(rt: Runtime, connection_id: str, *, actor: str) -> Connec
             )
         expired = conn.confirm_by is not None and conn.confirm_by <= now
         if not expired:
-            result = session.exec(
-                update(Connection)
-                .where(col(Connection.id) == connection_id, col(Connection.status) == PENDING)
-                .values(
-                    status=ConnectionStatus.ACTIVE,
-                    activated_at=now,
-                    updated_at=now,
-                    confirm_by=None,
-                )
-            )
-            if result.rowcount != 1:  # a concurrent confirm or revoke won
+            if not activate_pending(session, connection_id=connection_id, at=now):
+                # a concurrent confirm or revoke won
                 raise Conflict(
                     f"connection {connection_id!r} is no longer waiting for confirmation",
                     details={"connection_id": connection_id},
@@ -88,14 +78,7 @@ def confirm_connection(rt: Runtime, connection_id: str, *, actor: str) -> Connec
 def expire_unconfirmed(rt: Runtime) -> list[str]:
     """Revoke every ``pending_confirmation`` connection past its deadline; their ids."""
     with session_scope(rt.engine) as session:
-        ids = list(
-            session.exec(
-                select(Connection.id).where(
-                    col(Connection.status) == PENDING,
-                    col(Connection.confirm_by) <= rt.clock(),
-                )
-            ).all()
-        )
+        ids = overdue_pending(session, now=rt.clock())
     for connection_id in ids:
         revoke_connection(rt, connection_id, actor=EXPIRED_ACTOR)
     return ids

@@ -43,7 +43,6 @@ from broker.core.manifest import Action
 from broker.core.statuses import ConnectionStatus, TransferStatus
 from broker.flows.delivery import deliver
 from broker.flows.share import event_fields, payload_kind, writer
-from broker.flows.tokens import StoredToken
 from broker.runtime import Runtime
 from broker.store.audit_writer import Event
 from broker.store.jobs import Claim, release
@@ -60,7 +59,6 @@ from broker.store.transfer_rows import (
 
 __all__ = [
     "LAPSED",
-    "ConnectionState",
     "finish",
     "load",
     "load_connection",
@@ -203,42 +201,23 @@ def finish(
     )
 
 
-class ConnectionState(NamedTuple):
-    """What a run needs of its connection, read as it starts (no ORM object): its
-    status, settings and, read with a claimed transfer, its token row (the delivery
-    then reads no token of its own)."""
-
-    status: str
-    settings: dict[str, str] | None
-    token: StoredToken | None = None
-
-
-def _connection_state(row: ConnectionRow) -> ConnectionState:
-    return ConnectionState(row.status, row.settings, StoredToken(*row.token) if row.token else None)
-
-
-def _state(row: ConnectionRow | None) -> ConnectionState | None:
-    return _connection_state(row) if row is not None else None
-
-
-def load_connections(rt: Runtime, connection_ids: Collection[str]) -> dict[str, ConnectionState]:
+def load_connections(rt: Runtime, connection_ids: Collection[str]) -> dict[str, ConnectionRow]:
     """The connections of a batch of claimed transfers, in one read (one absent from
     the answer no longer exists)."""
     with rt.engine.connect() as db:
         rows = connection_rows(db, connection_ids=connection_ids)
-    return {cid: _connection_state(r) for cid, r in rows.items()}
+    return rows
 
 
-def load_connection(rt: Runtime, connection_id: str) -> ConnectionState | None:
+def load_connection(rt: Runtime, connection_id: str) -> ConnectionRow | None:
     with rt.engine.connect() as db:
-        return _state(connection_row(db, connection_id=connection_id))
+        return connection_row(db, connection_id=connection_id)
 
 
-def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, ConnectionState | None]:
+def load(rt: Runtime, transfer_id: str) -> tuple[Transfer | None, ConnectionRow | None]:
     """The transfer and its connection, in one read."""
     with rt.engine.connect() as db:
-        t, row = transfer_with_connection(db, transfer_id=transfer_id)
-    return t, _state(row)
+        return transfer_with_connection(db, transfer_id=transfer_id)
 
 
 _LIMITERS: weakref.WeakKeyDictionary[Any, FixedWindowRateLimiter] = weakref.WeakKeyDictionary()
@@ -266,7 +245,7 @@ class _Ready(NamedTuple):
     """What sending a claimed transfer needs, once nothing stands in its way."""
 
     connector: Connector
-    conn: ConnectionState
+    conn: ConnectionRow
     action: Action
     payload: Any
 
@@ -275,7 +254,7 @@ def _unsent_ending(
     rt: Runtime,
     claim: Claim,
     t: Transfer,
-    conn: ConnectionState | None,
+    conn: ConnectionRow | None,
     connector: Connector | None,
     attempts: list[dict[str, Any]],
 ) -> tuple[str, str] | _Ready:
@@ -340,7 +319,7 @@ def run_claim(
     claim: Claim,
     *,
     owner: str,
-    loaded: tuple[Transfer | None, ConnectionState | None] | None = None,
+    loaded: tuple[Transfer | None, ConnectionRow | None] | None = None,
 ) -> Transfer | None:
     """Deliver (or resolve) one transfer leased to ``owner``; None if it was not ours.
     ``loaded``: the transfer and its connection, if the caller has just read them."""

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, delete, select
+from sqlmodel import Session
 
 from broker.core.errors import Conflict, IdempotencyConflict
 from broker.runtime import Runtime
 from broker.store.db import session_scope
+from broker.store.idempotency import delete_keys_before, find_idempotency_key
 from broker.store.idempotency_models import IdempotencyKey
 from broker.store.types import utcnow
 
@@ -46,20 +47,14 @@ class Stored:
 
 
 def _find(session: Session, c: Claim) -> IdempotencyKey | None:
-    return session.exec(
-        select(IdempotencyKey).where(
-            IdempotencyKey.principal == c.principal,
-            IdempotencyKey.route == c.route,
-            IdempotencyKey.key == c.key,
-        )
-    ).first()
+    return find_idempotency_key(session, principal=c.principal, route=c.route, key=c.key)
 
 
 def claim(rt: Runtime, c: Claim) -> Stored | None:
     """``None``: the key is now this request's, run it (then ``finish`` or ``release``);
     a ``Stored``: the answer to replay. Raises for another body or a running request."""
     with session_scope(rt.engine) as session:
-        session.exec(delete(IdempotencyKey).where(col(IdempotencyKey.created_at) < utcnow() - TTL))
+        delete_keys_before(session, cutoff=utcnow() - TTL)
         row = _find(session, c)
         if row is None:
             session.add(IdempotencyKey(**c.__dict__))

@@ -5,13 +5,14 @@ Revoking a key also ends, in the same transaction, every console session
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, bindparam
-from sqlmodel import col, select, update
+from sqlalchemy import Engine
 
 from broker.core.errors import AuthenticationRequired, InvalidInput, NotFound, PermissionDenied
 from broker.core.tokens import digest, new_secret
+from broker.store.api_keys import find_key, list_keys
+from broker.store.browser_sessions import end_key_sessions
 from broker.store.db import session_scope
-from broker.store.models import ApiKey, BrowserSessionRecord, from_row
+from broker.store.models import ApiKey
 from broker.store.types import utcnow
 
 __all__ = [
@@ -24,9 +25,6 @@ __all__ = [
 ]
 
 ROLES = ("admin", "auditor")
-_KEYS = ApiKey.__table__  # type: ignore[attr-defined]
-# Built once: a statement object reused keeps its compiled form and cache key.
-_BY_HASH = _KEYS.select().where(_KEYS.c.key_hash == bindparam("key_hash"))
 KEY_PREFIX = "brk_"
 
 
@@ -47,10 +45,10 @@ def authenticate(engine: Engine, raw: str | None) -> ApiKey:
     # Every API request comes here: one indexed read on a plain connection (no ORM
     # session, no transaction to commit); nothing cached, so a revocation holds at once.
     with engine.connect() as conn:
-        found = conn.execute(_BY_HASH, {"key_hash": digest(raw)}).first()
+        found = find_key(conn, digest=digest(raw))
     if found is None or found.revoked_at is not None:
         raise AuthenticationRequired("the API key is not valid")
-    return from_row(ApiKey, found._mapping)
+    return found
 
 
 def require_role(key: ApiKey, *roles: str) -> ApiKey:
@@ -64,7 +62,7 @@ def require_role(key: ApiKey, *roles: str) -> ApiKey:
 
 def list_api_keys(engine: Engine) -> list[ApiKey]:
     with session_scope(engine) as session:
-        return list(session.exec(select(ApiKey).order_by(col(ApiKey.created_at))).all())
+        return list_keys(session)
 
 
 def revoke_api_key(engine: Engine, key_id: str) -> ApiKey:
@@ -76,12 +74,5 @@ def revoke_api_key(engine: Engine, key_id: str) -> ApiKey:
         if row.revoked_at is None:
             row.revoked_at = now
             session.add(row)
-        session.exec(
-            update(BrowserSessionRecord)
-            .where(
-                col(BrowserSessionRecord.api_key_id) == key_id,
-                col(BrowserSessionRecord.ended_at).is_(None),
-            )
-            .values(ended_at=now)
-        )
+        end_key_sessions(session, api_key_id=key_id, at=now)
     return row

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.core.errors import NotFound
 from broker.core.gateway import TERMS_CHANGED
@@ -30,6 +30,7 @@ from broker.core.terms import PAGES
 from broker.flows.policy_snapshots import snapshot_text
 from broker.runtime import Runtime
 from broker.store.models import Connection, ConsentRecord
+from broker.store.notices import has_connection_to, policy_changes_after, user_connections
 from broker.store.policy_models import PolicyChange
 
 __all__ = [
@@ -138,15 +139,6 @@ class Notice:
         }
 
 
-def _changes_after(
-    session: Session, connector_id: str, after: datetime | None
-) -> list[PolicyChange]:
-    query = select(PolicyChange).where(PolicyChange.connector_id == connector_id)
-    if after is not None:
-        query = query.where(col(PolicyChange.detected_at) > after)
-    return list(session.exec(query.order_by(col(PolicyChange.detected_at))).all())
-
-
 def _notice_change(change: PolicyChange) -> NoticeChange:
     return NoticeChange(
         id=change.id,
@@ -161,7 +153,7 @@ def _notice(
     rt: Runtime, session: Session, conn: Connection, consent: ConsentRecord | None
 ) -> Notice | None:
     agreed_at = consent.recorded_at if consent is not None else None
-    changes = _changes_after(session, conn.connector_id, agreed_at)
+    changes = policy_changes_after(session, connector_id=conn.connector_id, after=agreed_at)
     connector = rt.registry.connectors.get(conn.connector_id)
     name = connector.manifest.name if connector else conn.connector_id
     if paused_for_terms(conn):
@@ -187,13 +179,10 @@ def pending_notices(
 ) -> list[Notice]:
     """The user's notices, those asking for action first (oldest connection first)."""
     with Session(rt.engine) as session:
-        query = select(Connection).where(
-            Connection.user_id == user_id, col(Connection.status).in_(_SHOWN)
-        )
-        if connection_ids is not None:
-            query = query.where(col(Connection.id).in_(list(connection_ids)))
         notices = []
-        for conn in session.exec(query.order_by(col(Connection.created_at))).all():
+        for conn in user_connections(
+            session, user_id=user_id, statuses=_SHOWN, connection_ids=connection_ids
+        ):
             consent = session.get(ConsentRecord, conn.consent_id) if conn.consent_id else None
             if (notice := _notice(rt, session, conn, consent)) is not None:
                 notices.append(notice)
@@ -248,12 +237,7 @@ def policy_diff(rt: Runtime, *, user_id: str, change_id: str, page: str) -> Poli
         change = session.get(PolicyChange, change_id)
         if change is None or page not in changed_pages(change):
             raise missing
-        mine = session.exec(
-            select(Connection.id)
-            .where(Connection.user_id == user_id, Connection.connector_id == change.connector_id)
-            .limit(1)
-        ).first()
-        if mine is None:
+        if not has_connection_to(session, user_id=user_id, connector_id=change.connector_id):
             raise missing
         before = snapshot_text(session, _bare(change.digests["before"][page]))
         after = snapshot_text(session, _bare(change.digests["after"][page]))

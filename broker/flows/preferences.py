@@ -22,17 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from broker.core.errors import InvalidInput
 from broker.core.policy import data_uses, is_data_use
-from broker.core.statuses import TransferStatus
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
-from broker.store.models import Transfer, UserPreference
+from broker.store.models import UserPreference
+from broker.store.preferences import queued_transfers
 
 __all__ = [
     "MAX_OBJECTIONS",
@@ -139,15 +138,8 @@ def set_objections(
 
 def _covered_queue(session: Session, rt: Runtime, user_id: str, keys: list[str]) -> list[str]:
     """Ids of the user's queued transfers carrying a category declared for a use in ``keys``."""
-    queued = session.exec(  # type: ignore[call-overload]  # a Core select: rows
-        select(col(Transfer.id), col(Transfer.connector_id), col(Transfer.categories)).where(
-            col(Transfer.user_id) == user_id,
-            col(Transfer.status) == TransferStatus.PENDING,
-            col(Transfer.lease_owner).is_(None),
-        )
-    ).all()
     covered = []
-    for transfer_id, connector_id, categories in queued:
+    for transfer_id, connector_id, categories in queued_transfers(session, user_id=user_id):
         connector = rt.registry.connectors.get(connector_id)
         declared = connector.manifest.data if connector else ()
         if any(covered_by(d.use, keys) for d in declared if d.category in categories):

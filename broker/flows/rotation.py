@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.flows.tenant_credentials import reseal_client_secrets
 from broker.flows.webhooks import SECRET_KIND
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
-from broker.store.models import ConnectionToken, OAuthAttempt
-from broker.store.webhook_models import WebhookEndpoint
+from broker.store.tickets import open_attempts_with_verifier
+from broker.store.tokens import all_tokens_for_update
+from broker.store.webhook_endpoints import all_endpoints_for_update
 
 __all__ = ["KeyRotation", "rotate_token_key"]
 
@@ -43,7 +44,7 @@ def rotate_token_key(rt: Runtime, *, actor: str = "cli") -> KeyRotation:
     ring.save(rt.settings.resolved_keys_file)
     resealed = 0
     with session_scope(rt.engine) as session:
-        for row in session.exec(select(ConnectionToken).with_for_update()).all():
+        for row in all_tokens_for_update(session):
             cid = row.connection_id
             row.access_token = rt.vault.reseal(
                 row.access_token, connection_id=cid, kind="access_token"
@@ -55,13 +56,7 @@ def rotate_token_key(rt: Runtime, *, actor: str = "cli") -> KeyRotation:
             row.key_id = new
             session.add(row)
             resealed += 1
-        for attempt in session.exec(
-            select(OAuthAttempt).where(
-                col(OAuthAttempt.used_at).is_(None),
-                # an attempt refused as expired is unused but has no verifier left
-                col(OAuthAttempt.code_verifier).is_not(None),
-            )
-        ).all():
+        for attempt in open_attempts_with_verifier(session):
             if attempt.code_verifier is None:  # (the query's condition, for the type)
                 continue
             attempt.code_verifier = rt.vault.reseal(
@@ -96,7 +91,7 @@ def rotate_token_key(rt: Runtime, *, actor: str = "cli") -> KeyRotation:
 def _reseal_webhook_secrets(rt: Runtime, session: Session) -> int:
     """The webhook endpoints' signing secrets (and a rotated-out one still valid)."""
     count = 0
-    for row in session.exec(select(WebhookEndpoint).with_for_update()).all():
+    for row in all_endpoints_for_update(session):
         row.secret = rt.vault.reseal(row.secret, connection_id=row.id, kind=SECRET_KIND)
         if row.previous_secret:
             row.previous_secret = rt.vault.reseal(

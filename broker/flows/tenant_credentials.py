@@ -19,8 +19,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.core.connector import Connector
 from broker.core.errors import ConfigurationError, Conflict, InvalidInput, NotFound
@@ -30,8 +29,13 @@ from broker.core.tokens import new_secret
 from broker.flows.paging import cursor_for, decode_cursor
 from broker.runtime import Runtime
 from broker.store.credential_models import ConnectorCredential
+from broker.store.credentials import (
+    all_credentials_for_update,
+    count_connections_using,
+    credentials_page,
+    find_credentials,
+)
 from broker.store.db import session_scope
-from broker.store.models import Connection
 
 __all__ = [
     "SECRET_KIND",
@@ -87,15 +91,6 @@ def credential_dict(row: ConnectorCredential) -> dict[str, Any]:
     }
 
 
-def _find(session: Session, connector_id: str, tenant: str) -> ConnectorCredential | None:
-    return session.exec(
-        select(ConnectorCredential).where(
-            ConnectorCredential.connector_id == connector_id,
-            ConnectorCredential.tenant == tenant,
-        )
-    ).first()
-
-
 def register_credentials(
     rt: Runtime, connector_id: str, *, tenant: Any, client_id: Any, client_secret: Any
 ) -> tuple[ConnectorCredential, bool]:
@@ -107,7 +102,7 @@ def register_credentials(
     client_secret = _client_value(client_secret, "client_secret", 2000)
     now = rt.clock()
     with session_scope(rt.engine) as session:
-        row = _find(session, connector.id, tenant)
+        row = find_credentials(session, connector_id=connector.id, tenant=tenant)
         created = row is None
         if row is None:
             row = ConnectorCredential(
@@ -130,14 +125,9 @@ def list_credentials(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """The connector's tenants' credentials, newest first (keyset paging)."""
     rt.registry.get(connector_id)
-    created, row_id = col(ConnectorCredential.created_at), col(ConnectorCredential.id)
-    stmt = select(ConnectorCredential).where(ConnectorCredential.connector_id == connector_id)
-    if cursor:
-        at, last = decode_cursor(cursor)
-        stmt = stmt.where(or_(created < at, (created == at) & (row_id < last)))
-    stmt = stmt.order_by(created.desc(), row_id.desc()).limit(limit + 1)
+    before = decode_cursor(cursor) if cursor else None
     with Session(rt.engine) as session:
-        rows = list(session.exec(stmt).all())
+        rows = credentials_page(session, connector_id=connector_id, before=before, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     nxt = cursor_for(rows[-1].created_at, rows[-1].id) if more else None
@@ -148,21 +138,15 @@ def delete_credentials(rt: Runtime, connector_id: str, tenant: str) -> None:
     """Forget the tenant's client; refused while a connection still uses it."""
     rt.registry.get(connector_id)
     with session_scope(rt.engine) as session:
-        row = _find(session, connector_id, tenant)
+        row = find_credentials(session, connector_id=connector_id, tenant=tenant)
         if row is None:
             raise NotFound(
                 f"no OAuth credentials of tenant {tenant!r} for {connector_id!r}",
                 details={"connector_id": connector_id, "tenant": tenant},
             )
-        in_use = session.exec(
-            select(func.count())
-            .select_from(Connection)
-            .where(
-                Connection.connector_id == connector_id,
-                Connection.tenant == tenant,
-                col(Connection.status).in_(_IN_USE),
-            )
-        ).one()
+        in_use = count_connections_using(
+            session, connector_id=connector_id, tenant=tenant, statuses=_IN_USE
+        )
         if in_use:
             raise Conflict(
                 f"{in_use} connection(s) still use these credentials; revoke them first",
@@ -173,14 +157,14 @@ def delete_credentials(rt: Runtime, connector_id: str, tenant: str) -> None:
 
 def tenant_has_credentials(rt: Runtime, connector_id: str, tenant: str) -> bool:
     with Session(rt.engine) as session:
-        return _find(session, connector_id, tenant) is not None
+        return find_credentials(session, connector_id=connector_id, tenant=tenant) is not None
 
 
 def tenant_client_credentials(rt: Runtime, connector: Connector, tenant: str) -> ClientCredentials:
     """``tenant``'s OAuth client for ``connector``. Missing, it is a configuration error
     whose message names neither the client nor any secret."""
     with Session(rt.engine) as session:
-        row = _find(session, connector.id, tenant)
+        row = find_credentials(session, connector_id=connector.id, tenant=tenant)
     if row is None:
         raise ConfigurationError(
             f"{connector.manifest.name} has no OAuth credentials for this tenant on this "
@@ -196,7 +180,7 @@ def tenant_client_credentials(rt: Runtime, connector: Connector, tenant: str) ->
 def reseal_client_secrets(rt: Runtime, session: Session) -> int:
     """Re-seal every stored client secret with the vault's active key (key rotation)."""
     count = 0
-    for row in session.exec(select(ConnectorCredential).with_for_update()).all():
+    for row in all_credentials_for_update(session):
         row.client_secret = rt.vault.reseal(
             row.client_secret, connection_id=row.id, kind=SECRET_KIND
         )

@@ -19,11 +19,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from sqlalchemy import bindparam
-from sqlmodel import select
 
 from broker.core.errors import BrokerError, ConnectionNotActive, InvariantBroken, ProviderError
 from broker.core.oauth import refresh_tokens
@@ -35,6 +31,7 @@ from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConnectionToken
+from broker.store.tokens import TOKEN_COLUMNS, StoredToken, stored_token, token_for_update
 from broker.store.webhook_outbox import enqueue_event
 
 __all__ = ["TOKEN_COLUMNS", "StoredToken", "access_token", "refresh_access_token", "refresh_margin"]
@@ -67,34 +64,6 @@ def _expired(row: ConnectionToken, now: datetime) -> bool:
     return row.expires_at is not None and row.expires_at <= now
 
 
-_TOKENS = ConnectionToken.__table__  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class StoredToken:
-    """The columns of a ``connection_tokens`` row that reading a token needs."""
-
-    connection_id: str
-    access_token: str
-    refresh_token: str | None
-    expires_at: datetime | None
-    updated_at: datetime | None
-
-
-# The columns of a StoredToken, in its order (a delivery's claim reads them too).
-TOKEN_COLUMNS = (
-    _TOKENS.c.connection_id,
-    _TOKENS.c.access_token,
-    _TOKENS.c.refresh_token,
-    _TOKENS.c.expires_at,
-    _TOKENS.c.updated_at,
-)
-# sqlmodel's select is typed for up to four named columns, not an unpacked tuple
-_TOKEN_OF = select(*TOKEN_COLUMNS).where(  # type: ignore[call-overload]
-    _TOKENS.c.connection_id == bindparam("connection_id")
-)
-
-
 def access_token(rt: Runtime, connection_id: str, *, stored: StoredToken | None = None) -> str:
     """A usable access token, refreshing first if it is due. (On every delivery: one
     read on a plain connection, no ORM session; none when the caller has just read the
@@ -102,10 +71,9 @@ def access_token(rt: Runtime, connection_id: str, *, stored: StoredToken | None 
     row = stored
     if row is None:
         with rt.engine.connect() as db:
-            found = db.execute(_TOKEN_OF, {"connection_id": connection_id}).first()
-        if found is None:
+            row = stored_token(db, connection_id=connection_id)
+        if row is None:
             raise ConnectionNotActive("the connection has no tokens")
-        row = StoredToken(*found)
     token = _open(rt, row, "access_token")
     if _fresh(rt, row):
         return token
@@ -191,11 +159,7 @@ def refresh_access_token(rt: Runtime, connection_id: str, *, stale: str | None) 
 
 def _refresh(rt: Runtime, connection_id: str, *, stale: str | None) -> str:
     with rt.connection_lock(connection_id), session_scope(rt.engine) as session:
-        row = session.exec(
-            select(ConnectionToken)
-            .where(ConnectionToken.connection_id == connection_id)
-            .with_for_update()
-        ).first()
+        row = token_for_update(session, connection_id=connection_id)
         if row is None:
             raise ConnectionNotActive("the connection has no tokens")
         current = _open(rt, row, "access_token")

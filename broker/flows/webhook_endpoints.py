@@ -13,8 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from broker.core.errors import Conflict, InvalidInput, InvariantBroken, NotFound
 from broker.core.tokens import new_secret
@@ -23,6 +22,7 @@ from broker.flows.paging import cursor_for, decode_cursor
 from broker.flows.webhooks import SECRET_KIND, wake_sender
 from broker.runtime import Runtime
 from broker.store.db import session_scope
+from broker.store.webhook_endpoints import delete_deliveries, deliveries_page, endpoints_page
 from broker.store.webhook_models import WebhookDelivery, WebhookEndpoint
 from broker.store.webhook_outbox import enqueue_event
 
@@ -129,17 +129,8 @@ def _found(session: Session, endpoint_id: str) -> WebhookEndpoint:
     return row
 
 
-def _page(
-    rt: Runtime, model: Any, stmt: Any, *, cursor: str | None, limit: int
-) -> tuple[list, str | None]:
-    """Newest first, keyset paging on ``(created_at, id)``."""
-    created_col, id_col = col(model.created_at), col(model.id)
-    if cursor:
-        created, row_id = decode_cursor(cursor)
-        stmt = stmt.where(or_(created_col < created, (created_col == created) & (id_col < row_id)))
-    stmt = stmt.order_by(created_col.desc(), id_col.desc()).limit(limit + 1)
-    with Session(rt.engine) as session:
-        rows = list(session.exec(stmt).scalars().all())
+def _page(rows: list, limit: int) -> tuple[list, str | None]:
+    """The first ``limit`` of ``rows`` (read with one more) and the next page's cursor."""
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (cursor_for(rows[-1].created_at, rows[-1].id) if more else None)
@@ -174,7 +165,10 @@ def create_endpoint(
 def list_endpoints(
     rt: Runtime, *, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    rows, nxt = _page(rt, WebhookEndpoint, select(WebhookEndpoint), cursor=cursor, limit=limit)
+    before = decode_cursor(cursor) if cursor else None
+    with Session(rt.engine) as session:
+        found = endpoints_page(session, before=before, limit=limit + 1)
+    rows, nxt = _page(found, limit)
     return [endpoint_dict(r) for r in rows], nxt
 
 
@@ -229,11 +223,7 @@ def delete_endpoint(rt: Runtime, endpoint_id: str) -> None:
     """Remove the endpoint and its delivery log; nothing more is sent to it."""
     with session_scope(rt.engine) as session:
         row = _found(session, endpoint_id)
-        session.exec(  # type: ignore[call-overload]
-            WebhookDelivery.__table__.delete().where(  # type: ignore[attr-defined]
-                WebhookDelivery.__table__.c.endpoint_id == endpoint_id  # type: ignore[attr-defined]
-            )
-        )
+        delete_deliveries(session, endpoint_id=endpoint_id)
         session.delete(row)
 
 
@@ -241,10 +231,12 @@ def list_deliveries(
     rt: Runtime, endpoint_id: str, *, limit: int, cursor: str | None, status: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     get_endpoint(rt, endpoint_id)
-    stmt = select(WebhookDelivery).where(col(WebhookDelivery.endpoint_id) == endpoint_id)
-    if status is not None:
-        stmt = stmt.where(col(WebhookDelivery.status) == status)
-    rows, nxt = _page(rt, WebhookDelivery, stmt, cursor=cursor, limit=limit)
+    before = decode_cursor(cursor) if cursor else None
+    with Session(rt.engine) as session:
+        found = deliveries_page(
+            session, endpoint_id=endpoint_id, status=status, before=before, limit=limit + 1
+        )
+    rows, nxt = _page(found, limit)
     return [delivery_dict(r) for r in rows], nxt
 
 

@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy import exists, select
 
 from broker.core.errors import BrokerError
 from broker.core.webhooks import endpoint_url_problem, message_body, retry_delay, signature_header
@@ -37,35 +36,24 @@ from broker.store import webhook_outbox
 from broker.store.audit import on_append
 from broker.store.webhook_jobs import (
     DeliveryJob,
+    any_due,
     claim_due,
     record_delivered,
     record_failed,
     record_retry,
 )
-from broker.store.webhook_models import WebhookDelivery
 
 __all__ = ["SECRET_KIND", "WebhookSender", "wake_sender"]
 
 log = logging.getLogger("broker.webhooks")
 
 SECRET_KIND = "webhook_secret"  # the vault's binding of an endpoint's sealed secret
-_D = WebhookDelivery.__table__  # type: ignore[attr-defined]
 
 
 def _any_due(rt: Runtime, now: datetime) -> bool:
     """One cheap read before a claim (a write): is anything due or lapsed?"""
     with rt.engine.connect() as conn:
-        return bool(
-            conn.execute(
-                select(
-                    exists().where(
-                        _D.c.status == "pending",
-                        ((_D.c.lease_owner.is_(None)) & (_D.c.next_attempt_at <= now))
-                        | (_D.c.lease_until < now),
-                    )
-                )
-            ).scalar()
-        )
+        return any_due(conn, now=now)
 
 
 class WebhookSender:

@@ -28,8 +28,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, update
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine
+from sqlmodel import Session
 
 from broker.core.checkpoint import open_note
 from broker.core.errors import ConfigurationError, InvalidInput, NotFound
@@ -47,6 +47,13 @@ from broker.core.witness import (
     split_note,
 )
 from broker.runtime import Runtime
+from broker.store.checkpoints import (
+    cosignatures,
+    cosigned_sizes,
+    has_cosignature,
+    latest_published,
+    publish_checkpoint,
+)
 from broker.store.db import session_scope
 from broker.store.merkle_models import CheckpointRow, CosignatureRow
 from broker.store.tree import checkpoints, consistency_proof, latest_checkpoint, root_at, tree_size
@@ -60,12 +67,7 @@ _ATTEMPTS = 3  # a first try, and resyncs after 409 answers
 def _cosigned_sizes(engine: Engine) -> dict[str, int]:
     """Per witness key id, the largest checkpoint it cosigned (what this broker knows)."""
     with Session(engine) as session:
-        rows = session.exec(
-            select(CosignatureRow.key_id, func.max(CheckpointRow.tree_size))
-            .join(CheckpointRow, col(CheckpointRow.id) == CosignatureRow.checkpoint_id)
-            .group_by(CosignatureRow.key_id)
-        ).all()
-    return {kid: int(size) for kid, size in rows}
+        return cosigned_sizes(session)
 
 
 @dataclass
@@ -204,12 +206,7 @@ class WitnessClient:
 
 def _store(engine: Engine, row: CheckpointRow, cosignature: Cosignature) -> None:
     with session_scope(engine) as session:
-        exists = session.exec(
-            select(CosignatureRow.id).where(
-                CosignatureRow.checkpoint_id == row.id, CosignatureRow.key_id == cosignature.key_id
-            )
-        ).first()
-        if exists is None:
+        if not has_cosignature(session, checkpoint_id=row.id, key_id=cosignature.key_id):
             session.add(
                 CosignatureRow(
                     checkpoint_id=row.id or 0,
@@ -223,13 +220,7 @@ def _store(engine: Engine, row: CheckpointRow, cosignature: Cosignature) -> None
 
 def cosignatures_of(engine: Engine, checkpoint_id: int) -> list[CosignatureRow]:
     with Session(engine) as session:
-        return list(
-            session.exec(
-                select(CosignatureRow)
-                .where(CosignatureRow.checkpoint_id == checkpoint_id)
-                .order_by(col(CosignatureRow.witness), col(CosignatureRow.key_id))
-            ).all()
-        )
+        return cosignatures(session, checkpoint_id=checkpoint_id)
 
 
 def _publish(engine: Engine, row: CheckpointRow, quorum: int) -> CheckpointRow:
@@ -239,12 +230,12 @@ def _publish(engine: Engine, row: CheckpointRow, quorum: int) -> CheckpointRow:
     when = quorum_time([s.timestamp for s in sigs], quorum)
     if when is not None and row.witnessed_time is None:
         with session_scope(engine) as session:
-            session.execute(
-                update(CheckpointRow)
-                .where(col(CheckpointRow.id) == row.id, col(CheckpointRow.witnessed_time).is_(None))
-                .values(note=row.note + "".join(s.line for s in sigs),
-                        witnessed_time=format_timestamp(when))
-            )  # fmt: skip
+            publish_checkpoint(
+                session,
+                checkpoint_id=row.id,
+                note=row.note + "".join(s.line for s in sigs),
+                witnessed_time=format_timestamp(when),
+            )
     with Session(engine) as session:
         stored = session.get(CheckpointRow, row.id)
     return stored or row
@@ -256,12 +247,7 @@ def published_checkpoint(rt: Runtime) -> CheckpointRow:
     if not rt.settings.witnesses:
         return latest_checkpoint(rt.engine)
     with Session(rt.engine) as session:
-        row = session.exec(
-            select(CheckpointRow)
-            .where(col(CheckpointRow.witnessed_time).is_not(None))
-            .order_by(col(CheckpointRow.id).desc())
-            .limit(1)
-        ).first()
+        row = latest_published(session)
     if row is None:
         raise NotFound("no checkpoint has been cosigned by a quorum of witnesses yet")
     return row

@@ -22,12 +22,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, select, update
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, col
+from sqlmodel import select as orm_select
 
 from broker.core.tickets import TicketRefusal, ticket_refusal
 from broker.store.models import ConnectSession, OAuthAttempt, from_row
 
-__all__ = ["claim_ticket", "find_ticket"]
+__all__ = ["claim_ticket", "find_ticket", "open_attempts_with_verifier"]
 
 _M = TypeVar("_M", bound=SQLModel)
 
@@ -112,3 +113,15 @@ def claim_ticket(
     # usable when read again: it was not when the update ran (a concurrent claim
     # committed in between is ``used`` by now, and one that expired stays expired)
     return found if isinstance(found, TicketRefusal) else TicketRefusal.USED
+
+
+def open_attempts_with_verifier(session: Session) -> list[OAuthAttempt]:
+    """The unused OAuth attempts that still hold a sealed PKCE verifier (an attempt
+    refused as expired is unused but has none left), expired or not."""
+    return list(
+        session.exec(
+            orm_select(OAuthAttempt).where(
+                col(OAuthAttempt.used_at).is_(None), col(OAuthAttempt.code_verifier).is_not(None)
+            )
+        ).all()
+    )

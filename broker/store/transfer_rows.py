@@ -30,11 +30,11 @@ from broker.store.models import (
     UserPreference,
     from_row,
 )
+from broker.store.tokens import TOKEN_COLUMNS, StoredToken
 
 __all__ = [
     "LINK_COLUMNS",
     "OUTCOME_COLUMNS",
-    "TOKEN_COLUMNS",
     "ConnectionRow",
     "cancel_unstarted",
     "connection_row",
@@ -58,15 +58,6 @@ _CATEGORIES = TransferCategory.__table__  # type: ignore[attr-defined]
 LINK_COLUMNS = ("id", "user_id", "connector_id", "status", "consent_id", "settings", "last_error")
 """What an accept reads of the connection, in this order (then objections, grant)."""
 
-TOKEN_COLUMNS = (
-    _TOKENS.c.connection_id,
-    _TOKENS.c.access_token,
-    _TOKENS.c.refresh_token,
-    _TOKENS.c.expires_at,
-    _TOKENS.c.updated_at,
-)
-"""The columns of a stored token that reading it needs, in ``StoredToken``'s order."""
-
 OUTCOME_COLUMNS = (
     "status",
     "reason",
@@ -83,12 +74,13 @@ OUTCOME_COLUMNS = (
 
 
 class ConnectionRow(NamedTuple):
-    """What a delivery reads of its connection: status, settings, and its token's
-    ``TOKEN_COLUMNS`` (None when the connection holds no token)."""
+    """What a delivery reads of its connection as it starts (no ORM object): its
+    status, settings and token (None when the connection holds none), so the delivery
+    reads no token of its own."""
 
     status: str
     settings: dict[str, str] | None
-    token: tuple[Any, ...] | None
+    token: StoredToken | None = None
 
 
 _FINISH = (
@@ -165,8 +157,8 @@ def insert_transfer(
         db.execute(_INSERT_CATEGORIES, list(categories))
 
 
-def _token(values: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    return values if values[0] is not None else None
+def _token(values: tuple[Any, ...]) -> StoredToken | None:
+    return StoredToken(*values) if values[0] is not None else None
 
 
 def connection_row(db: DbConnection, *, connection_id: str) -> ConnectionRow | None:

@@ -19,13 +19,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Integer, and_, bindparam, false, or_, select, true, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    and_,
+    bindparam,
+    exists,
+    false,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from broker.store.db import write_lock
 from broker.store.webhook_models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "DeliveryJob",
+    "any_due",
     "claim_due",
     "record_delivered",
     "record_failed",
@@ -112,6 +125,22 @@ _JOB = select(
     _E.c.previous_secret,
     _E.c.previous_secret_expires_at,
 ).join(_E, _E.c.id == _D.c.endpoint_id)
+
+
+def any_due(conn: Connection, *, now: datetime) -> bool:
+    """Whether any pending delivery is due or its lease lapsed at ``now`` (whatever its
+    endpoint): one cheap read, to skip a claim (a write) when there is nothing to do."""
+    return bool(
+        conn.execute(
+            select(
+                exists().where(
+                    _D.c.status == "pending",
+                    ((_D.c.lease_owner.is_(None)) & (_D.c.next_attempt_at <= now))
+                    | (_D.c.lease_until < now),
+                )
+            )
+        ).scalar()
+    )
 
 
 def claim_due(

@@ -130,7 +130,7 @@ def test_reads_join_the_connection_and_its_token(rt: Runtime) -> None:
         found = link_and_grant(db, connection_id="cn_1")
         assert link_and_grant(db, connection_id="cn_gone") is None
     assert set(rows) == {"cn_1", "cn_2"}
-    assert rows["cn_1"].token is not None and rows["cn_1"].token[1] == "sealed"
+    assert rows["cn_1"].token is not None and rows["cn_1"].token.access_token == "sealed"
     assert rows["cn_2"].token is None and rows["cn_2"].status == "active"
     assert one == rows["cn_1"]
     assert t is not None and t.id == "tr_1" and link == rows["cn_1"]

@@ -27,7 +27,9 @@ from broker.flows.verification import Progress, verify_log
 from broker.runtime import Runtime
 from broker.store.audit import iter_canonical
 from broker.store.audit_scan import last_seq
-from broker.store.models import AuditRow, Transfer, TransferCategory
+from broker.store.events import legal_disclosures
+from broker.store.models import Transfer, TransferCategory
+from broker.store.transfers import count_matching
 from broker.store.tree import checkpoints
 
 __all__ = [
@@ -158,7 +160,7 @@ def _item(value: Any) -> str:
 def count_transfers(rt: Runtime, flt: TransferFilter) -> int:
     """How many transfers ``flt`` matches."""
     with Session(rt.engine) as session:
-        return int(session.exec(flt.apply(select(func.count()).select_from(Transfer))).one())
+        return count_matching(session, flt.apply(select(func.count()).select_from(Transfer)))
 
 
 def export_transfers(
@@ -216,9 +218,7 @@ def recipients_report(rt: Runtime) -> list[dict[str, Any]]:
 def _legal_recipients(rt: Runtime) -> list[dict[str, Any]]:
     """Recipients of legal disclosures (no consent), flagged ``legal_disclosure``."""
     with Session(rt.engine) as session:
-        rows = session.exec(
-            select(AuditRow).where(AuditRow.event == "disclosure.legal").order_by(col(AuditRow.seq))
-        ).all()
+        rows = legal_disclosures(session)
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         name = str(row.details.get("recipient"))

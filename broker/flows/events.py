@@ -20,6 +20,7 @@ from broker.core.errors import InvalidInput
 from broker.flows.filter_times import filter_time
 from broker.flows.paging import cursor_for, decode_cursor
 from broker.runtime import Runtime
+from broker.store import events as entries
 from broker.store.models import AuditRow
 from broker.store.subjects import named_entry, names_user, resolve_rows
 
@@ -105,15 +106,16 @@ def list_events(
     """Entries matching ``flt``, newest first; ``next_cursor`` is None on the last page."""
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", details={"field": "limit"})
-    stmt = flt.apply(select(AuditRow))
+    before = None
     if cursor:
         _, seq = decode_cursor(cursor)
         if not seq.isdigit():
             raise InvalidInput("cursor is not valid", details={"field": "cursor"})
-        stmt = stmt.where(col(AuditRow.seq) < int(seq))
-    stmt = stmt.order_by(col(AuditRow.seq).desc()).limit(limit + 1)
+        before = int(seq)
     with Session(rt.engine) as session:
-        rows = list(session.exec(stmt).all())
+        rows = entries.entry_page(
+            session, flt.apply(select(AuditRow)), before_seq=before, limit=limit
+        )
         named = resolve_rows(session.connection(), rows)  # pseudonyms whose key exists
     more = len(rows) > limit
     items = [named_entry(entry_dict(r), named) for r in rows[:limit]]
@@ -124,4 +126,4 @@ def list_events(
 def event_names(rt: Runtime) -> list[str]:
     """Every event name in the log (read from the event index)."""
     with Session(rt.engine) as session:
-        return sorted(session.exec(select(AuditRow.event).distinct()).all())
+        return entries.event_names(session)

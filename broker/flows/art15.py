@@ -1,6 +1,6 @@
 """The GDPR Art. 15(1)(a)-(h) sections of a user's report, as far as the broker knows.
 
-Built from a :func:`broker.flows.reports.user_report` (its disclosures, from the
+Built from a :func:`broker.flows.user_report.user_report` (its disclosures, from the
 record) and the consent records they were sent under, never from the connectors
 installed now:
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.core.audit_chain import format_time
 from broker.core.errors import InvalidInput
@@ -22,7 +22,7 @@ from broker.flows.paging import cursor_for, decode_cursor
 from broker.runtime import Runtime
 from broker.store import events as entries
 from broker.store.models import AuditRow
-from broker.store.subjects import named_entry, names_user, resolve_rows
+from broker.store.subjects import named_entry, resolve_rows
 
 __all__ = ["EVENT_GROUPS", "EventFilter", "entry_dict", "event_names", "list_events"]
 
@@ -56,23 +56,18 @@ class EventFilter:
         for name in ("since", "until"):
             object.__setattr__(self, name, filter_time(getattr(self, name), name))
 
-    def apply(self, stmt: Any) -> Any:
-        if self.event and self.event.endswith("."):
-            stmt = stmt.where(col(AuditRow.event).startswith(self.event, autoescape=True))
-        elif self.event:
-            stmt = stmt.where(AuditRow.event == self.event)
-        if self.user_id:
-            stmt = stmt.where(names_user(AuditRow.user_id, self.user_id))  # or pseudonym
-        if self.connector_id:
-            stmt = stmt.where(AuditRow.connector_id == self.connector_id)
-        if self.transfer_id:
-            stmt = stmt.where(AuditRow.transfer_id == self.transfer_id)
+    def conditions(self) -> entries.EntryConditions:
+        """The filter as :func:`broker.store.events.where_matching` takes it; a time out
+        of the log's range is ``InvalidInput``."""
         # entry times are fixed-width UTC text (format_time): compared as text
-        if self.since:
-            stmt = stmt.where(col(AuditRow.time) >= _text(self.since, "since"))
-        if self.until:
-            stmt = stmt.where(col(AuditRow.time) < _text(self.until, "until"))
-        return stmt
+        return {
+            "event": self.event,
+            "user_id": self.user_id,
+            "connector_id": self.connector_id,
+            "transfer_id": self.transfer_id,
+            "since": _text(self.since, "since") if self.since else None,
+            "until": _text(self.until, "until") if self.until else None,
+        }
 
 
 def _text(value: datetime, name: str) -> str:
@@ -106,6 +101,7 @@ def list_events(
     """Entries matching ``flt``, newest first; ``next_cursor`` is None on the last page."""
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", details={"field": "limit"})
+    conditions = flt.conditions()
     before = None
     if cursor:
         _, seq = decode_cursor(cursor)
@@ -113,9 +109,7 @@ def list_events(
             raise InvalidInput("cursor is not valid", details={"field": "cursor"})
         before = int(seq)
     with Session(rt.engine) as session:
-        rows = entries.entry_page(
-            session, flt.apply(select(AuditRow)), before_seq=before, limit=limit
-        )
+        rows = entries.entry_page(session, before_seq=before, limit=limit, **conditions)
         named = resolve_rows(session.connection(), rows)  # pseudonyms whose key exists
     more = len(rows) > limit
     items = [named_entry(entry_dict(r), named) for r in rows[:limit]]

@@ -9,7 +9,7 @@ A user is named in an entry by id (format 1) or by pseudonym (format 2):
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlmodel import Session, col, select
 
@@ -20,12 +20,14 @@ __all__ = [
     "BLOCKED_EVENT",
     "LEGAL_DISCLOSURE_EVENT",
     "OBJECTION_EVENTS",
+    "EntryConditions",
     "blocked_details",
     "entry_page",
     "event_names",
     "legal_disclosures",
     "objections",
     "transfer_entries",
+    "where_matching",
 ]
 
 BLOCKED_EVENT = "transfer.blocked"
@@ -33,13 +35,59 @@ LEGAL_DISCLOSURE_EVENT = "disclosure.legal"
 OBJECTION_EVENTS = ("preference.objected", "preference.withdrawn")
 
 
+class EntryConditions(TypedDict, total=False):
+    """What :func:`where_matching` narrows entries by (each one given and not None)."""
+
+    event: str | None
+    user_id: str | None
+    connector_id: str | None
+    transfer_id: str | None
+    since: str | None
+    until: str | None
+
+
+def where_matching(
+    stmt: Any,
+    *,
+    event: str | None = None,
+    user_id: str | None = None,
+    connector_id: str | None = None,
+    transfer_id: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> Any:
+    """``stmt`` (a select from the log) narrowed to the entries matching every condition
+    given: ``event`` a name, or a group when it ends in ``.`` (every name starting so);
+    ``since`` (inclusive) and ``until`` (exclusive) entry times as the log writes them
+    (fixed-width UTC text, :func:`broker.core.audit_chain.format_time`: compared as text)."""
+    if event and event.endswith("."):
+        stmt = stmt.where(col(AuditRow.event).startswith(event, autoescape=True))
+    elif event:
+        stmt = stmt.where(AuditRow.event == event)
+    if user_id:
+        stmt = stmt.where(names_user(AuditRow.user_id, user_id))  # or pseudonym
+    if connector_id:
+        stmt = stmt.where(AuditRow.connector_id == connector_id)
+    if transfer_id:
+        stmt = stmt.where(AuditRow.transfer_id == transfer_id)
+    if since:
+        stmt = stmt.where(col(AuditRow.time) >= since)
+    if until:
+        stmt = stmt.where(col(AuditRow.time) < until)
+    return stmt
+
+
 def entry_page(
-    session: Session, filtered: Any, *, before_seq: int | None, limit: int
+    session: Session,
+    *,
+    before_seq: int | None,
+    limit: int,
+    **conditions: Unpack[EntryConditions],
 ) -> list[AuditRow]:
-    """Up to ``limit + 1`` entries of ``filtered`` (a select of AuditRow with a filter's
-    conditions), newest first, each with a seq below ``before_seq``; a row beyond
-    ``limit`` says there is a next page."""
-    stmt = filtered
+    """Up to ``limit + 1`` entries matching :func:`where_matching`'s ``conditions``,
+    newest first, each with a seq below ``before_seq``; a row beyond ``limit`` says there
+    is a next page."""
+    stmt = where_matching(select(AuditRow), **conditions)
     if before_seq is not None:
         stmt = stmt.where(col(AuditRow.seq) < before_seq)
     stmt = stmt.order_by(col(AuditRow.seq).desc()).limit(limit + 1)

@@ -11,25 +11,91 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select, update
 
 from broker.core.statuses import DISCLOSED_TRANSFER_STATUSES, TransferStatus
-from broker.store.models import Transfer
+from broker.store.models import Transfer, TransferCategory
 
 __all__ = [
+    "TransferConditions",
     "activity_counts",
     "count_matching",
     "disclosed_declarations",
     "disclosed_to_user",
     "lapsed_pending",
     "mark_pre_engine",
+    "matching_query",
+    "page_keys",
     "status_counts",
     "transfer_page",
     "unleased_pending",
+    "where_matching",
 ]
+
+
+class TransferConditions(TypedDict, total=False):
+    """What :func:`where_matching` narrows transfers by (each one given and not None)."""
+
+    connection_id: str | None
+    user_id: str | None
+    connector_id: str | None
+    status: str | None
+    since: datetime | None
+    until: datetime | None
+    category: str | None
+
+
+def where_matching(
+    stmt: Any,
+    *,
+    connection_id: str | None = None,
+    user_id: str | None = None,
+    connector_id: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    category: str | None = None,
+) -> Any:
+    """``stmt`` (a select from transfers) narrowed to the transfers matching every
+    condition given (``since`` inclusive, ``until`` exclusive, by ``created_at``); a
+    category joins the category index, read in page order by its index (0014)."""
+    if connection_id:
+        stmt = stmt.where(Transfer.connection_id == connection_id)
+    if user_id:
+        stmt = stmt.where(Transfer.user_id == user_id)
+    if connector_id:
+        stmt = stmt.where(Transfer.connector_id == connector_id)
+    if status:
+        stmt = stmt.where(Transfer.status == status)
+    if since:
+        stmt = stmt.where(col(Transfer.created_at) >= since)
+    if until:
+        stmt = stmt.where(col(Transfer.created_at) < until)
+    if category:
+        stmt = stmt.join(
+            TransferCategory,
+            (col(TransferCategory.transfer_id) == col(Transfer.id))
+            & (col(TransferCategory.category) == category),
+        )
+    return stmt
+
+
+def matching_query(**conditions: Unpack[TransferConditions]) -> Any:
+    """``select(Transfer)`` narrowed by :func:`where_matching`'s ``conditions``, for
+    :func:`transfer_page`."""
+    return where_matching(select(Transfer), **conditions)
+
+
+def page_keys(*, category: str | None = None) -> tuple[Any, Any]:
+    """The ``(created_at, id)`` columns a page of matching transfers is ordered by: the
+    category index's copy of them when a category is asked for, so its index gives the
+    page order."""
+    if category:
+        return (TransferCategory.created_at, TransferCategory.transfer_id)
+    return (Transfer.created_at, Transfer.id)
 
 
 def transfer_page(
@@ -51,10 +117,10 @@ def transfer_page(
     return list(session.exec(stmt).all())
 
 
-def count_matching(session: Session, filtered: Any) -> int:
-    """How many rows ``filtered`` (a filter applied to ``select(func.count())
-    .select_from(Transfer)``) counts."""
-    return int(session.exec(filtered).one())
+def count_matching(session: Session, **conditions: Unpack[TransferConditions]) -> int:
+    """How many transfers match :func:`where_matching`'s ``conditions``."""
+    stmt = where_matching(select(func.count()).select_from(Transfer), **conditions)
+    return int(session.exec(stmt).one())
 
 
 def status_counts(session: Session) -> dict[str, int]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from broker.store import transfers as store
-from broker.store.models import Transfer
+from broker.store.models import Transfer, TransferCategory
 
 from .conftest import T0, connection, transfer
 
@@ -41,8 +42,36 @@ def test_a_page_keeps_the_callers_filter(engine: Engine) -> None:
     with Session(engine) as session:
         stmt = select(Transfer).where(Transfer.user_id == "u2")
         assert [t.id for t in store.transfer_page(session, stmt, after=None, limit=5)] == ["tr_b"]
-        counted = select(func.count()).select_from(Transfer).where(Transfer.user_id == "u2")
-        assert store.count_matching(session, counted) == 1
+
+
+def test_conditions_narrow_pages_and_counts_alike(engine: Engine) -> None:
+    _add(
+        engine,
+        transfer("tr_a"),
+        transfer("tr_b", minutes=10, categories=["user.email"]),
+        transfer("tr_c", minutes=20, status="failed", connection_id="cn_2", user_id="u2"),
+        TransferCategory(
+            transfer_id="tr_b", category="user.email", created_at=T0 + timedelta(minutes=10)
+        ),
+    )
+    cases: list[tuple[dict[str, Any], list[str]]] = [
+        ({}, ["tr_c", "tr_b", "tr_a"]),
+        ({"user_id": "u1"}, ["tr_b", "tr_a"]),
+        ({"connection_id": "cn_2"}, ["tr_c"]),
+        ({"status": "failed"}, ["tr_c"]),
+        ({"connector_id": "c9"}, []),
+        ({"since": T0 + timedelta(minutes=10)}, ["tr_c", "tr_b"]),  # since: inclusive
+        ({"until": T0 + timedelta(minutes=10)}, ["tr_a"]),  # until: exclusive
+        ({"category": "user.email"}, ["tr_b"]),
+    ]
+    with Session(engine) as session:
+        for conditions, expected in cases:
+            stmt = store.matching_query(**conditions)
+            keys = store.page_keys(category=conditions.get("category"))
+            page = store.transfer_page(session, stmt, after=None, limit=10, keys=keys)
+            assert [t.id for t in page] == expected, conditions
+            assert store.count_matching(session, **conditions) == len(expected), conditions
+    assert store.page_keys(category="user.email")[0] is TransferCategory.created_at
 
 
 def test_status_and_activity_counts(engine: Engine) -> None:

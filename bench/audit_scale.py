@@ -60,8 +60,8 @@ from broker.flows.checkpoints import public_keys, sign_checkpoint
 from broker.flows.integrity import start_full, wait_for
 from broker.flows.keys import create_api_key
 from broker.flows.recorded import terms_by_connector
-from broker.flows.reports import user_report
 from broker.flows.summaries import check_summary
+from broker.flows.user_report import user_report
 from broker.runtime import Runtime, build_runtime
 from broker.settings import Settings
 from broker.store.audit_writer import Event

@@ -163,7 +163,7 @@ def cmd_audit_verify_receipt(args: argparse.Namespace) -> int:
 
 def cmd_audit_user(args: argparse.Namespace) -> int:
     from broker.flows.connect import validate_user_id
-    from broker.flows.reports import user_report, user_report_csv
+    from broker.flows.user_report import user_report, user_report_csv
     from broker.web.reports import user_report_html
 
     report = user_report(runtime(), validate_user_id(args.user_id))
@@ -177,8 +177,8 @@ def cmd_audit_user(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_records(args: argparse.Namespace) -> int:
+    from broker.flows.processing_records import processing_records, records_yaml
     from broker.flows.report_meta import report_meta
-    from broker.flows.reports import processing_records, records_yaml
 
     rt = runtime()
     records, meta = processing_records(rt), report_meta(rt)

@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.core.errors import InvalidInput, NotFound
 from broker.core.statuses import TransferStatus
 from broker.flows.paging import page
 from broker.flows.summaries import daily_counts
 from broker.runtime import Runtime
-from broker.store.models import Connection, ConsentRecord, Transfer
+from broker.store.models import Connection, ConsentRecord
+from broker.store.transfers import activity_counts, matching_query
 
 __all__ = [
     "ConnectionActivity",
@@ -89,16 +89,7 @@ def connection_activity(rt: Runtime, connection_ids: list[str]) -> dict[str, Con
     if not connection_ids:
         return out
     with Session(rt.engine) as session:
-        rows = session.exec(
-            select(
-                Transfer.connection_id,
-                Transfer.status,
-                func.count(),
-                func.max(Transfer.created_at),
-            )
-            .where(col(Transfer.connection_id).in_(connection_ids))
-            .group_by(Transfer.connection_id, Transfer.status)
-        ).all()
+        rows = activity_counts(session, connection_ids=connection_ids)
     for connection_id, status, n, last in rows:
         act = out[connection_id]
         act.counts[status] = n
@@ -115,8 +106,7 @@ def connection_history(
     """One connection's transfers, newest first; ``next_cursor`` is None on the last page."""
     if not 1 <= limit <= 200:
         raise InvalidInput("limit must be between 1 and 200", details={"field": "limit"})
-    stmt = select(Transfer).where(Transfer.connection_id == connection_id)
-    return page(rt.engine, stmt, cursor=cursor, limit=limit)
+    return page(rt.engine, matching_query(connection_id=connection_id), cursor=cursor, limit=limit)
 
 
 def daily_transfers(

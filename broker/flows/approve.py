@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, col, update
+from sqlmodel import Session
 
 from broker.core.oauth import Pkce, authorization_url, new_state
 from broker.core.tokens import digest, new_secret
@@ -33,6 +33,7 @@ from broker.runtime import Runtime
 from broker.store.connections import live_connection
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConnectSession, OAuthAttempt
+from broker.store.tickets import drop_lapsed_verifiers
 
 __all__ = ["Approval", "approve"]
 
@@ -124,14 +125,7 @@ def approve(
 
 def _spend_lapsed_attempts(session: Session, now: datetime) -> None:
     """Attempts nobody answered in time are spent too: their verifiers go."""
-    session.exec(
-        update(OAuthAttempt)
-        .where(
-            col(OAuthAttempt.expires_at) <= now,
-            col(OAuthAttempt.code_verifier).is_not(None),
-        )
-        .values(code_verifier=None)
-    )
+    drop_lapsed_verifiers(session, now=now)
 
 
 def _connection_to_authorise(

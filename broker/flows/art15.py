@@ -1,6 +1,6 @@
 """The GDPR Art. 15(1)(a)-(h) sections of a user's report, as far as the broker knows.
 
-Built from a :func:`broker.flows.reports.user_report` (its disclosures, from the
+Built from a :func:`broker.flows.user_report.user_report` (its disclosures, from the
 record) and the consent records they were sent under, never from the connectors
 installed now:
 
@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.runtime import Runtime
 from broker.store.models import ConsentRecord
+from broker.store.recorded import consent_records
 
 __all__ = ["RIGHTS", "art15_sections"]
 
@@ -46,8 +47,7 @@ def _consents(rt: Runtime, ids: set[str]) -> dict[str, ConsentRecord]:
     if not ids:
         return {}
     with Session(rt.engine) as session:
-        rows = session.exec(select(ConsentRecord).where(col(ConsentRecord.id).in_(sorted(ids))))
-        return {r.id: r for r in rows.all()}
+        return {r.id: r for r in consent_records(session, ids=sorted(ids))}
 
 
 def _title(rt: Runtime, key: str) -> str:

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.core.csv_cells import csv_row, list_cell
 from broker.core.errors import InvalidInput
@@ -27,7 +26,14 @@ from broker.flows.verification import Progress, verify_log
 from broker.runtime import Runtime
 from broker.store.audit import iter_canonical
 from broker.store.audit_scan import last_seq
-from broker.store.models import AuditRow, Transfer, TransferCategory
+from broker.store.events import legal_disclosures
+from broker.store.transfers import (
+    TransferConditions,
+    count_matching,
+    matching_query,
+    page_keys,
+    where_matching,
+)
 from broker.store.tree import checkpoints
 
 __all__ = [
@@ -90,31 +96,26 @@ class TransferFilter:
             until=filter_time(until, "until", naive_utc=naive_utc),
         )
 
+    @property
+    def conditions(self) -> TransferConditions:
+        """The filter as :func:`broker.store.transfers.where_matching` takes it."""
+        return {
+            "user_id": self.user_id,
+            "connector_id": self.connector_id,
+            "status": self.status,
+            "since": self.since,
+            "until": self.until,
+            "category": self.category,
+        }
+
     def apply(self, stmt: Any) -> Any:
-        if self.user_id:
-            stmt = stmt.where(Transfer.user_id == self.user_id)
-        if self.connector_id:
-            stmt = stmt.where(Transfer.connector_id == self.connector_id)
-        if self.status:
-            stmt = stmt.where(Transfer.status == self.status)
-        if self.since:
-            stmt = stmt.where(col(Transfer.created_at) >= self.since)
-        if self.until:
-            stmt = stmt.where(col(Transfer.created_at) < self.until)
-        if self.category:  # a join, read in page order by the category's index (0014)
-            stmt = stmt.join(
-                TransferCategory,
-                (col(TransferCategory.transfer_id) == col(Transfer.id))
-                & (col(TransferCategory.category) == self.category),
-            )
-        return stmt
+        """``stmt`` (a select from transfers) narrowed to the transfers this matches."""
+        return where_matching(stmt, **self.conditions)
 
     @property
     def page_keys(self) -> tuple[Any, Any]:
         """The ``(created_at, id)`` columns a page of this filter is ordered by."""
-        if self.category:
-            return (TransferCategory.created_at, TransferCategory.transfer_id)
-        return (Transfer.created_at, Transfer.id)
+        return page_keys(category=self.category)
 
 
 def list_transfers(
@@ -123,7 +124,7 @@ def list_transfers(
     """Newest first; ``next_cursor`` is None on the last page."""
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", details={"field": "limit"})
-    stmt = flt.apply(select(Transfer))
+    stmt = matching_query(**flt.conditions)
     return page(rt.engine, stmt, cursor=cursor, limit=limit, keys=flt.page_keys)
 
 
@@ -158,7 +159,7 @@ def _item(value: Any) -> str:
 def count_transfers(rt: Runtime, flt: TransferFilter) -> int:
     """How many transfers ``flt`` matches."""
     with Session(rt.engine) as session:
-        return int(session.exec(flt.apply(select(func.count()).select_from(Transfer))).one())
+        return count_matching(session, **flt.conditions)
 
 
 def export_transfers(
@@ -216,9 +217,7 @@ def recipients_report(rt: Runtime) -> list[dict[str, Any]]:
 def _legal_recipients(rt: Runtime) -> list[dict[str, Any]]:
     """Recipients of legal disclosures (no consent), flagged ``legal_disclosure``."""
     with Session(rt.engine) as session:
-        rows = session.exec(
-            select(AuditRow).where(AuditRow.event == "disclosure.legal").order_by(col(AuditRow.seq))
-        ).all()
+        rows = legal_disclosures(session)
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         name = str(row.details.get("recipient"))

@@ -36,8 +36,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlmodel import col, update
-
 from broker.core.consent import Consent
 from broker.core.errors import BrokerError, InvalidSetting, NotFound, ProviderError, StateInvalid
 from broker.core.failures import setting_failure
@@ -54,7 +52,7 @@ from broker.runtime import Runtime
 from broker.store.connections import get_connection
 from broker.store.db import session_scope
 from broker.store.models import ConnectionToken, OAuthAttempt
-from broker.store.tickets import claim_ticket
+from broker.store.tickets import claim_ticket, drop_verifier
 
 __all__ = ["CallbackOutcome", "complete_callback"]
 
@@ -101,23 +99,14 @@ def _claim_attempt(rt: Runtime, state: str | None) -> OAuthAttempt:
     with session_scope(rt.engine) as session:
         attempt = claim_ticket(session, OAuthAttempt, digest=digest(state), now=rt.clock())
         if attempt is TicketRefusal.EXPIRED:  # spent by time: its verifier goes
-            session.exec(
-                update(OAuthAttempt)
-                .where(col(OAuthAttempt.state_hash) == digest(state))
-                .values(code_verifier=None)
-            )
+            drop_verifier(session, digest=digest(state))
             session.commit()
         if isinstance(attempt, TicketRefusal):
             raise StateInvalid(_STATE_REFUSED[attempt])
         # Spent from here on, whatever follows: the sealed verifier leaves the row now,
         # in the claim's transaction (this process keeps it in ``attempt`` for the one
         # exchange).
-        session.exec(
-            update(OAuthAttempt)
-            .where(col(OAuthAttempt.id) == attempt.id)
-            .values(code_verifier=None)
-            .execution_options(synchronize_session=False)
-        )
+        drop_verifier(session, attempt_id=attempt.id)
     return attempt
 
 

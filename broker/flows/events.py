@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.core.audit_chain import format_time
 from broker.core.errors import InvalidInput
 from broker.flows.filter_times import filter_time
 from broker.flows.paging import cursor_for, decode_cursor
 from broker.runtime import Runtime
+from broker.store import events as entries
 from broker.store.models import AuditRow
-from broker.store.subjects import named_entry, names_user, resolve_rows
+from broker.store.subjects import named_entry, resolve_rows
 
 __all__ = ["EVENT_GROUPS", "EventFilter", "entry_dict", "event_names", "list_events"]
 
@@ -55,23 +56,18 @@ class EventFilter:
         for name in ("since", "until"):
             object.__setattr__(self, name, filter_time(getattr(self, name), name))
 
-    def apply(self, stmt: Any) -> Any:
-        if self.event and self.event.endswith("."):
-            stmt = stmt.where(col(AuditRow.event).startswith(self.event, autoescape=True))
-        elif self.event:
-            stmt = stmt.where(AuditRow.event == self.event)
-        if self.user_id:
-            stmt = stmt.where(names_user(AuditRow.user_id, self.user_id))  # or pseudonym
-        if self.connector_id:
-            stmt = stmt.where(AuditRow.connector_id == self.connector_id)
-        if self.transfer_id:
-            stmt = stmt.where(AuditRow.transfer_id == self.transfer_id)
+    def conditions(self) -> entries.EntryConditions:
+        """The filter as :func:`broker.store.events.where_matching` takes it; a time out
+        of the log's range is ``InvalidInput``."""
         # entry times are fixed-width UTC text (format_time): compared as text
-        if self.since:
-            stmt = stmt.where(col(AuditRow.time) >= _text(self.since, "since"))
-        if self.until:
-            stmt = stmt.where(col(AuditRow.time) < _text(self.until, "until"))
-        return stmt
+        return {
+            "event": self.event,
+            "user_id": self.user_id,
+            "connector_id": self.connector_id,
+            "transfer_id": self.transfer_id,
+            "since": _text(self.since, "since") if self.since else None,
+            "until": _text(self.until, "until") if self.until else None,
+        }
 
 
 def _text(value: datetime, name: str) -> str:
@@ -105,15 +101,15 @@ def list_events(
     """Entries matching ``flt``, newest first; ``next_cursor`` is None on the last page."""
     if not 1 <= limit <= 500:
         raise InvalidInput("limit must be between 1 and 500", details={"field": "limit"})
-    stmt = flt.apply(select(AuditRow))
+    conditions = flt.conditions()
+    before = None
     if cursor:
         _, seq = decode_cursor(cursor)
         if not seq.isdigit():
             raise InvalidInput("cursor is not valid", details={"field": "cursor"})
-        stmt = stmt.where(col(AuditRow.seq) < int(seq))
-    stmt = stmt.order_by(col(AuditRow.seq).desc()).limit(limit + 1)
+        before = int(seq)
     with Session(rt.engine) as session:
-        rows = list(session.exec(stmt).all())
+        rows = entries.entry_page(session, before_seq=before, limit=limit, **conditions)
         named = resolve_rows(session.connection(), rows)  # pseudonyms whose key exists
     more = len(rows) > limit
     items = [named_entry(entry_dict(r), named) for r in rows[:limit]]
@@ -124,4 +120,4 @@ def list_events(
 def event_names(rt: Runtime) -> list[str]:
     """Every event name in the log (read from the event index)."""
     with Session(rt.engine) as session:
-        return sorted(session.exec(select(AuditRow.event).distinct()).all())
+        return entries.event_names(session)

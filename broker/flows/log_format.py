@@ -12,7 +12,7 @@ writes the handover, the others find it recorded.
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from broker.core.pseudonyms import FORMAT_EVENT, LOG_FORMAT, handover_details
 from broker.runtime import Runtime
@@ -20,12 +20,7 @@ from broker.store.audit import append_event, frontier_for, lock_head
 from broker.store.db import session_scope
 from broker.store.subjects import LogFormat
 
-__all__ = ["format_start", "start_format"]
-
-
-def format_start(session: Session) -> int | None:
-    """The seq from which the log is in format 2 (None: the handover is still due)."""
-    return session.exec(select(LogFormat.first_seq).where(LogFormat.version == LOG_FORMAT)).first()
+__all__ = ["start_format"]
 
 
 def start_format(rt: Runtime) -> int | None:

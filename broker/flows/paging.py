@@ -12,12 +12,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, or_
-from sqlmodel import Session, col
+from sqlalchemy import Engine
+from sqlmodel import Session
 
 from broker.core.errors import InvalidInput
 from broker.flows.share import transfer_dict
 from broker.store.models import Transfer
+from broker.store.transfers import transfer_page
 
 __all__ = ["cursor_for", "decode_cursor", "encode_cursor", "page"]
 
@@ -61,13 +62,9 @@ def page(
     the next cursor is None on the last page. ``keys``: the columns holding the
     transfer's ``(created_at, id)`` to order by (a joined table's copy of them, so
     its index gives the page order)."""
-    created_col, id_col = col(keys[0]), col(keys[1])
-    if cursor:
-        created, tid = decode_cursor(cursor)
-        stmt = stmt.where(or_(created_col < created, (created_col == created) & (id_col < tid)))
-    stmt = stmt.order_by(created_col.desc(), id_col.desc()).limit(limit + 1)
+    after = decode_cursor(cursor) if cursor else None
     with Session(engine) as session:
-        rows = list(session.exec(stmt).all())
+        rows = transfer_page(session, stmt, after=after, limit=limit, keys=keys)
     more = len(rows) > limit
     rows = rows[:limit]
     return [transfer_dict(t) for t in rows], (encode_cursor(rows[-1]) if more else None)

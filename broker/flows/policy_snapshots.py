@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.core.addresses import PinnedTransport
 from broker.core.connector import Connector
@@ -41,6 +41,7 @@ from broker.core.urls import url_problem
 from broker.runtime import Runtime
 from broker.store.db import session_scope
 from broker.store.policy_models import NOT_RETRIEVED, PolicyCheck, PolicySnapshot
+from broker.store.policy_snapshots import latest_check
 
 __all__ = [
     "PageFetch",
@@ -189,22 +190,16 @@ def fetch_page(
     return _failed(url, f"more than {_MAX_REDIRECTS} redirects")
 
 
-def _latest(
-    session: Session, connector_id: str, page: str, url: str, *, retrieved: bool
-) -> PolicyCheck | None:
-    query = select(PolicyCheck).where(
-        PolicyCheck.connector_id == connector_id, PolicyCheck.page == page, PolicyCheck.url == url
-    )
-    if retrieved:
-        query = query.where(col(PolicyCheck.digest).is_not(None))
-    query = query.order_by(col(PolicyCheck.checked_at).desc(), col(PolicyCheck.id).desc())
-    return session.exec(query.limit(1)).first()
-
-
 def latest_checks(session: Session, connector: Connector) -> dict[str, PolicyCheck | None]:
     """The last check of each of the connector's (current) page URLs, if any."""
     return {
-        page: _latest(session, connector.id, page, page_url(connector, page), retrieved=False)
+        page: latest_check(
+            session,
+            connector_id=connector.id,
+            page=page,
+            url=page_url(connector, page),
+            retrieved=False,
+        )
         for page in PAGES
     }
 
@@ -213,7 +208,13 @@ def retrieved_digests(session: Session, connector: Connector) -> dict[str, str |
     """The digest of each page's last retrieved snapshot (``None``: never retrieved)."""
     out: dict[str, str | None] = {}
     for page in PAGES:
-        row = _latest(session, connector.id, page, page_url(connector, page), retrieved=True)
+        row = latest_check(
+            session,
+            connector_id=connector.id,
+            page=page,
+            url=page_url(connector, page),
+            retrieved=True,
+        )
         out[page] = row.digest if row is not None else None
     return out
 
@@ -266,7 +267,7 @@ def _store_snapshot(rt: Runtime, fetch: PageFetch, at: datetime) -> None:
 def _fetch_and_record(rt: Runtime, connector: Connector, page: str) -> PolicyCheck:
     url = page_url(connector, page)
     with Session(rt.engine) as session:
-        known = _latest(session, connector.id, page, url, retrieved=True)
+        known = latest_check(session, connector_id=connector.id, page=page, url=url, retrieved=True)
     if rt.transport is None:  # a runtime built by hand: the guarded transport all the same
         rt.transport = PinnedTransport(trust_env=rt.settings.http_trust_env)
     transport = rt.transport

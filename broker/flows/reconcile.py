@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from sqlmodel import Session, col, select, update
+from sqlmodel import Session
 
 from broker.core.statuses import TransferStatus
 from broker.flows.engine import LAPSED, finish
@@ -25,6 +25,7 @@ from broker.runtime import Runtime
 from broker.store.db import session_scope
 from broker.store.jobs import claim_lapsed, release
 from broker.store.models import Transfer
+from broker.store.transfers import lapsed_pending, mark_pre_engine, unleased_pending
 
 __all__ = ["INTERRUPTED", "find_interrupted", "reconcile"]
 
@@ -34,33 +35,14 @@ INTERRUPTED = LAPSED
 def _legacy(session: Session, rt: Runtime, older_than: int | None) -> list[Transfer]:
     age = rt.settings.reconcile_after if older_than is None else older_than
     cutoff = rt.clock() - timedelta(seconds=age)
-    return list(
-        session.exec(
-            select(Transfer)
-            .where(
-                Transfer.status == TransferStatus.PENDING,
-                col(Transfer.lease_owner).is_(None),
-                col(Transfer.next_attempt_at).is_(None),
-                col(Transfer.created_at) <= cutoff,
-            )
-            .order_by(col(Transfer.created_at))
-        ).all()
-    )
+    return unleased_pending(session, created_before=cutoff)
 
 
 def find_interrupted(rt: Runtime, *, older_than: int | None = None) -> list[Transfer]:
     """Pending transfers whose lease ran out (or pre-engine ones past the age)."""
     now = rt.clock()
     with Session(rt.engine) as session:
-        lapsed = session.exec(
-            select(Transfer)
-            .where(
-                Transfer.status == TransferStatus.PENDING,
-                col(Transfer.lease_owner).is_not(None),
-                col(Transfer.lease_until) < now,
-            )
-            .order_by(col(Transfer.created_at))
-        ).all()
+        lapsed = lapsed_pending(session, now=now)
         return [*lapsed, *_legacy(session, rt, older_than)]
 
 
@@ -72,15 +54,7 @@ def reconcile(rt: Runtime, *, older_than: int | None = None) -> list[Transfer]:
         legacy = [t.id for t in _legacy(session, rt, older_than)]
     if legacy:  # give pre-engine rows a lapsed lease, so they go the same way
         with session_scope(rt.engine) as session:
-            session.exec(
-                update(Transfer)
-                .where(
-                    col(Transfer.id).in_(legacy),
-                    col(Transfer.status) == TransferStatus.PENDING,
-                    col(Transfer.lease_owner).is_(None),
-                )
-                .values(lease_owner="pre-engine", lease_until=now - timedelta(seconds=1))
-            )
+            mark_pre_engine(session, transfer_ids=legacy, until=now - timedelta(seconds=1))
     resolved: list[Transfer] = []
     until = now + rt.lease_duration()
     while claims := claim_lapsed(rt.engine, owner=owner, now=now, until=until, limit=100):

@@ -22,12 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlmodel import Session, col, update
+from sqlmodel import Session
 
 from broker.core.catalog import Heading
 from broker.core.connector import Connector
 from broker.core.errors import Conflict, InvariantBroken
-from broker.core.gateway import TERMS_CHANGED
 from broker.core.statuses import ConnectionStatus
 from broker.flows.activity import owned_connection
 from broker.flows.connect import create_connect_session
@@ -41,6 +40,7 @@ from broker.store.connections import get_connection
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConsentRecord
 from broker.store.policy_models import TermsVersion
+from broker.store.terms import claim_reconsent
 
 __all__ = [
     "ReconsentCategory",
@@ -204,16 +204,8 @@ def agree_again(
         settings=conn.settings,
     )
     with session_scope(rt.engine) as session:
-        claimed = session.exec(  # one answer only, and only while still paused for terms
-            update(Connection)
-            .where(
-                col(Connection.id) == conn.id,
-                col(Connection.status) == ConnectionStatus.RECONSENT_REQUIRED,
-                col(Connection.last_error) == TERMS_CHANGED,
-            )
-            .values(updated_at=now)
-        )
-        if claimed.rowcount != 1:
+        # one answer only, and only while still paused for terms
+        if not claim_reconsent(session, connection_id=conn.id, now=now):
             raise Conflict(
                 "this connection was answered for already; reload your integrations page",
                 details={"connection_id": conn.id},

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, func, select
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from broker.core.kantara import ConsentFacts
 from broker.flows.receipts import consent_facts
-from broker.store.models import ConsentRecord
+from broker.store.recorded import consent_records, latest_consent, latest_consents
 
 __all__ = ["latest_terms", "terms_by_connector", "terms_of_consents"]
 
@@ -31,37 +30,13 @@ def terms_of_consents(
     wanted = sorted({c for c in consent_ids if c})
     if not wanted:
         return {}
-    stmt = select(ConsentRecord).where(col(ConsentRecord.id).in_(wanted))
-    rows = session.exec(stmt).all()  # type: ignore[call-overload]  # a Core select: rows
-    return {c.id: consent_facts(c) for (c,) in rows}
+    return {c.id: consent_facts(c) for c in consent_records(session, ids=wanted)}
 
 
 def terms_by_connector(session: Session) -> dict[str, ConsentFacts]:
     """Per connector, the terms of its latest consent record (a recipient's name and
     links as last agreed to)."""
-    latest = (
-        select(col(ConsentRecord.connector_id), func.max(ConsentRecord.recorded_at).label("at"))
-        .group_by(col(ConsentRecord.connector_id))
-        .subquery()
-    )
-    rows = session.exec(  # type: ignore[call-overload]  # a Core select: rows
-        select(ConsentRecord)
-        .join(
-            latest,
-            (col(ConsentRecord.connector_id) == latest.c.connector_id)
-            & (col(ConsentRecord.recorded_at) == latest.c.at),
-        )
-        .order_by(col(ConsentRecord.id))
-    ).all()
-    return {c.connector_id: consent_facts(c) for (c,) in rows}
-
-
-_LATEST = (  # built once: the statement is compiled once, then only run
-    select(ConsentRecord)
-    .where(col(ConsentRecord.connector_id) == bindparam("connector_id"))
-    .order_by(col(ConsentRecord.recorded_at).desc(), col(ConsentRecord.id).desc())
-    .limit(1)
-)
+    return {c.connector_id: consent_facts(c) for c in latest_consents(session)}
 
 
 def latest_terms(session: Session, connector_ids: Iterable[str]) -> dict[str, ConsentFacts]:
@@ -70,8 +45,7 @@ def latest_terms(session: Session, connector_ids: Iterable[str]) -> dict[str, Co
     Of records made at the same moment, the one with the largest id, as there."""
     out = {}
     for connector_id in sorted(set(connector_ids)):
-        params = {"connector_id": connector_id}
-        found = session.exec(_LATEST, params=params).first()  # type: ignore[call-overload]
+        found = latest_consent(session, connector_id=connector_id)
         if found is not None:
-            out[connector_id] = consent_facts(found[0])
+            out[connector_id] = consent_facts(found)
     return out

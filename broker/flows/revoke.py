@@ -28,7 +28,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session, col, select, update
+from sqlmodel import Session
 
 from broker.core.errors import BrokerError, InvalidSetting, NotFound
 from broker.core.failures import setting_failure
@@ -48,6 +48,7 @@ from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
 from broker.store.models import Connection, ConnectionToken
+from broker.store.revocations import claim_revocation, finish_revocation, stale_revocations
 
 __all__ = [
     "REVOKING",
@@ -60,6 +61,7 @@ log = logging.getLogger("broker.connectors")
 
 REVOKING = ConnectionStatus.REVOKING
 _DONE = ConnectionStatus.REVOKED
+_FAILED_NOTE = "provider revocation failed; local tokens destroyed"
 _CLAIM_ATTEMPTS = 3
 
 
@@ -120,12 +122,14 @@ def _claim(rt: Runtime, connection_id: str) -> tuple[Connection, str, datetime] 
                 return None
             if previous == REVOKING and conn.updated_at > now - claim_ttl(rt):
                 return None  # another caller is revoking it right now
-            stmt = update(Connection).where(
-                col(Connection.id) == connection_id, col(Connection.status) == previous
+            won = claim_revocation(
+                session,
+                connection_id=connection_id,
+                status=previous,
+                # a stale claim: take it over only if still stale
+                updated_at=conn.updated_at if previous == REVOKING else None,
+                now=now,
             )
-            if previous == REVOKING:  # a stale claim: take it over only if still stale
-                stmt = stmt.where(col(Connection.updated_at) == conn.updated_at)
-            won = session.exec(stmt.values(status=REVOKING, updated_at=now)).rowcount == 1
             session.expunge(conn)
         if won:
             conn.status, conn.updated_at = REVOKING, now
@@ -148,19 +152,14 @@ def _finish(
     failed = revocation_failed(provider)
     now = rt.clock()
     with session_scope(rt.engine) as session:
-        values: dict[str, Any] = {"status": _DONE, "revoked_at": now, "updated_at": now}
-        if failed:
-            values["last_error"] = "provider revocation failed; local tokens destroyed"
-        result = session.exec(
-            update(Connection)
-            .where(
-                col(Connection.id) == conn.id,
-                col(Connection.status) == REVOKING,
-                col(Connection.updated_at) == claimed_at,
-            )
-            .values(**values)
+        finished = finish_revocation(
+            session,
+            connection_id=conn.id,
+            claimed_at=claimed_at,
+            now=now,
+            last_error=_FAILED_NOTE if failed else None,
         )
-        if result.rowcount != 1:
+        if not finished:
             return None
         token_row = session.get(ConnectionToken, conn.id)
         if token_row is not None:
@@ -207,7 +206,7 @@ def _finish(
         rt.signal_outcome(transfer_id)
     conn.status, conn.revoked_at, conn.updated_at = _DONE, now, now
     if failed:
-        conn.last_error = values["last_error"]
+        conn.last_error = _FAILED_NOTE
     return conn
 
 
@@ -240,13 +239,7 @@ def resume_interrupted_revocations(rt: Runtime) -> list[str]:
     stopped); returns their connection ids."""
     stale = rt.clock() - claim_ttl(rt)
     with Session(rt.engine) as session:
-        ids = list(
-            session.exec(
-                select(Connection.id).where(
-                    col(Connection.status) == REVOKING, col(Connection.updated_at) < stale
-                )
-            ).all()
-        )
+        ids = stale_revocations(session, claimed_before=stale)
     done = []
     for connection_id in ids:
         if not revoke_connection(rt, connection_id, actor="broker:recovery")["already"]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session
 
 from broker.core.statuses import FINAL_TRANSFER_STATUSES
 from broker.runtime import Runtime
 from broker.store.jobs import queue_stats
-from broker.store.models import Transfer
+from broker.store.transfers import status_counts
 
 __all__ = ["delivery_stats"]
 
@@ -19,9 +19,7 @@ def delivery_stats(rt: Runtime) -> dict[str, Any]:
     now = rt.clock()
     q = queue_stats(rt.engine, now=now)
     with Session(rt.engine) as session:
-        by_status = dict(
-            session.exec(select(Transfer.status, func.count()).group_by(Transfer.status)).all()
-        )
+        by_status = status_counts(session)
     age = (now - q.oldest_pending).total_seconds() if q.oldest_pending else 0.0
     stats: dict[str, Any] = {
         "pending": q.pending,

@@ -31,11 +31,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Session, col, select, update
+from sqlmodel import Session
 
 from broker.core.connector import Connector
 from broker.core.errors import InvalidInput, NotFound
-from broker.core.gateway import TERMS_CHANGED
 from broker.core.policy_text import change_ratio
 from broker.core.statuses import ConnectionStatus
 from broker.core.terms import (
@@ -50,15 +49,21 @@ from broker.flows.policy_snapshots import retrieved_digests, snapshot_text
 from broker.runtime import Runtime
 from broker.store.audit import append_event
 from broker.store.db import session_scope
-from broker.store.models import Connection, ConsentRecord
 from broker.store.policy_models import PolicyChange, TermsVersion
+from broker.store.terms import (
+    active_off_version,
+    current_version,
+    pause_for_terms,
+    policy_changes,
+    resume_paused,
+    still_paused,
+)
 from broker.store.webhook_outbox import enqueue_event
 
 __all__ = [
     "CLASSIFICATIONS",
     "classify_change",
     "current_terms_version",
-    "current_version_row",
     "list_changes",
     "record_loaded_terms",
     "record_terms",
@@ -68,15 +73,6 @@ log = logging.getLogger("broker.policies")
 
 CLASSIFICATIONS = ("significant", "minor")
 _CACHE_SECONDS = 30.0
-
-
-def current_version_row(session: Session, connector_id: str) -> TermsVersion | None:
-    return session.exec(
-        select(TermsVersion)
-        .where(TermsVersion.connector_id == connector_id)
-        .order_by(col(TermsVersion.current_since).desc())
-        .limit(1)
-    ).first()
 
 
 def _prefixed(digests: dict[str, str | None]) -> dict[str, str | None]:
@@ -98,26 +94,10 @@ def _text_ratios(
 def _pause(session: Session, connector_id: str, version: str, now: datetime) -> list[str]:
     """Every active connection of the connector whose consent is not on ``version``
     becomes ``reconsent_required``; returns their ids."""
-    agreed = col(ConsentRecord.terms_version)
-    rows = session.exec(
-        select(Connection.id, Connection.user_id)
-        .join(ConsentRecord, col(ConsentRecord.id) == col(Connection.consent_id))
-        .where(
-            Connection.connector_id == connector_id,
-            Connection.status == ConnectionStatus.ACTIVE,
-            agreed.is_(None) | (agreed != version),
-        )
-        .order_by(col(Connection.id))
-    ).all()
+    rows = active_off_version(session, connector_id=connector_id, version=version)
     ids = [cid for cid, _ in rows]
     if ids:
-        session.exec(
-            update(Connection)
-            .where(col(Connection.id).in_(ids), col(Connection.status) == ConnectionStatus.ACTIVE)
-            .values(
-                status=ConnectionStatus.RECONSENT_REQUIRED, last_error=TERMS_CHANGED, updated_at=now
-            )
-        )
+        pause_for_terms(session, connection_ids=ids, now=now)
         for cid, user_id in rows:  # the host is told, in this transaction (webhooks)
             enqueue_event(
                 session.connection(),
@@ -135,18 +115,9 @@ def _resume(session: Session, change: PolicyChange, now: datetime) -> list[str]:
     ids = list(change.paused or [])
     if not ids:
         return []
-    rows = session.exec(
-        select(Connection.id).where(
-            col(Connection.id).in_(ids), Connection.status == ConnectionStatus.RECONSENT_REQUIRED
-        )
-    ).all()
-    resumed = list(rows)
+    resumed = still_paused(session, connection_ids=ids)
     if resumed:
-        session.exec(
-            update(Connection)
-            .where(col(Connection.id).in_(resumed))
-            .values(status=ConnectionStatus.ACTIVE, last_error=None, updated_at=now)
-        )
+        resume_paused(session, connection_ids=resumed, now=now)
     return resumed
 
 
@@ -159,7 +130,7 @@ def _record(
         platform_policy_version=rt.settings.policy_version,
     )
     version = terms_version(terms)
-    current = current_version_row(session, connector.id)
+    current = current_version(session, connector_id=connector.id)
     if current is not None and current.version == version:
         return version, None
     now = rt.clock()
@@ -266,7 +237,7 @@ def current_terms_version(rt: Runtime, connector_id: str, *, fresh: bool = False
     if not fresh and cached is not None and time.monotonic() - cached[1] < _CACHE_SECONDS:
         return cached[0]
     with Session(rt.engine) as session:
-        row = current_version_row(session, connector_id)
+        row = current_version(session, connector_id=connector_id)
     if row is None:
         if connector_id not in rt.registry:
             return None
@@ -278,10 +249,7 @@ def current_terms_version(rt: Runtime, connector_id: str, *, fresh: bool = False
 
 def list_changes(rt: Runtime, connector_id: str | None = None) -> list[PolicyChange]:
     with Session(rt.engine) as session:
-        query = select(PolicyChange)
-        if connector_id is not None:
-            query = query.where(PolicyChange.connector_id == connector_id)
-        return list(session.exec(query.order_by(col(PolicyChange.detected_at))).all())
+        return policy_changes(session, connector_id=connector_id)
 
 
 def classify_change(
@@ -306,7 +274,7 @@ def classify_change(
         paused: list[str] = []
         resumed: list[str] = []
         if verdict == "significant" and was != "significant":
-            current = current_version_row(session, change.connector_id)
+            current = current_version(session, connector_id=change.connector_id)
             version = current.version if current is not None else change.after_version
             paused = _pause(session, change.connector_id, version, now)
             change.paused = sorted(set(change.paused or []) | set(paused))

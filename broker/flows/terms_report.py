@@ -6,11 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.runtime import Runtime
-from broker.store.models import Connection, ConsentRecord
 from broker.store.policy_models import PolicyChange
+from broker.store.terms import (
+    connections_by_id,
+    latest_changes,
+    reconsents,
+    sent_under_terms,
+    terms_versions,
+)
 
 __all__ = ["terms_changes", "terms_sent"]
 
@@ -19,18 +25,9 @@ def _paused(session: Session, change: PolicyChange) -> list[dict[str, Any]]:
     ids = list(change.paused or [])
     if not ids:
         return []
-    conns = {
-        c.id: c for c in session.exec(select(Connection).where(col(Connection.id).in_(ids))).all()
-    }
+    conns = connections_by_id(session, ids=ids)
     agreed: dict[str, Any] = {}
-    for r in session.exec(
-        select(ConsentRecord)
-        .where(
-            col(ConsentRecord.connection_id).in_(ids),
-            ConsentRecord.terms_version == change.after_version,
-        )
-        .order_by(col(ConsentRecord.consented_at))
-    ).all():
+    for r in reconsents(session, connection_ids=ids, terms_version=change.after_version):
         agreed.setdefault(r.connection_id, r)
     out = []
     for cid in ids:
@@ -50,9 +47,7 @@ def _paused(session: Session, change: PolicyChange) -> list[dict[str, Any]]:
 def terms_changes(rt: Runtime, *, limit: int = 100) -> list[dict[str, Any]]:
     """The latest ``limit`` terms changes, each with the connections it paused."""
     with Session(rt.engine) as session:
-        rows = session.exec(
-            select(PolicyChange).order_by(col(PolicyChange.detected_at).desc()).limit(limit)
-        ).all()
+        rows = latest_changes(session, limit=limit)
         return [
             {
                 "id": c.id,
@@ -76,34 +71,13 @@ def terms_sent(rt: Runtime) -> dict[str, list[dict[str, Any]]]:
     """Per recipient, per terms version its data was sent under (delivered, or whose
     outcome is unknown): the categories, how many transfers, first and last, and the
     policy snapshot digests that version names (None: sent before terms versions)."""
-    from sqlalchemy import func
-
-    from broker.core.statuses import DISCLOSED_TRANSFER_STATUSES
-    from broker.store.models import Transfer, TransferCategory
-    from broker.store.policy_models import TermsVersion
-
     with Session(rt.engine) as session:
-        rows = session.exec(
-            # sqlmodel's select is typed for up to four columns; this one has six
-            select(  # type: ignore[call-overload]
-                col(Transfer.connector_id),
-                col(Transfer.terms_version),
-                col(TransferCategory.category),
-                func.count(),
-                func.min(Transfer.created_at),
-                func.max(Transfer.created_at),
-            )
-            .join(TransferCategory, col(TransferCategory.transfer_id) == col(Transfer.id))
-            .where(col(Transfer.status).in_(DISCLOSED_TRANSFER_STATUSES))
-            .group_by(Transfer.connector_id, Transfer.terms_version, TransferCategory.category)
-        ).all()
+        rows = sent_under_terms(session)
         versions = sorted({v for _, v, *_ in rows if v})
         digests = (
             {
                 t.version: dict(t.terms.get("digests") or {})
-                for t in session.exec(
-                    select(TermsVersion).where(col(TermsVersion.version).in_(versions))
-                ).all()
+                for t in terms_versions(session, versions=versions)
             }
             if versions
             else {}

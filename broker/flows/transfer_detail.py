@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from broker.core.errors import NotFound
 from broker.core.statuses import TransferStatus
 from broker.flows.events import entry_dict
 from broker.flows.share import transfer_dict
 from broker.runtime import Runtime
-from broker.store.models import AuditRow, ConsentRecord, Transfer
+from broker.store.events import blocked_details, transfer_entries
+from broker.store.models import ConsentRecord, Transfer
 from broker.store.tree import latest_checkpoint
 
 __all__ = ["outside_fields", "transfer_detail"]
@@ -53,13 +54,9 @@ def outside_fields(rt: Runtime, transfers: list[dict[str, Any]]) -> dict[str, li
     details: dict[str, list[dict[str, Any]]] = {}
     if blocked:
         with Session(rt.engine) as session:
-            rows = session.exec(
-                select(AuditRow.transfer_id, AuditRow.details).where(
-                    col(AuditRow.transfer_id).in_(blocked), AuditRow.event == "transfer.blocked"
-                )
-            ).all()
+            rows = blocked_details(session, transfer_ids=blocked)
         for transfer_id, d in rows:
-            details.setdefault(str(transfer_id), []).append(dict(d))
+            details.setdefault(transfer_id, []).append(dict(d))
     found = {t["id"]: _outside(t["dropped"], details.get(t["id"], [])) for t in transfers}
     return {tid: fields for tid, fields in found.items() if fields}
 
@@ -74,10 +71,7 @@ def transfer_detail(rt: Runtime, transfer_id: str) -> dict[str, Any]:
         if t is None:
             raise NotFound(f"no transfer {transfer_id!r}", details={"transfer_id": transfer_id})
         consent = session.get(ConsentRecord, t.consent_id) if t.consent_id else None
-        rows = session.exec(
-            select(AuditRow).where(AuditRow.transfer_id == transfer_id).order_by(col(AuditRow.seq))
-        ).all()
-        entries = [entry_dict(r) for r in rows]
+        entries = [entry_dict(r) for r in transfer_entries(session, transfer_id=transfer_id)]
         info = _consent(consent)
     try:
         size: int | None = latest_checkpoint(rt.engine).tree_size

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Column, Connection, Engine, LargeBinary, event, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, col
 
 from broker.core.errors import InvariantBroken
 from broker.core.pseudonyms import USER_ACTOR, new_subject_key, pseudonym, pseudonymise
@@ -34,6 +34,7 @@ __all__ = [
     "Subjects",
     "destroy_key",
     "forget",
+    "format_start",
     "lookup",
     "named_entry",
     "names_user",
@@ -64,6 +65,13 @@ class LogFormat(SQLModel, table=True):
     version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     first_seq: int | None = Field(default=None, sa_type=BigInteger)
     recorded_at: datetime = Field(sa_type=UTCDateTime, default_factory=utcnow)
+
+
+def format_start(session: Session, *, version: int) -> int | None:
+    """The seq from which the log is in format ``version`` (None: not recorded, or its
+    handover entry is still due)."""
+    query = select(col(LogFormat.first_seq)).where(col(LogFormat.version) == version)
+    return session.execute(query).scalars().first()
 
 
 _T = SubjectKey.__table__  # type: ignore[attr-defined]

@@ -28,7 +28,13 @@ from sqlmodel import select as orm_select
 from broker.core.tickets import TicketRefusal, ticket_refusal
 from broker.store.models import ConnectSession, OAuthAttempt, from_row
 
-__all__ = ["claim_ticket", "find_ticket", "open_attempts_with_verifier"]
+__all__ = [
+    "claim_ticket",
+    "drop_lapsed_verifiers",
+    "drop_verifier",
+    "find_ticket",
+    "open_attempts_with_verifier",
+]
 
 _M = TypeVar("_M", bound=SQLModel)
 
@@ -124,4 +130,29 @@ def open_attempts_with_verifier(session: Session) -> list[OAuthAttempt]:
                 col(OAuthAttempt.used_at).is_(None), col(OAuthAttempt.code_verifier).is_not(None)
             )
         ).all()
+    )
+
+
+_ATTEMPTS = OAuthAttempt.__table__  # type: ignore[attr-defined]
+
+
+def drop_verifier(
+    session: Session, *, attempt_id: str | None = None, digest: str | None = None
+) -> None:
+    """Erase the sealed PKCE verifier of the attempt with ``attempt_id`` or with the
+    state ``digest``: a spent attempt keeps nothing it could be redeemed with."""
+    if (attempt_id is None) == (digest is None):
+        raise TypeError("drop_verifier takes attempt_id or digest, one of them")
+    which = (
+        _ATTEMPTS.c.id == attempt_id if attempt_id is not None else _ATTEMPTS.c.state_hash == digest
+    )
+    session.connection().execute(update(_ATTEMPTS).where(which).values(code_verifier=None))
+
+
+def drop_lapsed_verifiers(session: Session, *, now: datetime) -> None:
+    """Erase the verifiers of the attempts that expired by ``now`` unanswered."""
+    session.connection().execute(
+        update(_ATTEMPTS)
+        .where(_ATTEMPTS.c.expires_at <= now, _ATTEMPTS.c.code_verifier.is_not(None))
+        .values(code_verifier=None)
     )

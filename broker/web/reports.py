@@ -17,7 +17,7 @@ _ENV = Environment(
 
 
 def user_report_html(report: dict[str, Any]) -> str:
-    """``report``: a :func:`broker.flows.reports.user_report`; the Art. 15 sections first."""
+    """``report``: a :func:`broker.flows.user_report.user_report`; the Art. 15 sections first."""
     sections = report.get("art15") or {}
     titles = {c["category"]: c["title"] for c in sections.get("categories", [])}
     return _ENV.get_template("user_report.html").render(r=report, titles=titles)

@@ -299,7 +299,7 @@ def test_records_yaml_round_trips_names_yaml_would_misread() -> None:
     'yes' and a non-ASCII letter reads back as the same string."""
     import yaml
 
-    from broker.flows.reports import records_yaml
+    from broker.flows.processing_records import records_yaml
 
     names = ['Acme: "CRM" #1', "- yes", "yes", "Zoë & Co.", "null"]
     records = [

@@ -18,9 +18,9 @@ from broker.flows.integrity import (
     start_full,
     verification_dict,
 )
+from broker.flows.processing_records import processing_records, records_yaml
 from broker.flows.receipts import receipt_jwks, receipt_public_keys
 from broker.flows.report_meta import report_meta
-from broker.flows.reports import processing_records, records_yaml
 from broker.store.audit import iter_entries, latest_head
 from broker.store.tree import checkpoints, consistency_proof, inclusion_proof, latest_checkpoint
 from broker.web.api.error_responses import errors

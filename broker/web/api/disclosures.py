@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from broker.flows.connect import validate_user_id
 from broker.flows.disclosures import DisclosureRequest, record_disclosure
-from broker.flows.reports import user_report, user_report_csv
+from broker.flows.user_report import user_report, user_report_csv
 from broker.web.api.error_responses import errors
 from broker.web.api.schemas_audit import DisclosureCreate, DisclosureReport, LogEntry
 from broker.web.deps import AdminKey, AuditorKey, RuntimeDep

@@ -38,8 +38,8 @@ from broker.flows.connections import list_connections
 from broker.flows.notices import PAGE_LABELS, paused_for_terms, pending_notices
 from broker.flows.preferences import parse_preferences, read_preferences, set_objections
 from broker.flows.receipts import consent_receipt, consent_receipt_jws
-from broker.flows.reports import user_report, user_report_csv
 from broker.flows.revoke import revoke_connection
+from broker.flows.user_report import user_report, user_report_csv
 from broker.runtime import Runtime
 from broker.store.models import Connection, ConsentRecord
 from broker.web.api.schemas_audit import DisclosureReport
@@ -304,7 +304,7 @@ def me_preferences(
 
 @router.get("/me/disclosures.{fmt}")
 def me_disclosures(fmt: str, rt: RuntimeDep, current: UserSession) -> Response:
-    """The user's disclosure report (``broker.flows.reports``, as ``GET
+    """The user's disclosure report (``broker.flows.user_report``, as ``GET
     /v1/users/{id}/disclosures`` gives it to the host): every recipient of their data."""
     user = signed_in(current)
     if fmt not in ("csv", "json"):

@@ -13,7 +13,7 @@ import pytest
 from broker.core.csv_cells import FORMULA_TRIGGERS, csv_cell, csv_row, list_cell, split_list
 from broker.flows.audit import EXPORT_COLUMNS, TransferFilter, export_transfers
 from broker.flows.disclosures import DisclosureRequest, record_disclosure
-from broker.flows.reports import CSV_COLUMNS, user_report, user_report_csv
+from broker.flows.user_report import CSV_COLUMNS, user_report, user_report_csv
 from broker.runtime import Runtime, build_runtime
 from broker.store.db import session_scope
 from broker.store.models import Connection, Transfer, TransferCategory
